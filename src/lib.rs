@@ -1,0 +1,7 @@
+//! grok1-quant: convert the Grok-1 JAX checkpoint to GGUF and run it.
+//!
+//! Data flows one way: checkpoint → convert → gguf → model → backend, with `quant` (block
+//! formats) underneath and [`config`]/[`naming`] as leaves everyone may use.
+
+pub mod config;
+pub mod naming;
