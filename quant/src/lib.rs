@@ -4,6 +4,344 @@
 //! scalar reference (`quantize`, `dequantize`, `vec_dot`) and, where it pays, SIMD kernels chosen
 //! at run time. This crate knows no container (GGUF lives in the main crate) and no model.
 
+// Bit layouts read most clearly with explicit indices.
+#![allow(clippy::needless_range_loop)]
+// `usize::is_multiple_of` is newer than the workspace MSRV (1.80).
+#![allow(clippy::manual_is_multiple_of)]
+
+mod common;
+pub mod float;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_1;
+pub mod q8_k;
 mod types;
 
-pub use types::{GgmlType, QuantError};
+use rayon::prelude::*;
+pub use types::{GgmlType, QuantError, QK_K};
+
+fn check_aligned(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
+    ty.row_bytes(n)
+        .ok_or(QuantError::NotBlockAligned { ty, len: n })
+}
+
+fn check_bytes(ty: GgmlType, n: usize, found: usize) -> Result<(), QuantError> {
+    let expected = check_aligned(ty, n)?;
+    if expected != found {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+fn check_imatrix(imatrix: Option<&[f32]>, n: usize) -> Result<(), QuantError> {
+    if let Some(m) = imatrix {
+        if m.len() != n {
+            return Err(QuantError::ImatrixLen {
+                expected: n,
+                found: m.len(),
+            });
+        }
+        if let Some(index) = m.iter().position(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(QuantError::ImatrixValue { index });
+        }
+    }
+    Ok(())
+}
+
+/// Whether [`quantize_row`] can produce `ty`.
+pub fn can_quantize(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q8_1 | Q4_K | Q5_K | Q6_K | Q8_K
+    )
+}
+
+/// Quantize one row (src.len() elements, block aligned) into dst (exactly row_bytes).
+pub fn quantize_row(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    if !can_quantize(ty) {
+        return Err(QuantError::Unsupported {
+            ty,
+            what: "quantization",
+        });
+    }
+    check_bytes(ty, src.len(), dst.len())?;
+    check_imatrix(imatrix, src.len())?;
+    quantize_row_unchecked(ty, src, dst, imatrix);
+    Ok(())
+}
+
+fn quantize_row_unchecked(ty: GgmlType, src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use GgmlType::*;
+    match ty {
+        F32 => float::quantize_f32(src, dst),
+        F16 => float::quantize_f16(src, dst),
+        BF16 => float::quantize_bf16(src, dst),
+        Q4_0 => q4_0::quantize(src, dst, imatrix),
+        Q4_1 => q4_1::quantize(src, dst, imatrix),
+        Q5_0 => q5_0::quantize(src, dst, imatrix),
+        Q8_0 => q8_0::quantize(src, dst, imatrix),
+        Q8_1 => q8_1::quantize(src, dst),
+        Q4_K => q4_k::quantize(src, dst, imatrix),
+        Q5_K => q5_k::quantize(src, dst, imatrix),
+        Q6_K => q6_k::quantize(src, dst, imatrix),
+        Q8_K => q8_k::quantize(src, dst),
+        _ => unreachable!("checked by can_quantize"),
+    }
+}
+
+/// Quantize many rows in parallel (rayon); src is rows*n_per_row.
+pub fn quantize_rows(
+    ty: GgmlType,
+    src: &[f32],
+    n_per_row: usize,
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    if !can_quantize(ty) {
+        return Err(QuantError::Unsupported {
+            ty,
+            what: "quantization",
+        });
+    }
+    let rb = check_aligned(ty, n_per_row)?;
+    if n_per_row == 0 {
+        return check_bytes(ty, 0, dst.len());
+    }
+    if src.len() % n_per_row != 0 {
+        return Err(QuantError::NotBlockAligned { ty, len: src.len() });
+    }
+    let rows = src.len() / n_per_row;
+    let expected = rows.checked_mul(rb).ok_or(QuantError::SizeMismatch {
+        ty,
+        expected: usize::MAX,
+        found: dst.len(),
+    })?;
+    if dst.len() != expected {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            expected,
+            found: dst.len(),
+        });
+    }
+    check_imatrix(imatrix, n_per_row)?;
+    src.par_chunks(n_per_row)
+        .zip(dst.par_chunks_mut(rb.max(1)))
+        .for_each(|(s, d)| quantize_row_unchecked(ty, s, d, imatrix));
+    Ok(())
+}
+
+/// Dequantize one row; dst.len() is the element count.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    use GgmlType::*;
+    check_bytes(ty, dst.len(), src.len())?;
+    match ty {
+        F32 => float::dequantize(float::Kind::F32, src, dst),
+        F16 => float::dequantize(float::Kind::F16, src, dst),
+        BF16 => float::dequantize(float::Kind::BF16, src, dst),
+        Q4_0 => q4_0::dequantize(src, dst),
+        Q4_1 => q4_1::dequantize(src, dst),
+        Q5_0 => q5_0::dequantize(src, dst),
+        Q8_0 => q8_0::dequantize(src, dst),
+        Q8_1 => q8_1::dequantize(src, dst),
+        Q4_K => q4_k::dequantize(src, dst),
+        Q5_K => q5_k::dequantize(src, dst),
+        Q6_K => q6_k::dequantize(src, dst),
+        Q8_K => q8_k::dequantize(src, dst),
+        _ => {
+            return Err(QuantError::Unsupported {
+                ty,
+                what: "dequantization",
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Scalar-only dequantization (reference for tests and benchmarks).
+pub fn dequantize_row_scalar(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    use GgmlType::*;
+    check_bytes(ty, dst.len(), src.len())?;
+    match ty {
+        F32 => float::dequantize_f32(src, dst),
+        F16 => float::dequantize_f16(src, dst),
+        BF16 => float::dequantize_bf16(src, dst),
+        Q4_0 => q4_0::dequantize_scalar(src, dst),
+        Q4_1 => q4_1::dequantize_scalar(src, dst),
+        Q5_0 => q5_0::dequantize_scalar(src, dst),
+        Q8_0 => q8_0::dequantize_scalar(src, dst),
+        Q8_1 => q8_1::dequantize(src, dst),
+        Q4_K => q4_k::dequantize_scalar(src, dst),
+        Q5_K => q5_k::dequantize_scalar(src, dst),
+        Q6_K => q6_k::dequantize_scalar(src, dst),
+        Q8_K => q8_k::dequantize(src, dst),
+        _ => {
+            return Err(QuantError::Unsupported {
+                ty,
+                what: "dequantization",
+            })
+        }
+    }
+    Ok(())
+}
+
+/// The activation type a weight type's dot product uses (Q8_0 for Q4_0/Q8_0/Q5_0, Q8_1 for
+/// Q4_1, Q8_K for K-quants, F32 for F32/F16/BF16). Types without a dot product map to F32;
+/// [`vec_dot`] rejects them.
+pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_1 => Q8_1,
+        Q4_K | Q5_K | Q6_K => Q8_K,
+        _ => F32,
+    }
+}
+
+fn has_vec_dot(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q5_K | Q6_K
+    )
+}
+
+/// Quantize an activation vector x to vec_dot_type(weight_ty); overwrites out.
+pub fn quantize_activation(
+    weight_ty: GgmlType,
+    x: &[f32],
+    out: &mut Vec<u8>,
+) -> Result<(), QuantError> {
+    if !has_vec_dot(weight_ty) {
+        return Err(QuantError::Unsupported {
+            ty: weight_ty,
+            what: "dot products",
+        });
+    }
+    let at = vec_dot_type(weight_ty);
+    // The weight row has the same length, so it must be aligned for the weight type too.
+    check_aligned(weight_ty, x.len())?;
+    let rb = check_aligned(at, x.len())?;
+    out.clear();
+    out.resize(rb, 0);
+    quantize_row_unchecked(at, x, out, None);
+    Ok(())
+}
+
+fn check_dot(weight_ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> Result<(), QuantError> {
+    if !has_vec_dot(weight_ty) {
+        return Err(QuantError::Unsupported {
+            ty: weight_ty,
+            what: "dot products",
+        });
+    }
+    check_bytes(weight_ty, n, w.len())?;
+    check_bytes(vec_dot_type(weight_ty), n, act.len())
+}
+
+fn dot_unchecked(weight_ty: GgmlType, n: usize, w: &[u8], act: &[u8], simd: bool) -> f32 {
+    use GgmlType::*;
+    macro_rules! pick {
+        ($m:ident) => {
+            if simd {
+                $m::vec_dot(w, act)
+            } else {
+                $m::vec_dot_scalar(w, act)
+            }
+        };
+    }
+    let fk = |k| {
+        if simd {
+            float::vec_dot(k, n, w, act)
+        } else {
+            float::vec_dot_scalar(k, n, w, act)
+        }
+    };
+    match weight_ty {
+        F32 => fk(float::Kind::F32),
+        F16 => fk(float::Kind::F16),
+        BF16 => fk(float::Kind::BF16),
+        Q4_0 => pick!(q4_0),
+        Q4_1 => pick!(q4_1),
+        Q5_0 => pick!(q5_0),
+        Q8_0 => pick!(q8_0),
+        Q4_K => pick!(q4_k),
+        Q5_K => pick!(q5_k),
+        Q6_K => pick!(q6_k),
+        _ => unreachable!("checked by has_vec_dot"),
+    }
+}
+
+/// Dot product of one weight row (n elements, bytes of weight_ty) with an activation produced
+/// by quantize_activation. Uses the best SIMD path available.
+pub fn vec_dot(weight_ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> Result<f32, QuantError> {
+    check_dot(weight_ty, n, w, act)?;
+    Ok(dot_unchecked(weight_ty, n, w, act, true))
+}
+
+/// Same, scalar reference only (for tests and benchmarks).
+pub fn vec_dot_scalar(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    act: &[u8],
+) -> Result<f32, QuantError> {
+    check_dot(weight_ty, n, w, act)?;
+    Ok(dot_unchecked(weight_ty, n, w, act, false))
+}
+
+/// Dot one weight row with several activation vectors (batched prefill): `out[i] = w · acts[i]`.
+/// The weight row is read once per call while it is hot in cache.
+pub fn vec_dot_multi(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    acts: &[&[u8]],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    if out.len() != acts.len() {
+        return Err(QuantError::OutLen {
+            expected: acts.len(),
+            found: out.len(),
+        });
+    }
+    for a in acts {
+        check_dot(weight_ty, n, w, a)?;
+    }
+    // Process the row in chunks of blocks so each weight chunk stays in L1 across activations.
+    let bs = weight_ty.block_size();
+    let wb = weight_ty.type_size();
+    let at = vec_dot_type(weight_ty);
+    let (abs_, ab) = (at.block_size(), at.type_size());
+    let chunk_elems = if weight_ty.is_quantized() {
+        (4096 / bs).max(1) * bs
+    } else {
+        1024
+    };
+    out.iter_mut().for_each(|o| *o = 0.0);
+    let mut start = 0;
+    while start < n {
+        let len = chunk_elems.min(n - start);
+        let wc = &w[start / bs * wb..(start + len) / bs * wb];
+        for (o, a) in out.iter_mut().zip(acts) {
+            let ac = &a[start / abs_ * ab..(start + len) / abs_ * ab];
+            *o += dot_unchecked(weight_ty, len, wc, ac, true);
+        }
+        start += len;
+    }
+    Ok(())
+}

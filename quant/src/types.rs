@@ -35,11 +35,19 @@ pub enum QuantError {
     /// A row length that is not a multiple of the type's block size.
     NotBlockAligned { ty: GgmlType, len: usize },
     /// A byte buffer whose size does not match the element count.
-    SizeMismatch { ty: GgmlType, expected: usize, found: usize },
+    SizeMismatch {
+        ty: GgmlType,
+        expected: usize,
+        found: usize,
+    },
     /// A type this crate cannot quantize to or compute with.
     Unsupported { ty: GgmlType, what: &'static str },
     /// Importance weights whose length differs from the row length.
     ImatrixLen { expected: usize, found: usize },
+    /// An importance weight that is negative or not finite.
+    ImatrixValue { index: usize },
+    /// A row count that does not match the output slice length.
+    OutLen { expected: usize, found: usize },
 }
 
 impl fmt::Display for QuantError {
@@ -51,7 +59,11 @@ impl fmt::Display for QuantError {
                 ty.name(),
                 ty.block_size()
             ),
-            QuantError::SizeMismatch { ty, expected, found } => write!(
+            QuantError::SizeMismatch {
+                ty,
+                expected,
+                found,
+            } => write!(
                 f,
                 "{} buffer: expected {expected} bytes, found {found}",
                 ty.name()
@@ -63,6 +75,12 @@ impl fmt::Display for QuantError {
                 f,
                 "importance weights: expected {expected} values (one per column), found {found}"
             ),
+            QuantError::ImatrixValue { index } => {
+                write!(f, "importance weight {index} is negative or not finite")
+            }
+            QuantError::OutLen { expected, found } => {
+                write!(f, "output: expected {expected} values, found {found}")
+            }
         }
     }
 }

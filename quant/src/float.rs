@@ -1,0 +1,158 @@
+//! Plain float rows: F32, F16 (IEEE half) and BF16. Their dot products use F32 activations.
+
+use half::f16;
+
+/// f32 -> bf16 bits as ggml (and gguf-py) round: NaNs forced quiet, otherwise round to
+/// nearest even on the top 16 bits.
+#[inline]
+pub fn f32_to_bf16_bits(x: f32) -> u16 {
+    let mut n = x.to_bits();
+    if n & 0x7fff_ffff > 0x7f80_0000 {
+        n = (n & 0xffff_0000) | (64 << 16);
+    }
+    ((n as u64 + (0x7fff + ((n >> 16) & 1)) as u64) >> 16) as u16
+}
+
+#[inline]
+pub fn bf16_bits_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+pub fn quantize_f32(src: &[f32], dst: &mut [u8]) {
+    for (x, o) in src.iter().zip(dst.chunks_exact_mut(4)) {
+        o.copy_from_slice(&x.to_le_bytes());
+    }
+}
+pub fn quantize_f16(src: &[f32], dst: &mut [u8]) {
+    for (x, o) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        o.copy_from_slice(&f16::from_f32(*x).to_bits().to_le_bytes());
+    }
+}
+pub fn quantize_bf16(src: &[f32], dst: &mut [u8]) {
+    for (x, o) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        o.copy_from_slice(&f32_to_bf16_bits(*x).to_le_bytes());
+    }
+}
+
+pub fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(4).zip(dst.iter_mut()) {
+        *y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+pub fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(2).zip(dst.iter_mut()) {
+        *y = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+    }
+}
+pub fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(2).zip(dst.iter_mut()) {
+        *y = bf16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+    }
+}
+
+#[inline]
+fn act(a: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+}
+
+/// Float element kinds for the dot products.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    F32,
+    F16,
+    BF16,
+}
+
+pub fn vec_dot_scalar(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..n {
+        let x = match kind {
+            Kind::F32 => act(w, i),
+            Kind::F16 => f16::from_bits(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])).to_f32(),
+            Kind::BF16 => bf16_bits_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])),
+        };
+        sum += x * act(a, i);
+    }
+    sum
+}
+
+pub fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::common::has_avx2() {
+        // SAFETY: features checked; buffer sizes validated by the caller.
+        return unsafe { avx2::vec_dot(kind, n, w, a) };
+    }
+    vec_dot_scalar(kind, n, w, a)
+}
+
+pub fn dequantize(kind: Kind, src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::common::has_avx2() && kind != Kind::F32 {
+        // SAFETY: features checked; buffer sizes validated by the caller.
+        unsafe { avx2::dequantize(kind, src, dst) };
+        return;
+    }
+    match kind {
+        Kind::F32 => dequantize_f32(src, dst),
+        Kind::F16 => dequantize_f16(src, dst),
+        Kind::BF16 => dequantize_bf16(src, dst),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use crate::common::x86::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(kind: Kind, p: *const u8, i: usize) -> __m256 {
+        match kind {
+            Kind::F32 => _mm256_loadu_ps((p as *const f32).add(i)),
+            Kind::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const __m128i)),
+            Kind::BF16 => {
+                let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(2 * i) as *const __m128i));
+                _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let (wp, ap) = (w.as_ptr(), a.as_ptr() as *const f32);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                let j = i + 8 * k;
+                *acc_k = _mm256_fmadd_ps(load8(kind, wp, j), _mm256_loadu_ps(ap.add(j)), *acc_k);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(load8(kind, wp, i), _mm256_loadu_ps(ap.add(i)), acc[0]);
+            i += 8;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut sum = hsum_ps(v);
+        if i < n {
+            sum += vec_dot_scalar(kind, n - i, &w[i * (w.len() / n)..], &a[4 * i..]);
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dequantize(kind: Kind, src: &[u8], dst: &mut [f32]) {
+        let n = dst.len().min(src.len() / 2);
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), load8(kind, src.as_ptr(), i));
+            i += 8;
+        }
+        match kind {
+            Kind::F16 => dequantize_f16(&src[2 * i..], &mut dst[i..]),
+            _ => dequantize_bf16(&src[2 * i..], &mut dst[i..]),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Q4_K: super-blocks of 256 values in 8 sub-blocks of 32. f16 d, f16 dmin, 12 bytes holding
+//! eight 6-bit scales and eight 6-bit mins, 128 bytes of nibbles (each 32-byte group holds two
+//! sub-blocks: low nibbles the first, high nibbles the second). value = d*sc*q - dmin*m.
+//! Dots against Q8_K activations.
+
+use crate::common::*;
+use crate::q8_k;
+use crate::types::QK_K;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ4_K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_K>() == 144);
+pub const BLOCK_BYTES: usize = 144;
+
+/// Unpack the eight 6-bit scales and mins.
+#[inline]
+pub(crate) fn unpack_scales(q: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+        sc[j + 4] = (q[j + 8] & 0x0F) | ((q[j] >> 6) << 4);
+        m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    }
+    (sc, m)
+}
+
+pub(crate) fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
+    let mut q = [0u8; 12];
+    for j in 0..4 {
+        q[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+        q[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+        q[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
+    }
+    q
+}
+
+/// Scale/min search for a super-block with `nmax` levels: returns d, dmin, 6-bit scales and
+/// mins, and the final integer levels (already requantized with the stored f16 scales).
+pub(crate) fn quantize_superblock(
+    x: &[f32],
+    imatrix: Option<&[f32]>,
+    nmax: i32,
+) -> (f16, f16, [u8; 8], [u8; 8], [i32; QK_K]) {
+    let s2 = sigma2(x);
+    let mut scales = [0.0f32; 8];
+    let mut mins = [0.0f32; 8];
+    let mut l = [0i32; QK_K];
+    let mut w = [0.0f32; 32];
+    for j in 0..8 {
+        let sub = &x[32 * j..32 * j + 32];
+        element_weights(sub, imatrix.map(|m| &m[32 * j..32 * j + 32]), s2, &mut w);
+        let (s, mn) = search_scale_min(sub, &w, nmax, true, &mut l[32 * j..32 * j + 32]);
+        scales[j] = s.max(0.0);
+        mins[j] = -mn;
+    }
+    let max_scale = scales.iter().copied().fold(0.0f32, f32::max);
+    let max_min = mins.iter().copied().fold(0.0f32, f32::max);
+    let inv_s = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_m = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..8 {
+        ls[j] = round_away(inv_s * scales[j]).clamp(0.0, 63.0) as u8;
+        lm[j] = round_away(inv_m * mins[j]).clamp(0.0, 63.0) as u8;
+    }
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    for j in 0..8 {
+        let dl = d.to_f32() * ls[j] as f32;
+        let ml = dmin.to_f32() * lm[j] as f32;
+        for k in 32 * j..32 * j + 32 {
+            l[k] = if dl == 0.0 {
+                0
+            } else {
+                (round_away((x[k] + ml) / dl) as i32).clamp(0, nmax)
+            };
+        }
+    }
+    (d, dmin, ls, lm, l)
+}
+
+pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ4_K {
+    let (d, dmin, ls, lm, l) = quantize_superblock(x, imatrix, 15);
+    let mut b = BlockQ4_K {
+        d,
+        dmin,
+        scales: pack_scales(&ls, &lm),
+        qs: [0; 128],
+    };
+    for c in 0..4 {
+        for k in 0..32 {
+            b.qs[32 * c + k] = l[64 * c + k] as u8 | ((l[64 * c + 32 + k] as u8) << 4);
+        }
+    }
+    b
+}
+
+pub fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    for (i, (x, out)) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+        .enumerate()
+    {
+        let w = imatrix.map(|m| &m[i * QK_K..(i + 1) * QK_K]);
+        out.copy_from_slice(bytemuck::bytes_of(&quantize_block(x, w)));
+    }
+}
+
+pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
+        let d = f16_at(b, 0);
+        let dmin = f16_at(b, 2);
+        let (sc, m) = unpack_scales(&b[4..16]);
+        for c in 0..4 {
+            let (d1, m1) = (d * sc[2 * c] as f32, dmin * m[2 * c] as f32);
+            let (d2, m2) = (d * sc[2 * c + 1] as f32, dmin * m[2 * c + 1] as f32);
+            for k in 0..32 {
+                let q = b[16 + 32 * c + k];
+                y[64 * c + k] = d1 * (q & 0x0F) as f32 - m1;
+                y[64 * c + 32 + k] = d2 * (q >> 4) as f32 - m2;
+            }
+        }
+    }
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; whole blocks validated by the caller.
+        unsafe { avx2::dequantize(src, dst) };
+        return;
+    }
+    dequantize_scalar(src, dst)
+}
+
+/// Q4_K weights · Q8_K activations. Integer sums per super-block, one float step each.
+pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bw, ba) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(q8_k::BLOCK_BYTES))
+    {
+        let (sc, m) = unpack_scales(&bw[4..16]);
+        let mut summ = 0i32;
+        for j in 0..8 {
+            summ += m[j] as i32 * (q8_k::bsum(ba, 2 * j) + q8_k::bsum(ba, 2 * j + 1));
+        }
+        let y = &ba[q8_k::QS_OFF..];
+        let mut isum = 0i32;
+        for c in 0..4 {
+            let (mut s1, mut s2) = (0i32, 0i32);
+            for k in 0..32 {
+                let q = bw[16 + 32 * c + k];
+                s1 += (q & 0x0F) as i32 * (y[64 * c + k] as i8) as i32;
+                s2 += (q >> 4) as i32 * (y[64 * c + 32 + k] as i8) as i32;
+            }
+            isum += s1 * sc[2 * c] as i32 + s2 * sc[2 * c + 1] as i32;
+        }
+        let da = q8_k::d_of(ba);
+        sum += da * f16_at(bw, 0) * isum as f32 - da * f16_at(bw, 2) * summ as f32;
+    }
+    sum
+}
+
+pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; equal block counts validated by the caller.
+        return unsafe { avx2::vec_dot(w, a) };
+    }
+    vec_dot_scalar(w, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use crate::common::x86::*;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let bw = &w[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let ba = &a[i * q8_k::BLOCK_BYTES..(i + 1) * q8_k::BLOCK_BYTES];
+            let (sc, m) = unpack_scales(&bw[4..16]);
+            let mut summ = 0i32;
+            for j in 0..8 {
+                summ += m[j] as i32 * (q8_k::bsum(ba, 2 * j) + q8_k::bsum(ba, 2 * j + 1));
+            }
+            let qp = bw.as_ptr().add(16);
+            let yp = ba.as_ptr().add(q8_k::QS_OFF);
+            let mut acc = _mm256_setzero_si256();
+            for c in 0..4 {
+                let q = _mm256_loadu_si256(qp.add(32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let y0 = _mm256_loadu_si256(yp.add(64 * c) as *const __m256i);
+                let y1 = _mm256_loadu_si256(yp.add(64 * c + 32) as *const __m256i);
+                let p0 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(lo, y0),
+                    _mm256_set1_epi16(sc[2 * c] as i16),
+                );
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, y1),
+                    _mm256_set1_epi16(sc[2 * c + 1] as i16),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+            }
+            let isum = hsum_epi32(acc);
+            let da = q8_k::d_of(ba);
+            sum += da * f16_load(bw.as_ptr()) * isum as f32
+                - da * f16_load(bw.as_ptr().add(2)) * summ as f32;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let b = &src[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let d = f16_load(b.as_ptr());
+            let dmin = f16_load(b.as_ptr().add(2));
+            let (sc, m) = unpack_scales(&b[4..16]);
+            let o = dst.as_mut_ptr().add(i * QK_K);
+            for c in 0..4 {
+                let q = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+                for (h, v) in [lo, hi].into_iter().enumerate() {
+                    let j = 2 * c + h;
+                    let dl = _mm256_set1_ps(d * sc[j] as f32);
+                    let ml = _mm256_set1_ps(dmin * m[j] as f32);
+                    store_u8x32_affine(v, dl, ml, o.add(32 * j));
+                }
+            }
+        }
+    }
+
+    /// Store 32 unsigned bytes q as `dl*q - ml` (multiply then subtract, no fusing).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn store_u8x32_affine(v: __m256i, dl: __m256, ml: __m256, o: *mut f32) {
+        let lo = _mm256_castsi256_si128(v);
+        let hi = _mm256_extracti128_si256(v, 1);
+        let parts = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+        for (k, part) in parts.iter().enumerate() {
+            let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(*part));
+            _mm256_storeu_ps(o.add(8 * k), _mm256_sub_ps(_mm256_mul_ps(dl, f), ml));
+        }
+    }
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::store_u8x32_affine;

@@ -1,0 +1,204 @@
+//! Q5_K: like Q4_K with a fifth bit per value in 32 bytes `qh` (bit j of qh[k] belongs to
+//! sub-block j, position k). f16 d, f16 dmin, 12 scale bytes, 32 qh, 128 qs.
+//! value = d*sc*q - dmin*m. Dots against Q8_K activations.
+
+use crate::common::*;
+use crate::q4_k::{pack_scales, quantize_superblock, unpack_scales};
+use crate::q8_k;
+use crate::types::QK_K;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ5_K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qh: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_K>() == 176);
+pub const BLOCK_BYTES: usize = 176;
+
+pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ5_K {
+    let (d, dmin, ls, lm, l) = quantize_superblock(x, imatrix, 31);
+    let mut b = BlockQ5_K {
+        d,
+        dmin,
+        scales: pack_scales(&ls, &lm),
+        qh: [0; 32],
+        qs: [0; 128],
+    };
+    for c in 0..4 {
+        for k in 0..32 {
+            let (q1, q2) = (l[64 * c + k] as u8, l[64 * c + 32 + k] as u8);
+            b.qs[32 * c + k] = (q1 & 0x0F) | ((q2 & 0x0F) << 4);
+            b.qh[k] |= ((q1 >> 4) << (2 * c)) | ((q2 >> 4) << (2 * c + 1));
+        }
+    }
+    b
+}
+
+pub fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    for (i, (x, out)) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+        .enumerate()
+    {
+        let w = imatrix.map(|m| &m[i * QK_K..(i + 1) * QK_K]);
+        out.copy_from_slice(bytemuck::bytes_of(&quantize_block(x, w)));
+    }
+}
+
+/// The 5-bit value at sub-block `j`, position `k`.
+#[inline]
+fn value(b: &[u8], j: usize, k: usize) -> u8 {
+    let q = b[48 + 32 * (j / 2) + k];
+    let lo = if j & 1 == 0 { q & 0x0F } else { q >> 4 };
+    lo | (((b[16 + k] >> j) & 1) << 4)
+}
+
+pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
+        let d = f16_at(b, 0);
+        let dmin = f16_at(b, 2);
+        let (sc, m) = unpack_scales(&b[4..16]);
+        for j in 0..8 {
+            let (dl, ml) = (d * sc[j] as f32, dmin * m[j] as f32);
+            for k in 0..32 {
+                y[32 * j + k] = dl * value(b, j, k) as f32 - ml;
+            }
+        }
+    }
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; whole blocks validated by the caller.
+        unsafe { avx2::dequantize(src, dst) };
+        return;
+    }
+    dequantize_scalar(src, dst)
+}
+
+/// Q5_K weights · Q8_K activations.
+pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bw, ba) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(q8_k::BLOCK_BYTES))
+    {
+        let (sc, m) = unpack_scales(&bw[4..16]);
+        let mut summ = 0i32;
+        for j in 0..8 {
+            summ += m[j] as i32 * (q8_k::bsum(ba, 2 * j) + q8_k::bsum(ba, 2 * j + 1));
+        }
+        let y = &ba[q8_k::QS_OFF..];
+        let mut isum = 0i32;
+        for j in 0..8 {
+            let s: i32 = (0..32)
+                .map(|k| value(bw, j, k) as i32 * (y[32 * j + k] as i8) as i32)
+                .sum();
+            isum += s * sc[j] as i32;
+        }
+        let da = q8_k::d_of(ba);
+        sum += da * f16_at(bw, 0) * isum as f32 - da * f16_at(bw, 2) * summ as f32;
+    }
+    sum
+}
+
+pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; equal block counts validated by the caller.
+        return unsafe { avx2::vec_dot(w, a) };
+    }
+    vec_dot_scalar(w, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use crate::common::x86::*;
+    use std::arch::x86_64::*;
+
+    /// The 32 five-bit values of sub-blocks 2c and 2c+1.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_pair(b: *const u8, qh: __m256i, c: usize) -> (__m256i, __m256i) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let one = _mm256_set1_epi8(1);
+        let q = _mm256_loadu_si256(b.add(48 + 32 * c) as *const __m256i);
+        let sh0 = _mm_cvtsi32_si128((2 * c) as i32);
+        let sh1 = _mm_cvtsi32_si128((2 * c + 1) as i32);
+        let h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh0), one), 4);
+        let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh1), one), 4);
+        let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+        let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+        (lo, hi)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let bw = &w[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let ba = &a[i * q8_k::BLOCK_BYTES..(i + 1) * q8_k::BLOCK_BYTES];
+            let (sc, m) = unpack_scales(&bw[4..16]);
+            let mut summ = 0i32;
+            for j in 0..8 {
+                summ += m[j] as i32 * (q8_k::bsum(ba, 2 * j) + q8_k::bsum(ba, 2 * j + 1));
+            }
+            let yp = ba.as_ptr().add(q8_k::QS_OFF);
+            let qh = _mm256_loadu_si256(bw.as_ptr().add(16) as *const __m256i);
+            let mut acc = _mm256_setzero_si256();
+            for c in 0..4 {
+                let (lo, hi) = load_pair(bw.as_ptr(), qh, c);
+                let y0 = _mm256_loadu_si256(yp.add(64 * c) as *const __m256i);
+                let y1 = _mm256_loadu_si256(yp.add(64 * c + 32) as *const __m256i);
+                let p0 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(lo, y0),
+                    _mm256_set1_epi16(sc[2 * c] as i16),
+                );
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, y1),
+                    _mm256_set1_epi16(sc[2 * c + 1] as i16),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+            }
+            let isum = hsum_epi32(acc);
+            let da = q8_k::d_of(ba);
+            sum += da * f16_load(bw.as_ptr()) * isum as f32
+                - da * f16_load(bw.as_ptr().add(2)) * summ as f32;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let b = &src[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let d = f16_load(b.as_ptr());
+            let dmin = f16_load(b.as_ptr().add(2));
+            let (sc, m) = unpack_scales(&b[4..16]);
+            let qh = _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i);
+            let o = dst.as_mut_ptr().add(i * QK_K);
+            for c in 0..4 {
+                let (lo, hi) = load_pair(b.as_ptr(), qh, c);
+                for (h, v) in [lo, hi].into_iter().enumerate() {
+                    let j = 2 * c + h;
+                    let dl = _mm256_set1_ps(d * sc[j] as f32);
+                    let ml = _mm256_set1_ps(dmin * m[j] as f32);
+                    crate::q4_k::store_u8x32_affine(v, dl, ml, o.add(32 * j));
+                }
+            }
+        }
+    }
+}

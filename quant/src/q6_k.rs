@@ -1,0 +1,241 @@
+//! Q6_K: super-blocks of 256 values in 16 groups of 16. Field order: 128 bytes `ql` (low 4
+//! bits), 64 bytes `qh` (high 2 bits), 16 signed 8-bit scales, then f16 d.
+//! value = d * scale * (q - 32). Dots against Q8_K activations.
+
+use crate::common::*;
+use crate::q8_k;
+use crate::types::QK_K;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ6_K {
+    pub ql: [u8; QK_K / 2],
+    pub qh: [u8; QK_K / 4],
+    pub scales: [i8; QK_K / 16],
+    pub d: f16,
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6_K>() == 210);
+pub const BLOCK_BYTES: usize = 210;
+
+/// Position of element `e` (0..256): (ql byte, ql shift, qh byte, qh shift).
+#[inline]
+fn pos(e: usize) -> (usize, u32, usize, u32) {
+    let h = e / 128;
+    let r = e % 128;
+    let k = r / 32; // which of the four 32-runs in this half
+    let l = r % 32;
+    let ql = 64 * h + l + 32 * (k % 2);
+    let qls = if k >= 2 { 4 } else { 0 };
+    (ql, qls, 32 * h + l, 2 * k as u32)
+}
+
+pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ6_K {
+    let s2 = sigma2(x);
+    let mut scales = [0.0f32; 16];
+    let mut l = [0i32; QK_K];
+    let mut w = [0.0f32; 16];
+    for g in 0..16 {
+        let sub = &x[16 * g..16 * g + 16];
+        match imatrix {
+            Some(m) => element_weights(sub, Some(&m[16 * g..16 * g + 16]), s2, &mut w),
+            None => sub.iter().zip(w.iter_mut()).for_each(|(v, o)| *o = v * v),
+        }
+        scales[g] = search_scale_signed(sub, &w, -32, 31, &mut l[16 * g..16 * g + 16]);
+    }
+    let max_scale = crate::q4_0::signed_absmax(&scales);
+    let mut b = BlockQ6_K::zeroed();
+    if max_scale == 0.0 || !max_scale.is_finite() {
+        // All zero: q = 32 everywhere with zero scales decodes to 0.
+        for e in 0..QK_K {
+            let (qi, qs, hi, hs) = pos(e);
+            b.ql[qi] |= (32u8 & 0x0F) << qs;
+            b.qh[hi] |= (32u8 >> 4) << hs;
+        }
+        return b;
+    }
+    let iscale = -128.0 / max_scale;
+    b.d = f16::from_f32(1.0 / iscale);
+    let d = b.d.to_f32();
+    for g in 0..16 {
+        let ls = round_away(iscale * scales[g]).clamp(-128.0, 127.0) as i8;
+        b.scales[g] = ls;
+        let dl = d * ls as f32;
+        for k in 16 * g..16 * g + 16 {
+            l[k] = if dl == 0.0 {
+                0
+            } else {
+                (round_away(x[k] / dl) as i32).clamp(-32, 31)
+            };
+        }
+    }
+    for (e, &li) in l.iter().enumerate() {
+        let q = (li + 32) as u8;
+        let (qi, qs, hi, hs) = pos(e);
+        b.ql[qi] |= (q & 0x0F) << qs;
+        b.qh[hi] |= (q >> 4) << hs;
+    }
+    b
+}
+
+pub fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    for (i, (x, out)) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+        .enumerate()
+    {
+        let w = imatrix.map(|m| &m[i * QK_K..(i + 1) * QK_K]);
+        out.copy_from_slice(bytemuck::bytes_of(&quantize_block(x, w)));
+    }
+}
+
+#[inline]
+fn value(b: &[u8], e: usize) -> i32 {
+    let (qi, qs, hi, hs) = pos(e);
+    let q = ((b[qi] >> qs) & 0x0F) | (((b[128 + hi] >> hs) & 3) << 4);
+    q as i32 - 32
+}
+
+pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
+        let d = f16_at(b, 208);
+        for g in 0..16 {
+            let dl = d * (b[192 + g] as i8) as f32;
+            for e in 16 * g..16 * g + 16 {
+                y[e] = dl * value(b, e) as f32;
+            }
+        }
+    }
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; whole blocks validated by the caller.
+        unsafe { avx2::dequantize(src, dst) };
+        return;
+    }
+    dequantize_scalar(src, dst)
+}
+
+/// Q6_K weights · Q8_K activations.
+pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bw, ba) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(q8_k::BLOCK_BYTES))
+    {
+        let y = &ba[q8_k::QS_OFF..];
+        let mut isum = 0i32;
+        for g in 0..16 {
+            let s: i32 = (16 * g..16 * g + 16)
+                .map(|e| value(bw, e) * (y[e] as i8) as i32)
+                .sum();
+            isum += s * (bw[192 + g] as i8) as i32;
+        }
+        sum += q8_k::d_of(ba) * f16_at(bw, 208) * isum as f32;
+    }
+    sum
+}
+
+pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; equal block counts validated by the caller.
+        return unsafe { avx2::vec_dot(w, a) };
+    }
+    vec_dot_scalar(w, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use crate::common::x86::*;
+    use std::arch::x86_64::*;
+
+    /// The four 32-runs (unsigned 6-bit) of half `h`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_half(b: *const u8, h: usize) -> [__m256i; 4] {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(3);
+        let ql0 = _mm256_loadu_si256(b.add(64 * h) as *const __m256i);
+        let ql1 = _mm256_loadu_si256(b.add(64 * h + 32) as *const __m256i);
+        let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
+        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+        let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4);
+        let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4);
+        let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4);
+        [
+            _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
+            _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
+        ]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let m32 = _mm256_set1_epi8(32);
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let bp = w.as_ptr().add(i * BLOCK_BYTES);
+            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
+            let yp = ap.add(q8_k::QS_OFF);
+            let mut acc = _mm256_setzero_si256();
+            for h in 0..2 {
+                let qs = load_half(bp, h);
+                for (k, q) in qs.iter().enumerate() {
+                    let g = 8 * h + 2 * k;
+                    let y = _mm256_loadu_si256(yp.add(128 * h + 32 * k) as *const __m256i);
+                    let p =
+                        _mm256_sub_epi16(_mm256_maddubs_epi16(*q, y), _mm256_maddubs_epi16(m32, y));
+                    let s0 = *bp.add(192 + g) as i8 as i16;
+                    let s1 = *bp.add(192 + g + 1) as i8 as i16;
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+                }
+            }
+            let da = f32::from_le_bytes([*ap, *ap.add(1), *ap.add(2), *ap.add(3)]);
+            sum += da * f16_load(bp.add(208)) * hsum_epi32(acc) as f32;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let bp = src.as_ptr().add(i * BLOCK_BYTES);
+            let d = f16_load(bp.add(208));
+            let o = dst.as_mut_ptr().add(i * QK_K);
+            for h in 0..2 {
+                let qs = load_half(bp, h);
+                for (k, q) in qs.iter().enumerate() {
+                    let q = _mm256_sub_epi8(*q, _mm256_set1_epi8(32));
+                    let base = 128 * h + 32 * k;
+                    let g = base / 16;
+                    let d0 = _mm256_set1_ps(d * (*bp.add(192 + g) as i8) as f32);
+                    let d1 = _mm256_set1_ps(d * (*bp.add(192 + g + 1) as i8) as f32);
+                    let lo = _mm256_castsi256_si128(q);
+                    let hi = _mm256_extracti128_si256(q, 1);
+                    let parts = [
+                        (lo, d0),
+                        (_mm_srli_si128(lo, 8), d0),
+                        (hi, d1),
+                        (_mm_srli_si128(hi, 8), d1),
+                    ];
+                    for (j, (part, dl)) in parts.iter().enumerate() {
+                        let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(*part));
+                        _mm256_storeu_ps(o.add(base + 8 * j), _mm256_mul_ps(*dl, f));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Q8_0: 32 values per block, one f16 scale and 32 signed bytes; value = d * q.
+//! Also the activation type for Q4_0, Q5_0 and Q8_0 weights.
+
+use crate::common::*;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+pub const QK: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; QK],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+pub const BLOCK_BYTES: usize = 34;
+
+/// A block holding the given int8 values unchanged with scale `d`.
+pub fn block_from_int8(qs: &[i8; 32], d: f16) -> BlockQ8_0 {
+    BlockQ8_0 { d, qs: *qs }
+}
+
+/// Quantize one block. Without weights this is ggml's reference rule (d = amax/127, round half
+/// away from zero), byte-exact with gguf-py.
+pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ8_0 {
+    let mut b = BlockQ8_0::zeroed();
+    match imatrix {
+        None => {
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+            for (q, &v) in b.qs.iter_mut().zip(x) {
+                *q = round_level_i8(v * id);
+            }
+            b.d = f16::from_f32(d);
+        }
+        Some(qw) => {
+            let mut w = [0.0f32; QK];
+            element_weights(x, Some(qw), sigma2(x), &mut w);
+            let mut l = [0i32; QK];
+            let d = search_scale_signed(x, &w, -127, 127, &mut l);
+            for (q, &li) in b.qs.iter_mut().zip(&l) {
+                *q = li as i8;
+            }
+            b.d = f16::from_f32(d);
+        }
+    }
+    b
+}
+
+pub fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    for (i, (x, out)) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+        .enumerate()
+    {
+        let w = imatrix.map(|m| &m[i * QK..(i + 1) * QK]);
+        out.copy_from_slice(bytemuck::bytes_of(&quantize_block(x, w)));
+    }
+}
+
+pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b, 0);
+        for (o, &q) in y.iter_mut().zip(&b[2..]) {
+            *o = (q as i8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; lengths validated by the caller (whole blocks).
+        unsafe { avx2::dequantize(src, dst) };
+        return;
+    }
+    dequantize_scalar(src, dst)
+}
+
+/// Integer dot of one block pair.
+#[inline]
+fn block_isum(w: &[u8], a: &[u8]) -> i32 {
+    w[2..BLOCK_BYTES]
+        .iter()
+        .zip(&a[2..BLOCK_BYTES])
+        .map(|(&x, &y)| (x as i8) as i32 * (y as i8) as i32)
+        .sum()
+}
+
+/// Q8_0 weights · Q8_0 activations.
+pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bw, ba) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(BLOCK_BYTES)) {
+        sum += block_isum(bw, ba) as f32 * (f16_at(bw, 0) * f16_at(ba, 0));
+    }
+    sum
+}
+
+pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; equal block counts validated by the caller.
+        return unsafe { avx2::vec_dot(w, a) };
+    }
+    vec_dot_scalar(w, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use crate::common::x86::*;
+    use std::arch::x86_64::*;
+
+    /// Exact i32 lane sums of products of 32 signed bytes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+        let xl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x));
+        let xh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1));
+        let yl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(y));
+        let yh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(y, 1));
+        _mm256_add_epi32(_mm256_madd_epi16(xl, yl), _mm256_madd_epi16(xh, yh))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 2 <= nb {
+            let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * BLOCK_BYTES));
+            let (w1, a1) = (w0.add(BLOCK_BYTES), a0.add(BLOCK_BYTES));
+            let p0 = dot_i8(
+                _mm256_loadu_si256(w0.add(2) as *const __m256i),
+                _mm256_loadu_si256(a0.add(2) as *const __m256i),
+            );
+            let p1 = dot_i8(
+                _mm256_loadu_si256(w1.add(2) as *const __m256i),
+                _mm256_loadu_si256(a1.add(2) as *const __m256i),
+            );
+            let d0 = _mm256_set1_ps(f16_load(w0) * f16_load(a0));
+            let d1 = _mm256_set1_ps(f16_load(w1) * f16_load(a1));
+            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
+            i += 2;
+        }
+        if i < nb {
+            let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * BLOCK_BYTES));
+            let p0 = dot_i8(
+                _mm256_loadu_si256(w0.add(2) as *const __m256i),
+                _mm256_loadu_si256(a0.add(2) as *const __m256i),
+            );
+            let d0 = _mm256_set1_ps(f16_load(w0) * f16_load(a0));
+            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
+        }
+        hsum_ps(_mm256_add_ps(acc0, acc1))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let p = src.as_ptr().add(i * BLOCK_BYTES);
+            let d = _mm256_set1_ps(f16_load(p));
+            let o = dst.as_mut_ptr().add(i * QK);
+            for k in 0..4 {
+                let q = _mm_loadl_epi64(p.add(2 + 8 * k) as *const __m128i);
+                let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                _mm256_storeu_ps(o.add(8 * k), _mm256_mul_ps(f, d));
+            }
+        }
+    }
+}
