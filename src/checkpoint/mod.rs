@@ -3,6 +3,14 @@
 //!
 //! * [`pickle`]: a small non-executing pickle reader yielding zero-copy array views.
 //! * [`pickle_write`]: the byte layout CPython's pickler gives these objects (protocol 4).
+//! * [`reader`]: [`Checkpoint`] (directory, file set, validated [`Param`]s).
+//! * [`synth`]: [`write_checkpoint`] and the synthetic [`preset`]s.
 
 pub mod pickle;
 pub mod pickle_write;
+pub mod reader;
+pub mod synth;
+
+pub use pickle::{ArrayView, Dtype, PickleError, PickleObject};
+pub use reader::{Checkpoint, CheckpointError, Param};
+pub use synth::{preset, write_checkpoint, SynthStats};
