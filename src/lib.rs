@@ -4,4 +4,5 @@
 //! formats) underneath and [`config`]/[`naming`] as leaves everyone may use.
 
 pub mod config;
+pub mod gguf;
 pub mod naming;
