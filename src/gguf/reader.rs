@@ -283,7 +283,7 @@ fn parse(buf: &[u8], file: &str) -> Result<Parsed, GgufError> {
     if exceeds(min_bytes, c.remaining()) {
         return Err(fmt_err(format!(
             "{n_kv} metadata entries and {n_tensors} tensors need at least {} bytes, only {} remain after the header",
-            min_bytes.map_or_else(|| "2^64".to_string(), |b| b.to_string()),
+            min_bytes.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string()),
             c.remaining()
         )));
     }
@@ -507,7 +507,7 @@ fn read_array(c: &mut Cursor<'_>, kv: &KeyCtx<'_>, depth: usize) -> Result<GgufA
     if exceeds(need, c.remaining()) {
         return Err(kv.err(format!(
             "array of {n} {ty} elements needs at least {} bytes, only {} remain in the file",
-            need.map_or_else(|| "2^64".to_string(), |b| b.to_string()),
+            need.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string()),
             c.remaining()
         )));
     }
