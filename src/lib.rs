@@ -3,5 +3,7 @@
 //! Data flows one way: checkpoint → convert → gguf → model → backend, with `quant` (block
 //! formats) underneath and [`config`]/[`naming`] as leaves everyone may use.
 
+pub mod checkpoint;
 pub mod config;
+pub mod gguf;
 pub mod naming;
