@@ -7,3 +7,4 @@ pub mod checkpoint;
 pub mod config;
 pub mod gguf;
 pub mod naming;
+pub mod tokenizer;
