@@ -302,8 +302,8 @@ fn valid_file() -> Vec<u8> {
     m.insert("tokenizer.ggml.scores", vec![0.5f32, -1.0, 2.0]);
     m.insert("grok.block_count", 64u32);
     m.insert("flag", true);
-    let q8 = vec![1u8; 68];
-    let bf = vec![2u8; 6];
+    let q8 = [1u8; 68];
+    let bf = [2u8; 6];
     encode_gguf(
         m,
         &[
