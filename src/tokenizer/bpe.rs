@@ -558,17 +558,20 @@ impl Tokenizer {
 
     /// Decodes ids as python `sentencepiece`'s `decode(ids)`: control pieces give nothing, the
     /// unknown piece its surface, runs of byte pieces are reassembled as UTF-8 (each invalid
-    /// byte → U+FFFD), `▁` → space, and a leading `▁` of the first piece of the text is dropped
+    /// byte → U+FFFD), `▁` → space, and a leading `▁` of the first non-control piece is dropped
     /// when the model adds a dummy prefix. Ids outside the vocabulary are skipped.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut text = String::new();
         let mut bytes: Vec<u8> = Vec::new();
+        // The dummy-prefix `▁` is expected until the first piece that is not a control piece.
+        let mut bos_ws = true;
         for &id in ids {
             let Some(&kind) = self.kinds.get(id as usize) else {
                 continue;
             };
             let piece = self.pieces[id as usize].as_str();
             if kind == PieceKind::Byte {
+                bos_ws = false;
                 match parse_byte_piece(piece) {
                     Some(b) => bytes.push(b),
                     None => {
@@ -579,12 +582,16 @@ impl Tokenizer {
                 continue;
             }
             flush_bytes(&mut bytes, &mut text);
+            let at_bos = bos_ws;
+            if kind != PieceKind::Control {
+                bos_ws = false;
+            }
             match kind {
                 PieceKind::Control => {}
                 PieceKind::Unknown => text.push_str(&self.unk_surface),
                 _ => {
                     let mut p = piece;
-                    if text.is_empty() && (self.add_dummy_prefix || self.remove_extra_whitespaces) {
+                    if at_bos && (self.add_dummy_prefix || self.remove_extra_whitespaces) {
                         p = p.strip_prefix(SPACE).unwrap_or(p);
                     }
                     if self.escape_whitespaces {
