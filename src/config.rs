@@ -171,7 +171,10 @@ impl GrokConfig {
             }
         }
         for (name, v) in [
-            ("embedding_multiplier_scale", self.embedding_multiplier_scale),
+            (
+                "embedding_multiplier_scale",
+                self.embedding_multiplier_scale,
+            ),
             ("output_multiplier_scale", self.output_multiplier_scale),
             ("attn_output_multiplier", self.attn_output_multiplier),
             ("rms_norm_eps", self.rms_norm_eps),

@@ -3,8 +3,14 @@
 //! Data flows one way: checkpoint → convert → gguf → model → backend, with `quant` (block
 //! formats) underneath and [`config`]/[`naming`] as leaves everyone may use.
 
+pub mod backend;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod gguf;
+pub mod model;
 pub mod naming;
+pub mod perplexity;
+pub mod sampling;
 pub mod tokenizer;

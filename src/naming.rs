@@ -153,7 +153,11 @@ pub fn checkpoint_params(cfg: &GrokConfig) -> Vec<ParamSpec> {
             None,
             Role::TokenEmbd,
         ),
-        ("language_model/rms_norm/scale".into(), None, Role::OutputNorm),
+        (
+            "language_model/rms_norm/scale".into(),
+            None,
+            Role::OutputNorm,
+        ),
     ];
     for layer in 0..cfg.num_layers {
         for (role, suffix) in Role::LAYER_ROLES {
@@ -221,7 +225,11 @@ mod tests {
         assert_eq!(p.len(), 2 + 12 * 12);
         assert_eq!(p[0].path, "language_model/in_out_embed/embeddings");
         assert_eq!(p[1].path, "language_model/rms_norm/scale");
-        let layers: Vec<usize> = p[2..].iter().step_by(12).map(|s| s.layer.unwrap()).collect();
+        let layers: Vec<usize> = p[2..]
+            .iter()
+            .step_by(12)
+            .map(|s| s.layer.unwrap())
+            .collect();
         assert_eq!(layers, vec![0, 1, 10, 11, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(p[3].path, "transformer/decoder_layer_0/moe/linear_1/w");
         assert_eq!(p[13].path, "transformer/decoder_layer_0/router/w");
@@ -240,6 +248,9 @@ mod tests {
         assert_eq!(down.shape, vec![8, 32768, 6144]);
         assert_eq!(down.scales_shape, Some(vec![8, 8, 6144]));
         assert_eq!(gguf_shape(down), vec![32768, 6144, 8]);
-        assert_eq!(down.role.gguf_name(down.layer), "blk.0.ffn_down_exps.weight");
+        assert_eq!(
+            down.role.gguf_name(down.layer),
+            "blk.0.ffn_down_exps.weight"
+        );
     }
 }

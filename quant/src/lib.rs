@@ -304,6 +304,38 @@ pub fn vec_dot_scalar(
     Ok(dot_unchecked(weight_ty, n, w, act, false))
 }
 
+/// Dot product of one weight row with f32 activations, dequantization fused, no rounding of the
+/// activations: the "exact" path (Q8_0 has its own SIMD kernel; F32/F16/BF16 use theirs; other
+/// types dequantize block by block on the stack).
+pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result<f32, QuantError> {
+    use GgmlType::*;
+    check_bytes(weight_ty, n, w.len())?;
+    if x.len() != n {
+        return Err(QuantError::SizeMismatch {
+            ty: F32,
+            expected: n * 4,
+            found: x.len() * 4,
+        });
+    }
+    let xb: &[u8] = bytemuck::cast_slice(x);
+    Ok(match weight_ty {
+        Q8_0 => q8_0::vec_dot_f32(w, x),
+        F32 => float::vec_dot(float::Kind::F32, n, w, xb),
+        F16 => float::vec_dot(float::Kind::F16, n, w, xb),
+        BF16 => float::vec_dot(float::Kind::BF16, n, w, xb),
+        _ => {
+            let (bs, ts) = (weight_ty.block_size(), weight_ty.type_size());
+            let mut buf = [0f32; QK_K];
+            let mut sum = 0.0f32;
+            for (blk, xs) in w.chunks_exact(ts).zip(x.chunks_exact(bs)) {
+                dequantize_row(weight_ty, blk, &mut buf[..bs])?;
+                sum += buf[..bs].iter().zip(xs).map(|(a, b)| a * b).sum::<f32>();
+            }
+            sum
+        }
+    })
+}
+
 /// Dot one weight row with several activation vectors (batched prefill): `out[i] = w · acts[i]`.
 /// The weight row is read once per call while it is hot in cache.
 pub fn vec_dot_multi(

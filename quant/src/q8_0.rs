@@ -107,6 +107,30 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// Q8_0 weights · f32 activations (no activation rounding): Σ_blocks d · Σ_i q_i·x_i.
+pub fn vec_dot_f32_scalar(w: &[u8], x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bw, xb) in w.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(QK)) {
+        let s: f32 = bw[2..]
+            .iter()
+            .zip(xb)
+            .map(|(&q, &v)| (q as i8) as f32 * v)
+            .sum();
+        sum += f16_at(bw, 0) * s;
+    }
+    sum
+}
+
+/// [`vec_dot_f32_scalar`] with the best SIMD path.
+pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked; the caller validated x.len() == 32 × blocks.
+        return unsafe { avx2::vec_dot_f32(w, x) };
+    }
+    vec_dot_f32_scalar(w, x)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -160,6 +184,45 @@ mod avx2 {
         hsum_ps(_mm256_add_ps(acc0, acc1))
     }
 
+    /// Two blocks per iteration, each block's 32 products summed in f32 then scaled by d.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let mut total0 = _mm256_setzero_ps();
+        let mut total1 = _mm256_setzero_ps();
+        #[inline(always)]
+        unsafe fn block(wb: *const u8, xb: *const f32) -> __m256 {
+            let q = _mm256_loadu_si256(wb.add(2) as *const __m256i);
+            let lo = _mm256_castsi256_si128(q);
+            let hi = _mm256_extracti128_si256(q, 1);
+            let f0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+            let f1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+            let f2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+            let f3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+            let mut acc = _mm256_mul_ps(f0, _mm256_loadu_ps(xb));
+            acc = _mm256_fmadd_ps(f1, _mm256_loadu_ps(xb.add(8)), acc);
+            acc = _mm256_fmadd_ps(f2, _mm256_loadu_ps(xb.add(16)), acc);
+            _mm256_fmadd_ps(f3, _mm256_loadu_ps(xb.add(24)), acc)
+        }
+        let mut i = 0;
+        while i + 2 <= nb {
+            let w0 = wp.add(i * BLOCK_BYTES);
+            let w1 = w0.add(BLOCK_BYTES);
+            let b0 = block(w0, xp.add(i * QK));
+            let b1 = block(w1, xp.add(i * QK + QK));
+            total0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w0)), b0, total0);
+            total1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w1)), b1, total1);
+            i += 2;
+        }
+        if i < nb {
+            let w0 = wp.add(i * BLOCK_BYTES);
+            let b0 = block(w0, xp.add(i * QK));
+            total0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w0)), b0, total0);
+        }
+        hsum_ps(_mm256_add_ps(total0, total1))
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
         let nb = src.len() / BLOCK_BYTES;
@@ -173,5 +236,32 @@ mod avx2 {
                 _mm256_storeu_ps(o.add(8 * k), _mm256_mul_ps(f, d));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod f32_dot_tests {
+    use super::*;
+
+    #[test]
+    fn simd_f32_dot_matches_scalar_and_exact_products() {
+        let n = 32 * 7;
+        let mut w = vec![0u8; 7 * BLOCK_BYTES];
+        for (b, blk) in w.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+            blk[..2].copy_from_slice(&f16::from_f32(0.01 * (b as f32 + 1.0)).to_le_bytes());
+            for (i, q) in blk[2..].iter_mut().enumerate() {
+                *q = ((i as i32 * 37 + b as i32 * 11) % 255 - 127) as i8 as u8;
+            }
+        }
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.37)
+            .collect();
+        let s = vec_dot_f32_scalar(&w, &x);
+        let v = vec_dot_f32(&w, &x);
+        assert!((s - v).abs() <= 1e-5 * s.abs().max(1.0), "{s} vs {v}");
+        let mut deq = vec![0f32; n];
+        dequantize_scalar(&w, &mut deq);
+        let exact: f64 = deq.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((exact - v as f64).abs() < 1e-3, "{exact} vs {v}");
     }
 }

@@ -360,3 +360,25 @@ impl Param {
         }
     }
 }
+
+impl Param {
+    /// Tell the kernel this process is done with `len` bytes of the data payload from element
+    /// byte `start` (they leave this process's resident set; the page cache keeps them). Keeps
+    /// peak RSS bounded while a multi-GB tensor streams through.
+    pub fn release_data_range(&self, start: usize, len: usize) {
+        let page = 4096;
+        let begin = self.data.offset.saturating_add(start);
+        let end = begin.saturating_add(len).min(self.mmap.len());
+        // Whole pages strictly inside the range, so neighbouring data is unaffected.
+        let a = begin.div_ceil(page) * page;
+        let b = end / page * page;
+        if b > a {
+            // SAFETY: a read-only private file mapping; DONTNEED only drops our page-table
+            // entries, later reads fault the same file bytes back in.
+            let _ = unsafe {
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a)
+            };
+        }
+    }
+}

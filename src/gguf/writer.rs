@@ -449,6 +449,58 @@ pub fn write_gguf(
     Ok(layout)
 }
 
+/// Resuming an interrupted write.
+impl GgufFileWriter {
+    /// Open a file that an earlier [`GgufFileWriter::create`] for the same `layout` began: its
+    /// length and header must match the layout exactly.
+    pub fn open_existing(
+        path: impl AsRef<Path>,
+        layout: GgufLayout,
+    ) -> Result<GgufFileWriter, GgufError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |e| GgufError::io(&path, e);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let format = |msg: String| GgufError::Format {
+            file: path.display().to_string(),
+            msg,
+        };
+        if len != layout.file_size() {
+            return Err(format(format!(
+                "has {len} bytes, the plan needs {}",
+                layout.file_size()
+            )));
+        }
+        let mut head = vec![0u8; layout.header.len()];
+        file.read_exact_at(&mut head, 0).map_err(io)?;
+        if head != layout.header {
+            return Err(format(
+                "its header differs from the plan (metadata or tensor table changed)".into(),
+            ));
+        }
+        let written = (0..layout.tensors.len())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Ok(GgufFileWriter {
+            file,
+            path,
+            layout,
+            written,
+        })
+    }
+
+    /// Read back `buf.len()` bytes at absolute offset `at`.
+    pub fn read_at(&self, at: u64, buf: &mut [u8]) -> Result<(), GgufError> {
+        self.file
+            .read_exact_at(buf, at)
+            .map_err(|e| GgufError::io(&self.path, e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

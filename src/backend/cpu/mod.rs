@@ -1,0 +1,8 @@
+//! The CPU backend: rayon over output rows, `quant`'s SIMD dot products on the quantized
+//! weights (dequantization fused into the dot product, no f32 weight matrices).
+
+mod matmul;
+mod ops;
+
+pub use matmul::{matmul, PreparedActivations};
+pub use ops::{gelu_tanh, rms_norm, rope_rotate_half, softcap, softmax_in_place};

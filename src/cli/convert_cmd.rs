@@ -1,0 +1,147 @@
+//! `grok1-quant convert`.
+
+use super::{parse_types, CliResult};
+use crate::config::GrokConfig;
+use crate::convert::{convert, ConvertOptions, OutputSpec};
+use clap::Args;
+use quant::GgmlType;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The types `convert` writes.
+pub const CONVERT_TYPES: [GgmlType; 10] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Checkpoint directory (`ckpt-0` or the directory holding it).
+    pub ckpt_dir: PathBuf,
+    /// Output file; with several types, `{type}` in the name is replaced by each type.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Output type(s), comma-separated: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q4_k q5_k q6_k.
+    #[arg(long = "type", short = 't', default_value = "q8_0")]
+    pub types: String,
+    /// `grok-1` (built in) or a JSON config with the fixtures' keys.
+    #[arg(long, default_value = "grok-1")]
+    pub config: String,
+    /// tokenizer.model (default: beside ckpt-0 or inside the directory).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Type of token_embd (the tied output projection too).
+    #[arg(long)]
+    pub token_embd_type: Option<String>,
+    /// Continue an interrupted conversion.
+    #[arg(long)]
+    pub resume: bool,
+    /// Overwrite existing outputs and abandon unfinished ones.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// general.name in the output.
+    #[arg(long, default_value = "Grok-1")]
+    pub name: String,
+}
+
+pub fn run(a: ConvertArgs) -> CliResult {
+    let config = GrokConfig::load(&a.config)?;
+    let types = parse_types(&a.types)?;
+    for t in &types {
+        if !CONVERT_TYPES.contains(t) {
+            return Err(format!("convert cannot write {t}").into());
+        }
+    }
+    let template = a.output.to_string_lossy().to_string();
+    if types.len() > 1 && !template.contains("{type}") {
+        return Err(
+            "several types need `{type}` in the output name, e.g. -o grok-1-{type}.gguf".into(),
+        );
+    }
+    let outputs = types
+        .iter()
+        .map(|t| OutputSpec {
+            ty: *t,
+            path: PathBuf::from(template.replace("{type}", t.name())),
+        })
+        .collect();
+    let token_embd_type = match &a.token_embd_type {
+        Some(s) => Some(
+            parse_types(s)?
+                .into_iter()
+                .next()
+                .ok_or("empty --token-embd-type")?,
+        ),
+        None => None,
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let c = cancel.clone();
+        // A second Ctrl-C kills at once; the .part and journal stay resumable either way.
+        let _ = ctrlc::set_handler(move || {
+            if c.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupt: finishing the bands in flight, then stopping (Ctrl-C again to kill)"
+            );
+        });
+    }
+    let opts = ConvertOptions {
+        ckpt_dir: a.ckpt_dir,
+        config,
+        tokenizer: a.tokenizer,
+        outputs,
+        resume: a.resume,
+        force: a.force,
+        token_embd_type,
+        progress: !a.quiet,
+        model_name: a.name,
+        cancel: Some(cancel),
+    };
+    let s = convert(&opts)?;
+    eprintln!(
+        "converted {} tensors, {:.2} GB in, in {:.1} s ({:.2} GB/s)",
+        s.tensors,
+        s.bytes_in as f64 / 1e9,
+        s.seconds,
+        s.bytes_in as f64 / 1e9 / s.seconds.max(1e-9)
+    );
+    for o in &s.outputs {
+        eprintln!(
+            "  {} [{}]: {:.2} GB, {:.3} bits/weight",
+            o.path.display(),
+            o.ty,
+            o.bytes as f64 / 1e9,
+            o.bpw
+        );
+    }
+    if s.stats.exact_q8_blocks + s.stats.requantized_q8_blocks > 0 {
+        eprintln!(
+            "  Q8_0: {} blocks hold the checkpoint's int8 values exactly, {} requantized",
+            s.stats.exact_q8_blocks, s.stats.requantized_q8_blocks
+        );
+    }
+    if s.resumed_tensors > 0 {
+        eprintln!(
+            "  resumed: {} finished tensors verified and kept",
+            s.resumed_tensors
+        );
+    }
+    for f in &s.fallbacks {
+        eprintln!("  note: {f}");
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Encode bands of rows into one output type: plain float types, exact Q8_0 from the int8
+//! source, or any `quant` block type from f32.
+
+use super::source::{Int8Rows, RowSource};
+use half::{bf16, f16};
+use quant::GgmlType;
+
+/// Counters an encode reports, summed over a conversion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncodeStats {
+    /// Q8_0 blocks that hold the checkpoint's int8 values unchanged.
+    pub exact_q8_blocks: u64,
+    /// Q8_0 blocks that had to be requantized (scale not representable in f16, or a block
+    /// straddling two scale blocks).
+    pub requantized_q8_blocks: u64,
+}
+
+impl std::ops::AddAssign for EncodeStats {
+    fn add_assign(&mut self, o: Self) {
+        self.exact_q8_blocks += o.exact_q8_blocks;
+        self.requantized_q8_blocks += o.requantized_q8_blocks;
+    }
+}
+
+/// The source rows of one band, decoded at most once per form and shared by every output type.
+pub struct Band<'s, 'a> {
+    src: &'s RowSource<'a>,
+    row0: usize,
+    nrows: usize,
+    int8: Option<Option<Int8Rows>>,
+    f32: Option<Vec<f32>>,
+}
+
+impl<'s, 'a> Band<'s, 'a> {
+    pub fn new(src: &'s RowSource<'a>, row0: usize, nrows: usize) -> Self {
+        Band {
+            src,
+            row0,
+            nrows,
+            int8: None,
+            f32: None,
+        }
+    }
+
+    fn int8(&mut self) -> Option<&Int8Rows> {
+        if self.int8.is_none() {
+            self.int8 = Some(self.src.int8_rows(self.row0, self.nrows));
+        }
+        self.int8.as_ref().and_then(|x| x.as_ref())
+    }
+
+    fn f32(&mut self) -> &[f32] {
+        if self.f32.is_none() {
+            self.f32 = Some(self.src.f32_rows(self.row0, self.nrows));
+        }
+        self.f32.as_deref().unwrap_or(&[])
+    }
+
+    /// Encode the band as `ty` into `dst` (exactly `nrows × row_bytes(ty)` bytes).
+    pub fn encode(
+        &mut self,
+        ty: GgmlType,
+        dst: &mut [u8],
+        imatrix: Option<&[f32]>,
+    ) -> Result<EncodeStats, quant::QuantError> {
+        let n_in = self.src.n_in;
+        let mut stats = EncodeStats::default();
+        match ty {
+            GgmlType::F32 => {
+                for (d, v) in dst.chunks_exact_mut(4).zip(self.f32()) {
+                    d.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            GgmlType::F16 => {
+                for (d, v) in dst.chunks_exact_mut(2).zip(self.f32()) {
+                    d.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+                }
+            }
+            GgmlType::BF16 => {
+                for (d, v) in dst.chunks_exact_mut(2).zip(self.f32()) {
+                    d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
+                }
+            }
+            GgmlType::Q8_0 if imatrix.is_none() && self.int8().is_some() => {
+                stats = self.encode_exact_q8_0(dst)?;
+            }
+            _ => {
+                let f = self.f32();
+                quant::quantize_rows(ty, f, n_in, dst, imatrix)?;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Q8_0 holding the checkpoint's int8 values unchanged with d = f16(scale), where every block
+    /// of 32 lies in one scale block and the scale is exactly representable in f16; other blocks
+    /// are requantized from int8 × scale with ggml's rule and counted.
+    fn encode_exact_q8_0(&mut self, dst: &mut [u8]) -> Result<EncodeStats, quant::QuantError> {
+        let n_in = self.src.n_in;
+        let nrows = self.nrows;
+        let blk_len = self.src.scale_block_len().unwrap_or(n_in);
+        let row_bytes =
+            GgmlType::Q8_0
+                .row_bytes(n_in)
+                .ok_or(quant::QuantError::NotBlockAligned {
+                    ty: GgmlType::Q8_0,
+                    len: n_in,
+                })?;
+        let mut stats = EncodeStats::default();
+        let mut pending: Vec<(usize, usize)> = Vec::new(); // (row, block) to requantize
+        {
+            let rows = self.int8().expect("checked by caller");
+            for r in 0..nrows {
+                let out = &mut dst[r * row_bytes..(r + 1) * row_bytes];
+                for (b, blk) in out.chunks_exact_mut(34).enumerate() {
+                    let i0 = b * 32;
+                    let sb = i0 / blk_len;
+                    let same_block = (i0 + 31) / blk_len == sb;
+                    let s = rows.scales[r * rows.scale_blocks + sb];
+                    let d = f16::from_f32(s);
+                    if same_block && d.to_f32() == s && s.is_finite() {
+                        let qs: &[i8; 32] = rows.q[r * n_in + i0..r * n_in + i0 + 32]
+                            .try_into()
+                            .expect("32 values");
+                        let block = quant::q8_0::block_from_int8(qs, d);
+                        blk.copy_from_slice(bytemuck::bytes_of(&block));
+                        stats.exact_q8_blocks += 1;
+                    } else {
+                        pending.push((r, b));
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let f = self.f32().to_vec();
+            for (r, b) in pending {
+                let vals = &f[r * n_in + b * 32..r * n_in + b * 32 + 32];
+                let at = r * row_bytes + b * 34;
+                quant::quantize_row(GgmlType::Q8_0, vals, &mut dst[at..at + 34], None)?;
+                stats.requantized_q8_blocks += 1;
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,605 @@
+//! `convert`: the Grok-1 checkpoint → GGUF, streaming, in parallel, resumable.
+//!
+//! Every output file is planned up front (header, tensor offsets, total size), written to
+//! `OUT.part` at precomputed offsets as bands of rows are produced on all cores, recorded tensor
+//! by tensor in a journal, and renamed to its final name only when complete and synced. Peak
+//! memory is a few bands per thread, independent of model size.
+
+mod encode;
+mod journal;
+pub mod metadata;
+mod source;
+
+pub use encode::EncodeStats;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, Param};
+use crate::config::GrokConfig;
+use crate::gguf::{GgufError, GgufFileWriter, GgufLayout, TensorSpec};
+use crate::naming::{checkpoint_params, gguf_shape, ParamSpec, Role, StoredAs};
+use crate::tokenizer::{SpmModel, TokenizerError};
+use encode::Band;
+use journal::{Journal, JournalError};
+use quant::GgmlType;
+use rayon::prelude::*;
+use source::{RowSource, SourceData};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use std::time::UNIX_EPOCH;
+
+/// One requested output file.
+#[derive(Clone, Debug)]
+pub struct OutputSpec {
+    pub ty: GgmlType,
+    pub path: PathBuf,
+}
+
+/// Everything `convert` needs to know.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    pub ckpt_dir: PathBuf,
+    pub config: GrokConfig,
+    pub tokenizer: Option<PathBuf>,
+    pub outputs: Vec<OutputSpec>,
+    /// Continue an interrupted conversion from its `.part` file and journal.
+    pub resume: bool,
+    /// Overwrite an existing output or abandon an existing `.part`.
+    pub force: bool,
+    /// Type of `token_embd` (also the tied output projection); default: see [`embd_type_for`].
+    pub token_embd_type: Option<GgmlType>,
+    pub progress: bool,
+    pub model_name: String,
+    /// Set from a Ctrl-C handler: stop at the next band, leaving a resumable `.part`.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a conversion did.
+#[derive(Clone, Debug)]
+pub struct ConvertSummary {
+    pub tensors: usize,
+    pub bytes_in: u64,
+    pub outputs: Vec<OutputSummary>,
+    pub seconds: f64,
+    pub stats: EncodeStats,
+    /// Tensors kept from an interrupted run (verified), per output summed.
+    pub resumed_tensors: usize,
+    /// Tensors written in another type than requested (not block aligned), with why.
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutputSummary {
+    pub path: PathBuf,
+    pub ty: GgmlType,
+    pub bytes: u64,
+    /// Bits per weight over all tensors.
+    pub bpw: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("tokenizer {path}: {source}")]
+    Tokenizer {
+        path: PathBuf,
+        source: TokenizerError,
+    },
+    #[error("tokenizer {path}: {found} pieces, but the config says vocab_size {expected}")]
+    VocabMismatch {
+        path: PathBuf,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{path}: {source}")]
+    Gguf { path: PathBuf, source: GgufError },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{0} exists; pass --force to overwrite it")]
+    Exists(PathBuf),
+    #[error("{0} exists from an interrupted conversion: pass --resume to continue it, or --force to start over")]
+    PartExists(PathBuf),
+    #[error("--resume: {0} does not exist (nothing to resume); run without --resume")]
+    NothingToResume(PathBuf),
+    #[error("--resume: {path} has {found} bytes, the plan needs {expected}; run with --force to start over")]
+    PartSize {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("not enough disk space for {path}: {need} more bytes needed, {free} free")]
+    NoSpace { path: PathBuf, need: u64, free: u64 },
+    #[error("tensor {tensor}: {what}")]
+    Tensor { tensor: String, what: String },
+    #[error("interrupted: the finished tensors are kept in the .part file(s); run the same command with --resume to continue")]
+    Interrupted,
+    #[error("two outputs have the same path {0}")]
+    DuplicateOutput(PathBuf),
+}
+
+/// The default type of `token_embd` for a file whose matrices are `ty`: exact types keep the
+/// source's f32 embeddings exact (so Q8_0 computes exactly what F32 does), 4/5-bit files use
+/// Q6_K as llama.cpp does for a tied output projection.
+pub fn embd_type_for(ty: GgmlType) -> GgmlType {
+    match ty {
+        GgmlType::F32 | GgmlType::Q8_0 => GgmlType::F32,
+        GgmlType::F16 => GgmlType::F16,
+        GgmlType::BF16 => GgmlType::BF16,
+        _ => GgmlType::Q6_K,
+    }
+}
+
+/// The GGUF tensor order: global tensors, then layer by layer in numeric order.
+fn gguf_order(specs: &[ParamSpec]) -> Vec<ParamSpec> {
+    let rank = |r: Role| match r {
+        Role::TokenEmbd => 0,
+        Role::OutputNorm => 1,
+        Role::AttnNorm => 2,
+        Role::AttnQ => 3,
+        Role::AttnK => 4,
+        Role::AttnV => 5,
+        Role::AttnOutput => 6,
+        Role::AttnOutputNorm => 7,
+        Role::FfnNorm => 8,
+        Role::FfnGateInp => 9,
+        Role::FfnGateExps => 10,
+        Role::FfnUpExps => 11,
+        Role::FfnDownExps => 12,
+        Role::LayerOutputNorm => 13,
+    };
+    let mut v = specs.to_vec();
+    v.sort_by_key(|s| (s.layer.map_or(0, |l| l + 1), rank(s.role)));
+    v
+}
+
+/// Row geometry of a parameter: (experts, n_in = GGUF row length, n_out per expert, transpose).
+fn geometry(spec: &ParamSpec) -> (usize, usize, usize, bool) {
+    let s = &spec.shape;
+    match spec.role {
+        Role::TokenEmbd => (1, s[1], s[0], false),
+        Role::FfnGateExps | Role::FfnUpExps | Role::FfnDownExps => (s[0], s[1], s[2], true),
+        Role::AttnK | Role::AttnQ | Role::AttnV | Role::AttnOutput | Role::FfnGateInp => {
+            (1, s[0], s[1], true)
+        }
+        _ => (1, s[0], 1, false),
+    }
+}
+
+/// The type a tensor gets in an output of type `ty`, and a note when it had to fall back.
+fn tensor_type(
+    spec: &ParamSpec,
+    ty: GgmlType,
+    embd: GgmlType,
+    n_in: usize,
+) -> (GgmlType, Option<String>) {
+    let want = match spec.role {
+        Role::TokenEmbd => embd,
+        r if r.is_matmul_weight() => ty,
+        _ => GgmlType::F32,
+    };
+    if n_in % want.block_size() == 0 {
+        return (want, None);
+    }
+    let fallback = [GgmlType::Q8_0, GgmlType::F16]
+        .into_iter()
+        .find(|t| n_in % t.block_size() == 0)
+        .unwrap_or(GgmlType::F32);
+    let note = format!(
+        "{}: rows of {n_in} are not a multiple of {}'s block of {}, written as {}",
+        spec.role.gguf_name(spec.layer),
+        want,
+        want.block_size(),
+        fallback
+    );
+    (fallback, Some(note))
+}
+
+/// Rows per band: about 4 MiB of f32 per band, never crossing an expert boundary.
+fn band_rows(n_in: usize, n_out: usize) -> usize {
+    ((4 << 20) / (n_in.max(1) * 4)).clamp(1, n_out.max(1))
+}
+
+/// The bands of one expert: (first row, rows).
+fn bands_of_expert(e: usize, n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
+    let step = band_rows(n_in, n_out);
+    (0..n_out)
+        .step_by(step)
+        .map(|o| (e * n_out + o, step.min(n_out - o)))
+        .collect()
+}
+
+struct Output {
+    spec: OutputSpec,
+    part: PathBuf,
+    /// Type of each tensor, in GGUF order.
+    types: Vec<GgmlType>,
+    writer: GgufFileWriter,
+    journal: Mutex<Journal>,
+}
+
+fn append_ext(p: &Path, ext: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+fn hash_bands(hashes: &[u64]) -> u64 {
+    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
+    move |source| ConvertError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Free bytes on the filesystem holding `path`.
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+}
+
+/// Convert a checkpoint to one or more GGUF files.
+pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
+    let start = Instant::now();
+    let cfg = &opts.config;
+    for (i, a) in opts.outputs.iter().enumerate() {
+        if opts.outputs[..i].iter().any(|b| b.path == a.path) {
+            return Err(ConvertError::DuplicateOutput(a.path.clone()));
+        }
+    }
+    let ckpt = Checkpoint::open(&opts.ckpt_dir, cfg)?;
+    let tok_path = Checkpoint::find_tokenizer(&opts.ckpt_dir, opts.tokenizer.as_deref())?;
+    let tok = SpmModel::from_file(&tok_path).map_err(|source| ConvertError::Tokenizer {
+        path: tok_path.clone(),
+        source,
+    })?;
+    if tok.pieces.len() != cfg.vocab_size {
+        return Err(ConvertError::VocabMismatch {
+            path: tok_path,
+            expected: cfg.vocab_size,
+            found: tok.pieces.len(),
+        });
+    }
+    let specs = gguf_order(&checkpoint_params(cfg));
+    // Input identity for the resume plan: every file's size and modification time.
+    let file_bytes: Vec<u64> = specs
+        .iter()
+        .map(|s| {
+            let p = ckpt.file_path(s.index);
+            std::fs::metadata(&p).map(|m| m.len()).map_err(io_err(&p))
+        })
+        .collect::<Result<_, _>>()?;
+    let fingerprint = {
+        let mut h = Vec::new();
+        for s in &specs {
+            let p = ckpt.file_path(s.index);
+            let m = std::fs::metadata(&p).map_err(io_err(&p))?;
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as u64);
+            h.extend_from_slice(&m.len().to_le_bytes());
+            h.extend_from_slice(&mtime.to_le_bytes());
+        }
+        xxhash_rust::xxh3::xxh3_64(&h)
+    };
+    let mut fallbacks = Vec::new();
+
+    // Plan every output.
+    let mut outputs = Vec::new();
+    for out in &opts.outputs {
+        let embd = opts
+            .token_embd_type
+            .unwrap_or_else(|| embd_type_for(out.ty));
+        let mut types = Vec::new();
+        let mut tensors = Vec::new();
+        for spec in &specs {
+            let (_, n_in, _, _) = geometry(spec);
+            let (t, note) = tensor_type(spec, out.ty, embd, n_in);
+            if let Some(n) = note {
+                fallbacks.push(format!("{}: {n}", out.path.display()));
+            }
+            types.push(t);
+            tensors.push(TensorSpec {
+                name: spec.role.gguf_name(spec.layer),
+                shape: gguf_shape(spec),
+                ty: t,
+            });
+        }
+        let md = metadata::grok_metadata(cfg, &tok, out.ty, &opts.model_name);
+        let layout = GgufLayout::new(md, tensors, 32).map_err(|source| ConvertError::Gguf {
+            path: out.path.clone(),
+            source,
+        })?;
+        let mut plan = layout.header_bytes();
+        plan.extend_from_slice(&layout.file_size().to_le_bytes());
+        plan.extend_from_slice(&fingerprint.to_le_bytes());
+        plan.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+        let plan = xxhash_rust::xxh3::xxh3_64(&plan);
+
+        let part = append_ext(&out.path, ".part");
+        let jpath = append_ext(&out.path, ".journal");
+        if out.path.exists() && !opts.force {
+            return Err(ConvertError::Exists(out.path.clone()));
+        }
+        let (writer, journal) = if opts.resume {
+            if !part.exists() {
+                return Err(ConvertError::NothingToResume(part));
+            }
+            let found = std::fs::metadata(&part).map_err(io_err(&part))?.len();
+            if found != layout.file_size() {
+                return Err(ConvertError::PartSize {
+                    path: part,
+                    expected: layout.file_size(),
+                    found,
+                });
+            }
+            let journal = Journal::open(&jpath, plan)?;
+            let writer = GgufFileWriter::open_existing(&part, layout).map_err(|source| {
+                ConvertError::Gguf {
+                    path: part.clone(),
+                    source,
+                }
+            })?;
+            (writer, journal)
+        } else {
+            if part.exists() && !opts.force {
+                return Err(ConvertError::PartExists(part));
+            }
+            if let Some(free) = free_space(&out.path) {
+                if free < layout.file_size() {
+                    return Err(ConvertError::NoSpace {
+                        path: out.path.clone(),
+                        need: layout.file_size(),
+                        free,
+                    });
+                }
+            }
+            let writer =
+                GgufFileWriter::create(&part, layout).map_err(|source| ConvertError::Gguf {
+                    path: part.clone(),
+                    source,
+                })?;
+            (writer, Journal::create(&jpath, plan)?)
+        };
+        outputs.push(Output {
+            spec: out.clone(),
+            part,
+            types,
+            writer,
+            journal: Mutex::new(journal),
+        });
+    }
+
+    // Verify what an interrupted run left, tensor by tensor.
+    let mut resumed = 0;
+    for out in &outputs {
+        let done: Vec<(usize, u64)> = {
+            let j = out.journal.lock().expect("journal lock");
+            j.done().iter().map(|(&k, &v)| (k, v)).collect()
+        };
+        for (t, hash) in done {
+            let ok = t < specs.len() && verify_tensor(out, t, &specs[t])? == hash;
+            let mut j = out.journal.lock().expect("journal lock");
+            if ok {
+                resumed += 1;
+            } else {
+                j.forget(t);
+            }
+        }
+    }
+
+    let bytes_in: u64 = file_bytes.iter().sum();
+    let bar = if opts.progress {
+        let b = indicatif::ProgressBar::new(bytes_in);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("static template"),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let mut stats = EncodeStats::default();
+    for (t, spec) in specs.iter().enumerate() {
+        let name = spec.role.gguf_name(spec.layer);
+        let needed: Vec<&Output> = outputs
+            .iter()
+            .filter(|o| {
+                !o.journal
+                    .lock()
+                    .expect("journal lock")
+                    .done()
+                    .contains_key(&t)
+            })
+            .collect();
+        if needed.is_empty() {
+            bar.inc(file_bytes[t]);
+            continue;
+        }
+        bar.set_message(name.clone());
+        let param = ckpt.param(spec)?;
+        let src = row_source(&param, spec);
+        src.validate().map_err(|what| ConvertError::Tensor {
+            tensor: spec.path.clone(),
+            what,
+        })?;
+        let band_list: Vec<(usize, usize)> = (0..src.experts)
+            .flat_map(|e| bands_of_expert(e, src.n_in, src.n_out))
+            .collect();
+        let hashes: Vec<Mutex<Vec<u64>>> = needed
+            .iter()
+            .map(|_| Mutex::new(vec![0; band_list.len()]))
+            .collect();
+        let tensor_stats = Mutex::new(EncodeStats::default());
+        let per_band_in = file_bytes[t] / band_list.len().max(1) as u64;
+        // One expert at a time so the source pages of finished experts can be released.
+        for e in 0..src.experts {
+            let first = band_list.partition_point(|b| b.0 < e * src.n_out);
+            let last = band_list.partition_point(|b| b.0 < (e + 1) * src.n_out);
+            (first..last)
+                .into_par_iter()
+                .try_for_each(|bi| -> Result<(), ConvertError> {
+                    if opts
+                        .cancel
+                        .as_ref()
+                        .is_some_and(|c| c.load(Ordering::Relaxed))
+                    {
+                        return Err(ConvertError::Interrupted);
+                    }
+                    let (row0, nrows) = band_list[bi];
+                    let mut band = Band::new(&src, row0, nrows);
+                    for (k, out) in needed.iter().enumerate() {
+                        let ty = out.types[t];
+                        let row_bytes = ty.row_bytes(src.n_in).expect("planned block aligned");
+                        let mut buf = vec![0u8; nrows * row_bytes];
+                        let st =
+                            band.encode(ty, &mut buf, None)
+                                .map_err(|q| ConvertError::Tensor {
+                                    tensor: name.clone(),
+                                    what: q.to_string(),
+                                })?;
+                        *tensor_stats.lock().expect("stats lock") += st;
+                        let start = (row0 * row_bytes) as u64;
+                        out.writer
+                            .write_tensor_part(t, start, &buf)
+                            .map_err(|source| ConvertError::Gguf {
+                                path: out.part.clone(),
+                                source,
+                            })?;
+                        hashes[k].lock().expect("hash lock")[bi] = xxhash_rust::xxh3::xxh3_64(&buf);
+                    }
+                    bar.inc(per_band_in);
+                    Ok(())
+                })?;
+            let per_expert = param.data_bytes().len() / src.experts;
+            param.release_data_range(e * per_expert, per_expert);
+        }
+        // Count exact-Q8 blocks once per tensor (the first output that is Q8_0).
+        let ts = *tensor_stats.lock().expect("stats lock");
+        let q8_outputs = needed
+            .iter()
+            .filter(|o| o.types[t] == GgmlType::Q8_0)
+            .count() as u64;
+        if let (Some(e), Some(r)) = (
+            ts.exact_q8_blocks.checked_div(q8_outputs),
+            ts.requantized_q8_blocks.checked_div(q8_outputs),
+        ) {
+            stats.exact_q8_blocks += e;
+            stats.requantized_q8_blocks += r;
+        }
+        for (k, out) in needed.iter().enumerate() {
+            let h = hash_bands(&hashes[k].lock().expect("hash lock"));
+            out.journal.lock().expect("journal lock").record(t, h)?;
+        }
+    }
+    bar.finish_and_clear();
+
+    // Sync, then give each file its final name.
+    let mut summaries = Vec::new();
+    for out in outputs {
+        out.writer.sync_all().map_err(|source| ConvertError::Gguf {
+            path: out.part.clone(),
+            source,
+        })?;
+        std::fs::rename(&out.part, &out.spec.path).map_err(io_err(&out.spec.path))?;
+        let jpath = out
+            .journal
+            .lock()
+            .expect("journal lock")
+            .path()
+            .to_path_buf();
+        std::fs::remove_file(&jpath).map_err(io_err(&jpath))?;
+        if let Some(dir) = out.spec.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        let elems: u64 = specs
+            .iter()
+            .map(|s| s.shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum();
+        let data: u64 = (0..specs.len())
+            .map(|t| out.writer.layout().tensor_size(t))
+            .sum();
+        summaries.push(OutputSummary {
+            bytes: out.writer.layout().file_size(),
+            bpw: data as f64 * 8.0 / elems.max(1) as f64,
+            path: out.spec.path,
+            ty: out.spec.ty,
+        });
+    }
+    Ok(ConvertSummary {
+        tensors: specs.len(),
+        bytes_in,
+        outputs: summaries,
+        seconds: start.elapsed().as_secs_f64(),
+        stats,
+        resumed_tensors: resumed,
+        fallbacks,
+    })
+}
+
+fn row_source<'a>(param: &'a Param, spec: &ParamSpec) -> RowSource<'a> {
+    let (experts, n_in, n_out, transpose) = geometry(spec);
+    let data = match spec.stored {
+        StoredAs::F32 => SourceData::F32(param.data_bytes()),
+        StoredAs::Int8 { scale_blocks } => SourceData::Int8 {
+            weight: param.data_bytes(),
+            scales: param.scales_bytes(),
+            scale_blocks,
+        },
+    };
+    RowSource {
+        data,
+        experts,
+        n_in,
+        n_out,
+        transpose,
+    }
+}
+
+/// Recompute a finished tensor's hash from the `.part` file, band by band as it was written.
+fn verify_tensor(out: &Output, t: usize, spec: &ParamSpec) -> Result<u64, ConvertError> {
+    let (experts, n_in, n_out, _) = geometry(spec);
+    let row_bytes = out.types[t].row_bytes(n_in).unwrap_or(0);
+    let mut hashes = Vec::new();
+    let mut buf = Vec::new();
+    for e in 0..experts {
+        for (row0, nrows) in bands_of_expert(e, n_in, n_out) {
+            buf.resize(nrows * row_bytes, 0);
+            let off = out.writer.layout().tensor_offset(t) + (row0 * row_bytes) as u64;
+            out.writer
+                .read_at(off, &mut buf)
+                .map_err(|source| ConvertError::Gguf {
+                    path: out.part.clone(),
+                    source,
+                })?;
+            hashes.push(xxhash_rust::xxh3::xxh3_64(&buf));
+        }
+    }
+    Ok(hash_bands(&hashes))
+}

@@ -1,0 +1,239 @@
+//! The Grok-1 forward pass on the CPU backend, for a batch of new tokens appended to a session.
+//!
+//! Per layer: `h += post_attn_norm(attn(attn_norm(h)))`, `h += post_moe_norm(moe(ffn_norm(h)))`;
+//! attention scores × output_scale, soft-capped, causal and pad-masked, softmax in f32; MoE:
+//! router softmax, top-k by probability, gates not renormalised, expert =
+//! `(gelu_tanh(x·gate) ⊙ (x·up))·down`, tokens grouped by expert so each expert's weights are
+//! read once per batch.
+
+use super::{Model, ModelError, Session, TensorRef};
+use crate::backend::cpu::{
+    gelu_tanh, matmul, rms_norm, rope_rotate_half, softcap, softmax_in_place, PreparedActivations,
+};
+use crate::backend::WeightMatrix;
+use rayon::prelude::*;
+
+/// Which positions' logits to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Every new token (`tokens × vocab`): perplexity, oracle dumps.
+    All,
+    /// Only the last new token (`vocab`): generation.
+    Last,
+    /// None: warm the cache only.
+    None,
+}
+
+/// Masked attention score, as the reference uses.
+const MASKED: f32 = -1e30;
+
+/// Per-layer routing of a batch: for each token, the chosen experts and their gates.
+pub type Routing = Vec<Vec<(usize, f32)>>;
+
+impl Model {
+    /// `x · Wᵀ` for a batch `x` of `tokens × w.n_in`.
+    fn project(&self, w: &WeightMatrix, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let acts = PreparedActivations::new(w.ty, x, w.n_in)?;
+        let mut out = vec![0f32; acts.tokens() * w.n_out];
+        matmul(w, &acts, &mut out)?;
+        Ok(out)
+    }
+
+    /// The embedding row of `id`, times the embedding scale.
+    fn embed(&self, id: u32, out: &mut [f32]) -> Result<(), ModelError> {
+        let hp = &self.hp;
+        if id as usize >= hp.vocab {
+            return Err(ModelError::BadToken {
+                id,
+                vocab: hp.vocab,
+            });
+        }
+        let m = self.mat(&self.token_embd);
+        quant::dequantize_row(m.ty, m.row(id as usize), out)?;
+        for v in out.iter_mut() {
+            *v *= hp.embedding_scale;
+        }
+        Ok(())
+    }
+
+    /// Run `tokens` after what `session` holds; returns logits as asked (row-major).
+    pub fn forward(
+        &self,
+        session: &mut Session,
+        tokens: &[u32],
+        want: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.forward_traced(session, tokens, want, &mut |_, _, _| {})
+    }
+
+    /// [`Model::forward`], calling `trace(layer, hidden_after_layer, routing)` after each layer.
+    pub fn forward_traced(
+        &self,
+        session: &mut Session,
+        tokens: &[u32],
+        want: Logits,
+        trace: &mut dyn FnMut(usize, &[f32], &Routing),
+    ) -> Result<Vec<f32>, ModelError> {
+        let hp = &self.hp;
+        let (t_new, emb) = (tokens.len(), hp.emb);
+        let p0 = session.len();
+        if p0 + t_new > session.capacity {
+            return Err(ModelError::ContextFull {
+                needed: p0 + t_new,
+                capacity: session.capacity,
+            });
+        }
+        if t_new == 0 {
+            return Ok(Vec::new());
+        }
+        let mut h = vec![0f32; t_new * emb];
+        for (row, &id) in h.chunks_exact_mut(emb).zip(tokens) {
+            self.embed(id, row)?;
+        }
+        session.tokens.extend_from_slice(tokens);
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention block.
+            let mut x = h.clone();
+            rms_norm(&mut x, &layer.attn_norm, hp.eps);
+            let attn = self.attention(l, session, p0, &x)?;
+            let mut o = self.project(&self.mat(&layer.attn_output), &attn)?;
+            rms_norm(&mut o, &layer.attn_output_norm, hp.eps);
+            for (a, b) in h.iter_mut().zip(&o) {
+                *a += b;
+            }
+            // MoE block.
+            let mut x = h.clone();
+            rms_norm(&mut x, &layer.ffn_norm, hp.eps);
+            let (mut m, routing) = self.moe(l, &x)?;
+            rms_norm(&mut m, &layer.layer_output_norm, hp.eps);
+            for (a, b) in h.iter_mut().zip(&m) {
+                *a += b;
+            }
+            trace(l, &h, &routing);
+        }
+        let rows: &mut [f32] = match want {
+            Logits::None => return Ok(Vec::new()),
+            Logits::All => &mut h,
+            Logits::Last => &mut h[(t_new - 1) * emb..],
+        };
+        rms_norm(rows, &self.output_norm, hp.eps);
+        let mut logits = self.project(&self.mat(&self.output), rows)?;
+        for v in logits.iter_mut() {
+            *v *= hp.logit_scale;
+        }
+        Ok(logits)
+    }
+
+    /// Grouped-query attention of the batch `x` (already normed) at positions `p0..`, appending
+    /// its keys and values to the session's cache. Returns `tokens × q_dim`.
+    fn attention(
+        &self,
+        l: usize,
+        session: &mut Session,
+        p0: usize,
+        x: &[f32],
+    ) -> Result<Vec<f32>, ModelError> {
+        let hp = &self.hp;
+        let layer = &self.layers[l];
+        let (hd, q_dim, kv_dim) = (hp.head_dim, hp.q_dim(), hp.kv_dim());
+        let t_new = x.len() / hp.emb;
+        let mut q = self.project(&self.mat(&layer.attn_q), x)?;
+        let mut k = self.project(&self.mat(&layer.attn_k), x)?;
+        let v = self.project(&self.mat(&layer.attn_v), x)?;
+        for t in 0..t_new {
+            rope_rotate_half(
+                &mut q[t * q_dim..(t + 1) * q_dim],
+                hd,
+                p0 + t,
+                &self.inv_freq,
+            );
+            rope_rotate_half(
+                &mut k[t * kv_dim..(t + 1) * kv_dim],
+                hd,
+                p0 + t,
+                &self.inv_freq,
+            );
+        }
+        session.k[l][p0 * kv_dim..(p0 + t_new) * kv_dim].copy_from_slice(&k);
+        session.v[l][p0 * kv_dim..(p0 + t_new) * kv_dim].copy_from_slice(&v);
+        let (kc, vc, toks) = (&session.k[l], &session.v[l], &session.tokens);
+        let group = hp.n_heads / hp.n_kv_heads;
+        let (scale, cap, pad) = (hp.attn_output_scale, hp.softcap, hp.pad_id);
+        let mut out = vec![0f32; t_new * q_dim];
+        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+            let (t, head) = (i / hp.n_heads, i % hp.n_heads);
+            let pos = p0 + t;
+            let g = head / group;
+            let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
+            let mut scores: Vec<f32> = (0..=pos)
+                .map(|s| {
+                    if toks[s] == pad {
+                        return MASKED;
+                    }
+                    let kh = &kc[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
+                    let dot: f32 = qh.iter().zip(kh).map(|(a, b)| a * b).sum();
+                    softcap(dot * scale, cap)
+                })
+                .collect();
+            softmax_in_place(&mut scores);
+            for (s, p) in scores.iter().enumerate() {
+                let vh = &vc[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
+                for (a, b) in o.iter_mut().zip(vh) {
+                    *a += p * b;
+                }
+            }
+        });
+        Ok(out)
+    }
+
+    /// The MoE block of the batch `x` (already normed): returns `tokens × emb` and the routing.
+    fn moe(&self, l: usize, x: &[f32]) -> Result<(Vec<f32>, Routing), ModelError> {
+        let hp = &self.hp;
+        let layer = &self.layers[l];
+        let (emb, ffn, n_exp) = (hp.emb, hp.ffn, hp.n_experts);
+        let t_new = x.len() / emb;
+        let mut probs = self.project(&self.mat(&layer.ffn_gate_inp), x)?;
+        let mut routing: Routing = Vec::with_capacity(t_new);
+        for p in probs.chunks_exact_mut(n_exp) {
+            softmax_in_place(p);
+            // Top-k by probability; ties go to the lower index (as jax.lax.top_k).
+            let mut idx: Vec<usize> = (0..n_exp).collect();
+            idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            routing.push(
+                idx[..hp.n_experts_used]
+                    .iter()
+                    .map(|&e| (e, p[e]))
+                    .collect(),
+            );
+        }
+        let mut out = vec![0f32; t_new * emb];
+        for e in 0..n_exp {
+            let members: Vec<(usize, f32)> = routing
+                .iter()
+                .enumerate()
+                .filter_map(|(t, r)| r.iter().find(|(x, _)| *x == e).map(|&(_, g)| (t, g)))
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let xs: Vec<f32> = members
+                .iter()
+                .flat_map(|&(t, _)| x[t * emb..(t + 1) * emb].iter().copied())
+                .collect();
+            let expert = |r: &TensorRef, n_out: usize| self.mat(r).rows(e * n_out, (e + 1) * n_out);
+            let g = self.project(&expert(&layer.gate_exps, ffn), &xs)?;
+            let u = self.project(&expert(&layer.up_exps, ffn), &xs)?;
+            let act: Vec<f32> = g.iter().zip(&u).map(|(a, b)| gelu_tanh(*a) * b).collect();
+            let d = self.project(&expert(&layer.down_exps, emb), &act)?;
+            for (k, &(t, gate)) in members.iter().enumerate() {
+                for (o, v) in out[t * emb..(t + 1) * emb]
+                    .iter_mut()
+                    .zip(&d[k * emb..(k + 1) * emb])
+                {
+                    *o += gate * v;
+                }
+            }
+        }
+        Ok((out, routing))
+    }
+}

@@ -1,0 +1,204 @@
+//! The Grok model over a memory-mapped GGUF: hyperparameters, validated tensor references and
+//! the forward pass. Weights are never copied: every matrix is a view into the mapping.
+
+mod forward;
+pub mod hparams;
+mod kv;
+
+pub use forward::Logits;
+pub use hparams::HParams;
+pub use kv::Session;
+
+use crate::backend::WeightMatrix;
+use crate::gguf::GgufFile;
+use quant::GgmlType;
+use std::path::{Path, PathBuf};
+
+/// A load failure, naming the file and the tensor or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Gguf {
+        path: PathBuf,
+        source: crate::gguf::GgufError,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+    #[error(
+        "context full: {needed} positions needed, the session holds {capacity} (raise -c/--ctx)"
+    )]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("compute: {0}")]
+    Compute(#[from] quant::QuantError),
+}
+
+/// Where a matrix lies in the file.
+#[derive(Clone, Copy, Debug)]
+struct TensorRef {
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    index: usize,
+}
+
+struct LayerRefs {
+    attn_norm: Vec<f32>,
+    attn_q: TensorRef,
+    attn_k: TensorRef,
+    attn_v: TensorRef,
+    attn_output: TensorRef,
+    attn_output_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    ffn_gate_inp: TensorRef,
+    gate_exps: TensorRef,
+    up_exps: TensorRef,
+    down_exps: TensorRef,
+    layer_output_norm: Vec<f32>,
+}
+
+/// A loaded model.
+pub struct Model {
+    path: PathBuf,
+    file: GgufFile,
+    hp: HParams,
+    token_embd: TensorRef,
+    output: TensorRef,
+    output_norm: Vec<f32>,
+    layers: Vec<LayerRefs>,
+    inv_freq: Vec<f32>,
+}
+
+impl Model {
+    /// Map and validate a grok GGUF.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let file = GgufFile::open(path).map_err(|source| ModelError::Gguf {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |what: String| ModelError::Invalid {
+            path: path.to_path_buf(),
+            what,
+        };
+        let hp = HParams::from_gguf(&file).map_err(&invalid)?;
+        let find = |name: &str, shape: &[usize]| -> Result<TensorRef, ModelError> {
+            let index = file
+                .tensors()
+                .iter()
+                .position(|t| t.name == name)
+                .ok_or_else(|| invalid(format!("tensor '{name}' is missing")))?;
+            let info = &file.tensors()[index];
+            let found: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
+            if found != shape {
+                return Err(invalid(format!(
+                    "tensor '{name}': shape {found:?}, expected {shape:?} from the metadata"
+                )));
+            }
+            Ok(TensorRef {
+                ty: info.ty,
+                n_in: shape[0],
+                n_out: shape[1..].iter().product(),
+                index,
+            })
+        };
+        let vector = |name: &str, n: usize| -> Result<Vec<f32>, ModelError> {
+            let r = find(name, &[n])?;
+            let data = file.tensor_at(r.index).data;
+            let mut out = vec![0f32; n];
+            quant::dequantize_row(r.ty, data, &mut out)
+                .map_err(|e| invalid(format!("tensor '{name}': {e}")))?;
+            Ok(out)
+        };
+        let (emb, e, ffn) = (hp.emb, hp.n_experts, hp.ffn);
+        let token_embd = find("token_embd.weight", &[emb, hp.vocab])?;
+        let output = if file.tensors().iter().any(|t| t.name == "output.weight") {
+            find("output.weight", &[emb, hp.vocab])?
+        } else {
+            token_embd
+        };
+        let output_norm = vector("output_norm.weight", emb)?;
+        let mut layers = Vec::with_capacity(hp.n_layers);
+        for l in 0..hp.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            layers.push(LayerRefs {
+                attn_norm: vector(&n("attn_norm"), emb)?,
+                attn_q: find(&n("attn_q"), &[emb, hp.q_dim()])?,
+                attn_k: find(&n("attn_k"), &[emb, hp.kv_dim()])?,
+                attn_v: find(&n("attn_v"), &[emb, hp.kv_dim()])?,
+                attn_output: find(&n("attn_output"), &[hp.q_dim(), emb])?,
+                attn_output_norm: vector(&n("attn_output_norm"), emb)?,
+                ffn_norm: vector(&n("ffn_norm"), emb)?,
+                ffn_gate_inp: find(&n("ffn_gate_inp"), &[emb, e])?,
+                gate_exps: find(&n("ffn_gate_exps"), &[emb, ffn, e])?,
+                up_exps: find(&n("ffn_up_exps"), &[emb, ffn, e])?,
+                down_exps: find(&n("ffn_down_exps"), &[ffn, emb, e])?,
+                layer_output_norm: vector(&n("layer_output_norm"), emb)?,
+            });
+        }
+        let half = hp.head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| (hp.rope_base as f64).powf(-(2.0 * i as f64) / hp.head_dim as f64) as f32)
+            .collect();
+        Ok(Model {
+            path: path.to_path_buf(),
+            file,
+            hp,
+            token_embd,
+            output,
+            output_norm,
+            layers,
+            inv_freq,
+        })
+    }
+
+    pub fn hparams(&self) -> &HParams {
+        &self.hp
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    fn mat(&self, r: &TensorRef) -> WeightMatrix<'_> {
+        WeightMatrix {
+            ty: r.ty,
+            n_in: r.n_in,
+            n_out: r.n_out,
+            data: self.file.tensor_at(r.index).data,
+        }
+    }
+
+    /// Bytes of all weights one decode step reads: every dense matrix plus `n_experts_used`
+    /// experts per layer, and the output projection.
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let hp = &self.hp;
+        let mut total = self.mat(&self.output).data.len() as u64;
+        for l in &self.layers {
+            for r in [
+                &l.attn_q,
+                &l.attn_k,
+                &l.attn_v,
+                &l.attn_output,
+                &l.ffn_gate_inp,
+            ] {
+                total += self.mat(r).data.len() as u64;
+            }
+            for r in [&l.gate_exps, &l.up_exps, &l.down_exps] {
+                total += (self.mat(r).data.len() / hp.n_experts * hp.n_experts_used) as u64;
+            }
+        }
+        total
+    }
+
+    /// The type of the expert matrices (what a user calls the file's quant type).
+    pub fn expert_type(&self) -> GgmlType {
+        self.layers
+            .first()
+            .map_or(self.token_embd.ty, |l| l.gate_exps.ty)
+    }
+}

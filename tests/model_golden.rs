@@ -1,0 +1,83 @@
+//! The forward pass against the reference JAX implementation's outputs on grok-tiny.
+
+mod common;
+
+use grok1_quant::config::GrokConfig;
+use grok1_quant::model::{Logits, Model, Session};
+use quant::GgmlType;
+use serde_json::Value;
+
+fn argmax(x: &[f32]) -> usize {
+    let mut b = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[b] {
+            b = i;
+        }
+    }
+    b
+}
+
+#[test]
+fn tiny_logits_match_reference_f32_and_q8_0_matches_f32() {
+    let Some(fx) = common::fixture("grok-tiny") else {
+        return;
+    };
+    let cfg = GrokConfig::from_file(&fx.join("reference/config.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::convert_to(
+        &fx.join("ckpt-0"),
+        &cfg,
+        dir.path(),
+        &[GgmlType::F32, GgmlType::Q8_0],
+    );
+    let f32m = Model::load(&paths[0]).unwrap();
+    let q8m = Model::load(&paths[1]).unwrap();
+    let prompts: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/prompts.json")).unwrap())
+            .unwrap();
+    let vocab = cfg.vocab_size;
+    for p in prompts["prompts"].as_array().unwrap() {
+        let ids: Vec<u32> = p["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let reference = common::read_f32(&fx.join(p["logits_f32"]["file"].as_str().unwrap()));
+        let ref_bf16 = common::read_f32(&fx.join(p["logits_bf16"]["file"].as_str().unwrap()));
+        let mut s = Session::new(f32m.hparams(), ids.len());
+        let ours = f32m.forward(&mut s, &ids, Logits::All).unwrap();
+        let mut s = Session::new(q8m.hparams(), ids.len());
+        let q8 = q8m.forward(&mut s, &ids, Logits::All).unwrap();
+        assert_eq!(ours.len(), reference.len());
+        let max_ref = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let max_q8 = ours
+            .iter()
+            .zip(&q8)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let max_bf16 = ours
+            .iter()
+            .zip(&ref_bf16)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let mut argmax_ok = 0;
+        for t in 0..ids.len() {
+            let r = t * vocab..(t + 1) * vocab;
+            if argmax(&ours[r.clone()]) == argmax(&reference[r]) {
+                argmax_ok += 1;
+            }
+        }
+        eprintln!(
+            "prompt {}: {} tokens, max|Δ| vs ref f32 {max_ref:.2e}, q8_0 vs our f32 {max_q8:.2e}, vs ref bf16 {max_bf16:.3}, argmax {argmax_ok}/{}",
+            p["index"], ids.len(), ids.len()
+        );
+        assert!(max_ref <= 1e-3, "max |Δlogit| {max_ref} > 1e-3");
+        assert_eq!(argmax_ok, ids.len());
+        assert!(max_q8 <= 1e-4, "Q8_0 vs F32 {max_q8} > 1e-4");
+    }
+}
