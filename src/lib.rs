@@ -4,13 +4,16 @@
 //! formats) underneath and [`config`]/[`naming`] as leaves everyone may use.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod convert;
 pub mod gguf;
 pub mod model;
 pub mod naming;
 pub mod perplexity;
+pub mod plot;
 pub mod sampling;
 pub mod tokenizer;

@@ -1,9 +1,15 @@
 //! Command-line front end: argument definitions and dispatch. Each subcommand lives in its own
 //! module and calls the library; nothing here computes.
 
+mod bench_cmd;
+mod common;
 mod convert_cmd;
 mod inspect_cmd;
+mod logits_cmd;
+mod ppl_cmd;
+mod run_cmd;
 mod synth_cmd;
+mod tokenize_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +37,18 @@ pub enum Command {
     Inspect(inspect_cmd::InspectArgs),
     /// Write a synthetic checkpoint in the exact release format.
     Synth(synth_cmd::SynthArgs),
+    /// Generate text from a prompt.
+    Run(run_cmd::RunArgs),
+    /// Write raw f32 logits for a token sequence (the debugging oracle).
+    Logits(logits_cmd::LogitsArgs),
+    /// Print token ids of a text.
+    Tokenize(tokenize_cmd::TokenizeArgs),
+    /// Perplexity over a text file (llama-perplexity protocol, second half of each chunk).
+    Perplexity(ppl_cmd::PerplexityArgs),
+    /// Compare quant levels against a base: ppl, KL divergence, top-1 agreement.
+    Compare(ppl_cmd::CompareArgs),
+    /// Prefill/decode speed and decode weight bandwidth vs the machine's memory bandwidth.
+    Bench(bench_cmd::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> CliResult {
@@ -44,6 +62,12 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Convert(a) => convert_cmd::run(a),
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Synth(a) => synth_cmd::run(a),
+        Command::Run(a) => run_cmd::run(a),
+        Command::Logits(a) => logits_cmd::run(a),
+        Command::Tokenize(a) => tokenize_cmd::run(a),
+        Command::Perplexity(a) => ppl_cmd::run_perplexity(a),
+        Command::Compare(a) => ppl_cmd::run_compare(a),
+        Command::Bench(a) => bench_cmd::run(a),
     }
 }
 

@@ -202,3 +202,47 @@ impl Model {
             .map_or(self.token_embd.ty, |l| l.gate_exps.ty)
     }
 }
+
+impl Model {
+    /// The tokenizer carried in the GGUF (`tokenizer.ggml.*`, SentencePiece BPE).
+    pub fn tokenizer(&self) -> Result<crate::tokenizer::Tokenizer, ModelError> {
+        use crate::gguf::{GgufArray, GgufValue};
+        use crate::tokenizer::{SpecialIds, Tokenizer};
+        let invalid = |what: String| ModelError::Invalid {
+            path: self.path.clone(),
+            what,
+        };
+        let f = &self.file;
+        let model = f.get("tokenizer.ggml.model").and_then(|v| v.as_str());
+        if model != Some("llama") {
+            return Err(invalid(format!(
+                "tokenizer.ggml.model is {model:?}, expected \"llama\" (SentencePiece BPE)"
+            )));
+        }
+        let tokens = match f.get("tokenizer.ggml.tokens") {
+            Some(GgufValue::Array(GgufArray::String(t))) => t.clone(),
+            _ => return Err(invalid("tokenizer.ggml.tokens is missing".into())),
+        };
+        let scores = match f.get("tokenizer.ggml.scores") {
+            Some(GgufValue::Array(GgufArray::F32(s))) => s.clone(),
+            _ => vec![0.0; tokens.len()],
+        };
+        let types = match f.get("tokenizer.ggml.token_type") {
+            Some(GgufValue::Array(GgufArray::I32(t))) => t.clone(),
+            _ => vec![1; tokens.len()],
+        };
+        let id = |k: &str| f.get(k).and_then(|v| v.to_u64()).map(|x| x as u32);
+        let specials = SpecialIds {
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos: id("tokenizer.ggml.eos_token_id"),
+            unk: id("tokenizer.ggml.unknown_token_id"),
+            pad: id("tokenizer.ggml.padding_token_id"),
+        };
+        let prefix = f
+            .get("tokenizer.ggml.add_space_prefix")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        Tokenizer::from_vocab(tokens, scores, types, specials, prefix)
+            .map_err(|e| invalid(format!("tokenizer: {e}")))
+    }
+}

@@ -1,0 +1,48 @@
+//! `grok1-quant bench`: prefill/decode tok/s and decode weight-read bandwidth vs the machine's.
+
+use super::common::ModelArg;
+use super::CliResult;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Prompt tokens for the prefill measurement.
+    #[arg(short = 'p', long, default_value_t = 128)]
+    pub prefill: usize,
+    /// Decode steps.
+    #[arg(short = 'n', long, default_value_t = 32)]
+    pub decode: usize,
+    /// Repetitions (best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: BenchArgs) -> CliResult {
+    let model = a.model.load()?;
+    let r = crate::bench::bench(&model, a.prefill, a.decode, a.reps, a.seed)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} [{}], {} threads: prefill {:.1} tok/s ({} tokens), decode {:.2} tok/s; decode reads {:.1} MB/token = {:.2} GB/s, {:.2} of the {:.2} GB/s triad bandwidth",
+            r.model,
+            r.ty,
+            r.threads,
+            r.prefill_tok_s,
+            r.prefill_tokens,
+            r.decode_tok_s,
+            r.decode_weight_bytes as f64 / 1e6,
+            r.decode_weight_gbps,
+            r.decode_bandwidth_fraction,
+            r.memory_gbps
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `grok1-quant run`: generate text, streaming it as it comes.
+
+use super::common::ModelArg;
+use super::CliResult;
+use crate::model::{Logits, Session};
+use crate::sampling::{sample, Rng, SamplerConfig};
+use clap::Args;
+use std::io::Write;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// The prompt.
+    #[arg(short = 'p', long)]
+    pub prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+    pub n: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Context size (default: prompt + n).
+    #[arg(short = 'c', long = "ctx")]
+    pub ctx: Option<usize>,
+    /// Stop at the end-of-sequence token.
+    #[arg(long, default_value_t = true)]
+    pub stop_at_eos: bool,
+}
+
+pub fn run(a: RunArgs) -> CliResult {
+    let model = a.model.load()?;
+    let tok = model.tokenizer()?;
+    let hp = model.hparams().clone();
+    let mut ids = tok.encode(&a.prompt);
+    if hp.add_bos {
+        ids.insert(0, hp.bos_id);
+    }
+    if ids.is_empty() {
+        return Err("the prompt encodes to no tokens".into());
+    }
+    let ctx = a.ctx.unwrap_or(ids.len() + a.n);
+    let mut session = Session::new(&hp, ctx);
+    let cfg = SamplerConfig {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+    };
+    let mut rng = Rng::new(a.seed);
+    let t0 = Instant::now();
+    let mut logits = model.forward(&mut session, &ids, Logits::Last)?;
+    let prefill = t0.elapsed().as_secs_f64();
+    print!("{}", a.prompt);
+    let mut out_ids: Vec<u32> = Vec::new();
+    let mut printed = 0usize;
+    let t1 = Instant::now();
+    let stdout = std::io::stdout();
+    for _ in 0..a.n {
+        let next = sample(&logits, &cfg, &mut rng) as u32;
+        if a.stop_at_eos && next == hp.eos_id {
+            break;
+        }
+        out_ids.push(next);
+        // Print what decodes completely so far (multi-byte characters span byte pieces).
+        let text = tok.decode(&out_ids);
+        let text = text.trim_end_matches('\u{FFFD}');
+        if text.len() > printed && text.is_char_boundary(printed) {
+            let mut lock = stdout.lock();
+            let _ = lock.write_all(text[printed..].as_bytes());
+            let _ = lock.flush();
+            printed = text.len();
+        }
+        if session.len() >= ctx {
+            break;
+        }
+        logits = model.forward(&mut session, &[next], Logits::Last)?;
+    }
+    let decode = t1.elapsed().as_secs_f64();
+    let text = tok.decode(&out_ids);
+    if text.len() > printed {
+        print!("{}", &text[printed.min(text.len())..]);
+    }
+    println!();
+    eprintln!(
+        "prompt: {} tokens in {:.2} s ({:.1} tok/s); generated: {} tokens in {:.2} s ({:.2} tok/s)",
+        ids.len(),
+        prefill,
+        ids.len() as f64 / prefill.max(1e-9),
+        out_ids.len(),
+        decode,
+        out_ids.len() as f64 / decode.max(1e-9)
+    );
+    Ok(())
+}
