@@ -59,14 +59,16 @@ pub fn score_chunk(
         chunk[0] = hp.bos_id;
     }
     session.clear();
-    let logits = model.forward(session, &chunk, Logits::All)?;
     let vocab = hp.vocab;
-    let first = n_ctx / 2;
+    let first = (n_ctx / 2).max(1);
+    // Logits of positions first-1 .. n_ctx-2 predict tokens first .. n_ctx-1.
+    let logits = model.forward(session, &chunk, Logits::From(first - 1))?;
     let mut nll = Vec::with_capacity(n_ctx - first);
     let mut log_probs = Vec::new();
     let mut lp = vec![0f32; vocab];
-    for j in first.max(1)..n_ctx {
-        log_softmax(&logits[(j - 1) * vocab..j * vocab], &mut lp);
+    for j in first..n_ctx {
+        let at = j - first;
+        log_softmax(&logits[at * vocab..(at + 1) * vocab], &mut lp);
         nll.push(-(lp[chunk[j] as usize] as f64));
         if keep_log_probs {
             log_probs.extend_from_slice(&lp);

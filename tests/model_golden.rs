@@ -81,3 +81,103 @@ fn tiny_logits_match_reference_f32_and_q8_0_matches_f32() {
         assert!(max_q8 <= 1e-4, "Q8_0 vs F32 {max_q8} > 1e-4");
     }
 }
+
+fn load_tiny(types: &[GgmlType]) -> Option<(std::path::PathBuf, tempfile::TempDir, Vec<Model>)> {
+    let fx = common::fixture("grok-tiny")?;
+    let cfg = GrokConfig::from_file(&fx.join("reference/config.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = common::convert_to(&fx.join("ckpt-0"), &cfg, dir.path(), types);
+    let models = paths.iter().map(|p| Model::load(p).unwrap()).collect();
+    Some((fx, dir, models))
+}
+
+#[test]
+fn tiny_routing_and_hidden_states_match_reference_per_layer() {
+    let Some((fx, _dir, models)) = load_tiny(&[GgmlType::F32]) else {
+        return;
+    };
+    let m = &models[0];
+    let routing: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/routing.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = routing["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let hidden = common::read_f32(&fx.join("reference/hidden_f32_0.bin"));
+    let emb = m.hparams().emb;
+    let t = ids.len();
+    let layers = routing["f32"]["layers"].as_array().unwrap();
+    let mut s = Session::new(m.hparams(), t);
+    let mut checked = 0;
+    m.forward_traced(&mut s, &ids, Logits::None, &mut |l, h, r| {
+        let want = &layers[l];
+        for (tok, chosen) in r.iter().enumerate() {
+            let experts: Vec<usize> = want["top2_experts"][tok]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let got: Vec<usize> = chosen.iter().map(|x| x.0).collect();
+            assert_eq!(got, experts, "layer {l} token {tok}: top-2 experts");
+            for (k, (_, g)) in chosen.iter().enumerate() {
+                let wg = want["top2_gates"][tok][k].as_f64().unwrap() as f32;
+                assert!(
+                    (g - wg).abs() < 1e-5,
+                    "layer {l} token {tok} gate {k}: {g} vs {wg}"
+                );
+            }
+        }
+        let reference = &hidden[(l + 1) * t * emb..(l + 2) * t * emb];
+        let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = h
+            .iter()
+            .zip(reference)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= 1e-5 * scale.max(1.0),
+            "layer {l}: hidden max |Δ| {err} (scale {scale})"
+        );
+        checked += 1;
+    })
+    .unwrap();
+    assert_eq!(checked, m.hparams().n_layers);
+}
+
+#[test]
+fn tiny_greedy_decoding_with_kv_cache_reproduces_full_recompute_f32() {
+    let Some((fx, _dir, models)) = load_tiny(&[GgmlType::F32, GgmlType::Q8_0]) else {
+        return;
+    };
+    let greedy: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/greedy.json")).unwrap())
+            .unwrap();
+    for m in &models {
+        for p in greedy["prompts"].as_array().unwrap() {
+            let ids: Vec<u32> = p["prompt_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let want: Vec<u32> = p["full_recompute_f32"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let mut s = Session::new(m.hparams(), ids.len() + want.len());
+            let mut logits = m.forward(&mut s, &ids, Logits::Last).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..want.len() {
+                let next = argmax(&logits) as u32;
+                got.push(next);
+                logits = m.forward(&mut s, &[next], Logits::Last).unwrap();
+            }
+            assert_eq!(got, want, "{}: prompt {}", m.path().display(), p["index"]);
+        }
+    }
+}

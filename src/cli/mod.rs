@@ -4,6 +4,7 @@
 mod bench_cmd;
 mod common;
 mod convert_cmd;
+mod demo_cmd;
 mod inspect_cmd;
 mod logits_cmd;
 mod ppl_cmd;
@@ -49,6 +50,8 @@ pub enum Command {
     Compare(ppl_cmd::CompareArgs),
     /// Prefill/decode speed and decode weight bandwidth vs the machine's memory bandwidth.
     Bench(bench_cmd::BenchArgs),
+    /// The whole job on an embedded default: checkpoint → every quant type → run → compare.
+    Demo(demo_cmd::DemoArgs),
 }
 
 pub fn run(cli: Cli) -> CliResult {
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Perplexity(a) => ppl_cmd::run_perplexity(a),
         Command::Compare(a) => ppl_cmd::run_compare(a),
         Command::Bench(a) => bench_cmd::run(a),
+        Command::Demo(a) => demo_cmd::run(a),
     }
 }
 

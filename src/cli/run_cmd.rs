@@ -73,7 +73,7 @@ pub fn run(a: RunArgs) -> CliResult {
         let text = text.trim_end_matches('\u{FFFD}');
         if text.len() > printed && text.is_char_boundary(printed) {
             let mut lock = stdout.lock();
-            let _ = lock.write_all(text[printed..].as_bytes());
+            let _ = lock.write_all(&text.as_bytes()[printed..]);
             let _ = lock.flush();
             printed = text.len();
         }

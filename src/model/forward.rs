@@ -20,6 +20,8 @@ pub enum Logits {
     All,
     /// Only the last new token (`vocab`): generation.
     Last,
+    /// New tokens from index `k` on (`(tokens − k) × vocab`): scoring a chunk's second half.
+    From(usize),
     /// None: warm the cache only.
     None,
 }
@@ -115,6 +117,7 @@ impl Model {
             Logits::None => return Ok(Vec::new()),
             Logits::All => &mut h,
             Logits::Last => &mut h[(t_new - 1) * emb..],
+            Logits::From(k) => &mut h[k.min(t_new) * emb..],
         };
         rms_norm(rows, &self.output_norm, hp.eps);
         let mut logits = self.project(&self.mat(&self.output), rows)?;

@@ -131,17 +131,40 @@ pub fn matmul(
     }
     // Row-major [n_out][t] results, transposed into out afterwards.
     let mut tmp = vec![0f32; n_out * t];
-    tmp.par_chunks_mut(ROWS_PER_TASK * t)
-        .enumerate()
-        .try_for_each(|(c, chunk)| -> Result<(), QuantError> {
-            for (k, res) in chunk.chunks_exact_mut(t).enumerate() {
-                let row = w.row(c * ROWS_PER_TASK + k);
-                for (tok, o) in res.iter_mut().enumerate() {
-                    *o = acts.dot(row, tok)?;
+    if uses_f32_activations(w.ty) {
+        // Dequantize a tile of rows once, then a register-blocked f32 GEMM over the batch.
+        let x: Vec<f32> = acts
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tmp.par_chunks_mut(ROWS_PER_TASK * t)
+            .enumerate()
+            .try_for_each(|(c, chunk)| -> Result<(), QuantError> {
+                let rows = chunk.len() / t;
+                let r0 = c * ROWS_PER_TASK;
+                let mut tile = vec![0f32; rows * n_in];
+                quant::dequantize_row(
+                    w.ty,
+                    &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
+                    &mut tile,
+                )?;
+                super::gemm::gemm_tile(&tile, &x, n_in, chunk);
+                Ok(())
+            })?;
+    } else {
+        tmp.par_chunks_mut(ROWS_PER_TASK * t)
+            .enumerate()
+            .try_for_each(|(c, chunk)| -> Result<(), QuantError> {
+                for (k, res) in chunk.chunks_exact_mut(t).enumerate() {
+                    let row = w.row(c * ROWS_PER_TASK + k);
+                    for (tok, o) in res.iter_mut().enumerate() {
+                        *o = acts.dot(row, tok)?;
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+    }
     for r in 0..n_out {
         for tok in 0..t {
             out[tok * n_out + r] = tmp[r * t + tok];

@@ -1,6 +1,7 @@
 //! The CPU backend: rayon over output rows, `quant`'s SIMD dot products on the quantized
 //! weights (dequantization fused into the dot product, no f32 weight matrices).
 
+mod gemm;
 mod matmul;
 mod ops;
 
