@@ -13,14 +13,10 @@ pub(crate) fn round_away(x: f32) -> f32 {
         // |x| < 2^23: truncation through i32 is exact, and so is the fraction x - t.
         let t = (x as i32) as f32;
         let f = x - t;
-        let r = if f >= 0.5 {
-            t + 1.0
-        } else if f <= -0.5 {
-            t - 1.0
-        } else {
-            t
-        };
-        r.copysign(x)
+        // Branch-free: the fraction of real data is unpredictable.
+        let up = (f >= 0.5) as i32 as f32;
+        let down = (f <= -0.5) as i32 as f32;
+        (t + up - down).copysign(x)
     } else {
         // Already integral, infinite or NaN.
         x
@@ -576,6 +572,50 @@ pub(crate) mod x86 {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
+    }
+
+    /// Σ x·y of 32 signed byte pairs as 8 f32 lanes (pair sums of the i16 products), via
+    /// `maddubs` on |x| and y·sign(x). Exact provided no y byte is -128 (activations from
+    /// `quantize_activation` are within ±127); x may be -128 (|x| = 128 read as unsigned and
+    /// pair sums stay ≤ 2·128·127 < 2^15).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_i8_ps(x: __m256i, y: __m256i) -> __m256 {
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+
+    /// Hint the line `off` bytes past `p` into cache (a hint only: never faults).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn prefetch(p: *const u8, off: usize) {
+        _mm_prefetch(p.wrapping_add(off) as *const i8, _MM_HINT_T0);
+    }
+
+    /// Q4_K/Q5_K packed 6-bit scales and mins (12 bytes at `p`) as eight i16 scales (low
+    /// 128 bits) and eight i16 mins (high 128 bits).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_scales_mins(p: *const u8) -> __m256i {
+        let w = |k: usize| (p.add(4 * k) as *const u32).read_unaligned();
+        let (a, b, c) = (w(0), w(1), w(2));
+        let sc_lo = a & 0x3f3f_3f3f;
+        let m_lo = b & 0x3f3f_3f3f;
+        let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+        let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
+        let v = _mm_set_epi32(m_hi as i32, m_lo as i32, sc_hi as i32, sc_lo as i32);
+        _mm256_cvtepu8_epi16(v)
+    }
+
+    /// Broadcast i16 lane `j` (0..8) of the low 128 bits of `v` to all 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn bcast_i16<const J: i32>(v128: __m256i) -> __m256i {
+        let b = (2 * J) as i8;
+        _mm256_shuffle_epi8(
+            v128,
+            _mm256_set1_epi16(i16::from_le_bytes([b as u8, b as u8 + 1])),
+        )
     }
 
     /// f16 bits at `p` (unaligned) widened with F16C.
