@@ -1,149 +1,227 @@
 //! Kernel throughput: `cargo bench -p quant --bench kernels` (QUANT_BENCH_MIB sets the working
-//! set, default 512). GB/s counts quantized weight bytes read; triad is a STREAM-like
-//! a[i] = b[i] + s*c[i] over the same total size, counting 3 arrays.
+//! set, default 512; QUANT_BENCH_REPS the repetitions, default 5; QUANT_BENCH_ONLY a
+//! comma-separated list of lines to run). GB/s counts quantized weight bytes read, over a
+//! weight matrix of rows of 8192 much larger than L3 (rows split across threads by rayon, one
+//! activation vector reused for every row, as in the runner's decode). The machine is shared,
+//! so every kernel timing is paired with a STREAM-like triad a[i] = b[i] + s*c[i] (3 arrays
+//! counted) taken back to back with it, and the ratio of the best of each is reported.
 use quant::*;
 use rayon::prelude::*;
 use std::time::Instant;
 
-fn best_of<F: FnMut() -> f32>(reps: usize, mut f: F) -> f64 {
-    let mut best = f64::MAX;
-    let mut sink = 0.0f32;
-    for _ in 0..reps {
-        let t = Instant::now();
-        sink += f();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    std::hint::black_box(sink);
-    best
+fn secs<F: FnMut() -> f32>(mut f: F) -> f64 {
+    let t = Instant::now();
+    std::hint::black_box(f());
+    t.elapsed().as_secs_f64()
 }
 
-fn triad(bytes: usize, par: bool) -> f64 {
-    let n = bytes / 12;
-    let b = vec![1.0f32; n];
-    let c = vec![2.0f32; n];
-    let mut a = vec![0.0f32; n];
-    let chunk = 1 << 16;
-    let t = best_of(3, || {
-        if par {
-            a.par_chunks_mut(chunk)
-                .zip(b.par_chunks(chunk))
-                .zip(c.par_chunks(chunk))
-                .for_each(|((a, b), c)| {
-                    for i in 0..a.len() {
-                        a[i] = b[i] + 3.0 * c[i];
-                    }
-                });
-        } else {
-            for i in 0..n {
-                a[i] = b[i] + 3.0 * c[i];
-            }
+struct Triad {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl Triad {
+    fn new(bytes: usize) -> Self {
+        let n = bytes / 12;
+        Triad {
+            a: vec![0.0; n],
+            b: vec![1.0; n],
+            c: vec![2.0; n],
         }
-        a[n / 2]
-    });
-    (3 * 4 * n) as f64 / t / 1e9
+    }
+    /// GB/s of one pass.
+    fn run(&mut self, par: bool) -> f64 {
+        let n = self.a.len();
+        let (a, b, c) = (&mut self.a, &self.b, &self.c);
+        let chunk = 1 << 16;
+        let t = secs(|| {
+            if par {
+                a.par_chunks_mut(chunk)
+                    .zip(b.par_chunks(chunk))
+                    .zip(c.par_chunks(chunk))
+                    .for_each(|((a, b), c)| {
+                        for i in 0..a.len() {
+                            a[i] = b[i] + 3.0 * c[i];
+                        }
+                    });
+            } else {
+                for i in 0..n {
+                    a[i] = b[i] + 3.0 * c[i];
+                }
+            }
+            a[n / 2]
+        });
+        (12 * n) as f64 / t / 1e9
+    }
+}
+
+/// Best GB/s of `f` (moving `gb` GB) and best triad GB/s, alternating, `reps` times.
+fn paired<F: FnMut() -> f32>(
+    tri: &mut Triad,
+    par: bool,
+    reps: usize,
+    gb: f64,
+    mut f: F,
+) -> (f64, f64) {
+    let (mut best, mut best_t) = (0.0f64, 0.0f64);
+    for _ in 0..reps {
+        best_t = best_t.max(tri.run(par));
+        best = best.max(gb / secs(&mut f));
+    }
+    (best, best_t)
 }
 
 fn main() {
-    let mib: usize = std::env::var("QUANT_BENCH_MIB")
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mib = env("QUANT_BENCH_MIB", 512);
+    let reps = env("QUANT_BENCH_REPS", 5);
+    let only: Option<Vec<String>> = std::env::var("QUANT_BENCH_ONLY")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
+        .map(|s| s.split(',').map(|t| t.trim().to_string()).collect());
     let bytes = mib << 20;
     let threads = rayon::current_num_threads();
-    let tri1 = triad(bytes, false);
-    let trin = triad(bytes, true);
+    let mut tri = Triad::new(bytes);
+    println!("working set {mib} MiB, {threads} threads, best of {reps}; rows of 8192");
     println!(
-        "working set {mib} MiB, {threads} threads; triad GB/s: 1 thread {tri1:.1}, all {trin:.1}"
-    );
-    println!(
-        "{:6} | {:>9} {:>9} | {:>9} {:>9} {:>6} | {:>9} | {:>11}",
-        "type", "deq 1T", "deq all", "dot 1T", "dot all", "/triad", "dot scal", "quant rows/s"
+        "{:9} | {:>6} {:>6} | {:>6} {:>6} {:>5} | {:>6} {:>6} {:>5} | {:>6} | {:>11}",
+        "type",
+        "deq1T",
+        "deqAll",
+        "dot1T",
+        "tri1T",
+        "/tri",
+        "dotAll",
+        "triAll",
+        "/tri",
+        "scal1T",
+        "quant rows/s"
     );
     let n = 8192usize; // row length (Grok-1 hidden size is 6144; 8192 keeps all types aligned)
-    let types = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
+    let lines: [(&str, GgmlType); 12] = [
+        ("f32", GgmlType::F32),
+        ("f16", GgmlType::F16),
+        ("bf16", GgmlType::BF16),
+        ("q8_0", GgmlType::Q8_0),
+        ("q8_0×f32", GgmlType::Q8_0),
+        ("q4_0", GgmlType::Q4_0),
+        ("q4_1", GgmlType::Q4_1),
+        ("q5_0", GgmlType::Q5_0),
+        ("q4_k", GgmlType::Q4_K),
+        ("q5_k", GgmlType::Q5_K),
+        ("q6_k", GgmlType::Q6_K),
+        ("q4_k×4", GgmlType::Q4_K),
     ];
-    let x: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
-    for ty in types {
+    // Gaussian-ish weights (sum of uniforms), like trained weights.
+    let mut s = 0x9e3779b97f4a7c15u64;
+    let mut gauss = move || {
+        let mut acc = 0.0f32;
+        for _ in 0..4 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        }
+        acc
+    };
+    let x: Vec<f32> = (0..n).map(|_| gauss()).collect();
+    let qrows = 64;
+    let src: Vec<f32> = (0..qrows * n).map(|_| gauss() * 0.02).collect();
+    for (name, ty) in lines {
+        if let Some(o) = &only {
+            if !o.iter().any(|t| t == name) {
+                continue;
+            }
+        }
         let rb = ty.row_bytes(n).unwrap();
-        // quantize speed on a few distinct rows
-        let qrows = 64;
-        let src: Vec<f32> = (0..qrows * n)
-            .map(|i| x[i % n] * (1.0 + (i / n) as f32 * 0.01))
-            .collect();
         let mut small = vec![0u8; qrows * rb];
-        let tq = best_of(2, || {
-            quantize_rows(ty, &src, n, &mut small, None).unwrap();
-            small[0] as f32
-        });
+        let mut tq = f64::MAX;
+        for _ in 0..2 {
+            tq = tq.min(secs(|| {
+                quantize_rows(ty, &src, n, &mut small, None).unwrap();
+                small[0] as f32
+            }));
+        }
         // big working set: tile the quantized rows
         let rows = bytes / rb;
         let mut w = vec![0u8; rows * rb];
         w.par_chunks_mut(rb)
             .enumerate()
             .for_each(|(i, r)| r.copy_from_slice(&small[(i % qrows) * rb..][..rb]));
+        let gb = (rows * rb) as f64 / 1e9;
         let mut act = Vec::new();
         quantize_activation(ty, &x, &mut act).unwrap();
-        let gb = (rows * rb) as f64 / 1e9;
-        let dot1 = gb
-            / best_of(3, || {
-                w.chunks(rb).map(|r| vec_dot(ty, n, r, &act).unwrap()).sum()
-            });
-        let dotn = gb
-            / best_of(3, || {
-                w.par_chunks(rb)
-                    .map(|r| vec_dot(ty, n, r, &act).unwrap())
-                    .sum()
-            });
-        let srows = (rows / 8).max(1);
-        let dots = (srows * rb) as f64
-            / 1e9
-            / best_of(1, || {
-                w.chunks(rb)
-                    .take(srows)
-                    .map(|r| vec_dot_scalar(ty, n, r, &act).unwrap())
-                    .sum()
-            });
+        let acts4: Vec<Vec<u8>> = (0..4)
+            .map(|k| {
+                let xs: Vec<f32> = x.iter().map(|v| v * (1.0 + k as f32)).collect();
+                let mut a = Vec::new();
+                quantize_activation(ty, &xs, &mut a).unwrap();
+                a
+            })
+            .collect();
+        let dot = |r: &[u8]| -> f32 {
+            match name {
+                "q8_0×f32" => vec_dot_f32(ty, n, r, &x).unwrap(),
+                "q4_k×4" => {
+                    let refs: Vec<&[u8]> = acts4.iter().map(|a| &a[..]).collect();
+                    let mut out = [0f32; 4];
+                    vec_dot_multi(ty, n, r, &refs, &mut out).unwrap();
+                    out[0]
+                }
+                _ => vec_dot(ty, n, r, &act).unwrap(),
+            }
+        };
+        let (dot1, tri1) = paired(&mut tri, false, reps, gb, || w.chunks(rb).map(dot).sum());
+        let (dotn, trin) = paired(&mut tri, true, reps, gb, || w.par_chunks(rb).map(dot).sum());
+        let srows = (rows / 16).max(1);
+        // vec_dot_f32 has no public scalar entry point; multi is compared with vec_dot above.
+        let dots = if name.contains('×') {
+            f64::NAN
+        } else {
+            (srows * rb) as f64
+                / 1e9
+                / secs(|| {
+                    w.chunks(rb)
+                        .take(srows)
+                        .map(|r| vec_dot_scalar(ty, n, r, &act).unwrap())
+                        .sum()
+                })
+        };
         let mut out = vec![0f32; n];
-        let deq1 = gb
-            / best_of(2, || {
-                w.chunks(rb)
-                    .map(|r| {
-                        dequantize_row(ty, r, &mut out).unwrap();
-                        out[0]
-                    })
-                    .sum()
-            });
-        let deqn = gb
-            / best_of(2, || {
-                w.par_chunks(rb)
-                    .map_init(
-                        || vec![0f32; n],
-                        |o, r| {
-                            dequantize_row(ty, r, o).unwrap();
-                            o[0]
-                        },
-                    )
-                    .sum()
-            });
+        let (deq1, _) = paired(&mut tri, false, 2, gb, || {
+            w.chunks(rb)
+                .map(|r| {
+                    dequantize_row(ty, r, &mut out).unwrap();
+                    out[0]
+                })
+                .sum()
+        });
+        let (deqn, _) = paired(&mut tri, true, 2, gb, || {
+            w.par_chunks(rb)
+                .map_init(
+                    || vec![0f32; n],
+                    |o, r| {
+                        dequantize_row(ty, r, o).unwrap();
+                        o[0]
+                    },
+                )
+                .sum()
+        });
         println!(
-            "{:6} | {:9.2} {:9.2} | {:9.2} {:9.2} {:6.2} | {:9.2} | {:11.0}",
-            ty.name(),
+            "{:9} | {:6.2} {:6.2} | {:6.2} {:6.2} {:5.2} | {:6.2} {:6.2} {:5.2} | {:6.2} | {:11.0}",
+            name,
             deq1,
             deqn,
             dot1,
+            tri1,
+            dot1 / tri1,
             dotn,
+            trin,
             dotn / trin,
             dots,
             qrows as f64 / tq

@@ -4,9 +4,23 @@
 use half::f16;
 
 /// Round half away from zero (C's `roundf`), as ggml's reference quantizers do.
+///
+/// Same result as `f32::round` for every input (sign of zero included) without the libm call
+/// that `round` compiles to on baseline x86-64 (no SSE4.1).
 #[inline]
 pub(crate) fn round_away(x: f32) -> f32 {
-    x.round()
+    if x.abs() < 8_388_608.0 {
+        // |x| < 2^23: truncation through i32 is exact, and so is the fraction x - t.
+        let t = (x as i32) as f32;
+        let f = x - t;
+        // Branch-free: the fraction of real data is unpredictable.
+        let up = (f >= 0.5) as i32 as f32;
+        let down = (f <= -0.5) as i32 as f32;
+        (t + up - down).copysign(x)
+    } else {
+        // Already integral, infinite or NaN.
+        x
+    }
 }
 
 /// Float to small unsigned level the way ggml's reference (x86 C) and gguf-py's numpy casts
@@ -77,9 +91,24 @@ pub(crate) fn sigma2(x: &[f32]) -> f32 {
     2.0 * x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32
 }
 
+/// Inverse scales tried by [`search_scale_signed`]: around `lo/max` and `hi/max`.
+const SIGNED_STEPS: usize = 19;
+const SIGNED_CANDS: usize = 2 * SIGNED_STEPS;
+/// Steps tried by [`search_scale_min`].
+const MIN_CANDS: usize = 21;
+
+#[inline]
+fn level(iscale_times_v: f32, lo: i32, hi: i32) -> i32 {
+    (round_away(iscale_times_v) as i32).clamp(lo, hi)
+}
+
 /// Symmetric scale search: find `d` and integers `l` in `[lo, hi]` with `x ≈ d*l`, minimising
 /// `Σ w (x - d l)²`. Candidate inverse scales around `lo/max` and `hi/max` are tried; for each,
 /// the least-squares optimal `d` for the resulting `l` is taken. Returns `d`; `l` is filled.
+///
+/// Every candidate's sums are accumulated element by element in the same order as a plain
+/// sequential loop (the SIMD path puts one candidate per lane), so the choice — and therefore
+/// the output — does not depend on the path. No allocation.
 pub(crate) fn search_scale_signed(x: &[f32], w: &[f32], lo: i32, hi: i32, l: &mut [i32]) -> f32 {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
@@ -93,47 +122,74 @@ pub(crate) fn search_scale_signed(x: &[f32], w: &[f32], lo: i32, hi: i32, l: &mu
         l.iter_mut().for_each(|q| *q = 0);
         return 0.0;
     }
-    let mut best_score = -1.0f32; // sumlx^2 / suml2, larger is better
-    let mut best_d = 0.0f32;
-    let mut cand = vec![0i32; x.len()];
-    let mut try_scale = |iscale: f32, l: &mut [i32], best_score: &mut f32, best_d: &mut f32| {
-        let mut sumlx = 0.0f32;
-        let mut suml2 = 0.0f32;
-        for ((c, &v), &wi) in cand.iter_mut().zip(x).zip(w) {
-            let q = (round_away(iscale * v) as i32).clamp(lo, hi);
-            *c = q;
-            sumlx += wi * v * q as f32;
-            suml2 += wi * (q * q) as f32;
-        }
-        if suml2 > 0.0 {
-            let score = sumlx * sumlx / suml2;
-            if score > *best_score {
-                *best_score = score;
-                *best_d = sumlx / suml2;
-                l.copy_from_slice(&cand);
-            }
-        }
-    };
-    for base in [lo as f32, hi as f32] {
-        for step in -9..=9 {
-            let iscale = (base + 0.1 * step as f32 * base.signum()) / max;
-            try_scale(iscale, l, &mut best_score, &mut best_d);
+    let mut iscales = [0.0f32; SIGNED_CANDS];
+    for (b, base) in [lo as f32, hi as f32].into_iter().enumerate() {
+        for s in 0..SIGNED_STEPS {
+            let step = s as i32 - 9;
+            iscales[b * SIGNED_STEPS + s] = (base + 0.1 * step as f32 * base.signum()) / max;
         }
     }
-    if best_score < 0.0 {
+    let mut sumlx = [0.0f32; SIGNED_CANDS];
+    let mut suml2 = [0.0f32; SIGNED_CANDS];
+    signed_sums(x, w, lo, hi, &iscales, &mut sumlx, &mut suml2);
+    let mut best_score = -1.0f32; // sumlx^2 / suml2, larger is better
+    let mut best_d = 0.0f32;
+    let mut best = None;
+    for c in 0..SIGNED_CANDS {
+        if suml2[c] > 0.0 {
+            let score = sumlx[c] * sumlx[c] / suml2[c];
+            if score > best_score {
+                best_score = score;
+                best_d = sumlx[c] / suml2[c];
+                best = Some(c);
+            }
+        }
+    }
+    let Some(c) = best else {
         // All weights zero: fall back to plain max scaling.
         let iscale = lo as f32 / max;
         for (q, &v) in l.iter_mut().zip(x) {
-            *q = (round_away(iscale * v) as i32).clamp(lo, hi);
+            *q = level(iscale * v, lo, hi);
         }
         return 1.0 / iscale;
+    };
+    for (q, &v) in l.iter_mut().zip(x) {
+        *q = level(iscales[c] * v, lo, hi);
     }
     best_d
 }
 
+fn signed_sums(
+    x: &[f32],
+    w: &[f32],
+    lo: i32,
+    hi: i32,
+    iscales: &[f32; SIGNED_CANDS],
+    sumlx: &mut [f32; SIGNED_CANDS],
+    suml2: &mut [f32; SIGNED_CANDS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked.
+        unsafe { x86::signed_sums(x, w, lo, hi, iscales, sumlx, suml2) };
+        return;
+    }
+    for c in 0..SIGNED_CANDS {
+        let (mut slx, mut sl2) = (0.0f32, 0.0f32);
+        for (&v, &wi) in x.iter().zip(w) {
+            let q = level(iscales[c] * v, lo, hi);
+            slx += wi * v * q as f32;
+            sl2 += wi * (q * q) as f32;
+        }
+        sumlx[c] = slx;
+        suml2[c] = sl2;
+    }
+}
+
 /// Asymmetric scale+offset search: `x ≈ scale*l + min` with `l` in `[0, nmax]`, minimising the
 /// weighted squared error. With `clamp_min`, `min` is kept `<= 0` (K-quants store `-min`).
-/// Returns `(scale, min)`; `l` is filled.
+/// Returns `(scale, min)`; `l` is filled. Sums per candidate in sequential element order on
+/// every path (see [`search_scale_signed`]); no allocation.
 pub(crate) fn search_scale_min(
     x: &[f32],
     w: &[f32],
@@ -150,36 +206,26 @@ pub(crate) fn search_scale_min(
         l.iter_mut().for_each(|q| *q = 0);
         return (0.0, if min.is_finite() { min } else { 0.0 });
     }
-    let err_of = |scale: f32, mn: f32, l: &[i32]| -> f32 {
-        x.iter()
-            .zip(w)
-            .zip(l)
-            .map(|((&v, &wi), &q)| {
-                let e = scale * q as f32 + mn - v;
-                wi * e * e
-            })
-            .sum()
-    };
     let iscale0 = nmax as f32 / (max - min);
     for (q, &v) in l.iter_mut().zip(x) {
-        *q = (round_away(iscale0 * (v - min)) as i32).clamp(0, nmax);
+        *q = level(iscale0 * (v - min), 0, nmax);
     }
     let mut best = (1.0 / iscale0, min);
-    let mut best_err = err_of(best.0, best.1, l);
-    let mut cand = vec![0i32; x.len()];
-    for step in 0..=20 {
-        let iscale = (nmax as f32 - 1.0 + 0.1 * step as f32) / (max - min);
-        let (mut sw, mut sl, mut sl2, mut sx, mut sxl) = (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
-        for ((c, &v), &wi) in cand.iter_mut().zip(x).zip(w) {
-            let q = (round_away(iscale * (v - min)) as i32).clamp(0, nmax);
-            *c = q;
-            let qf = q as f32;
-            sw += wi;
-            sl += wi * qf;
-            sl2 += wi * qf * qf;
-            sx += wi * v;
-            sxl += wi * v * qf;
-        }
+    let mut best_err = 0.0f32;
+    for ((&v, &wi), &q) in x.iter().zip(w).zip(l.iter()) {
+        let e = best.0 * q as f32 + best.1 - v;
+        best_err += wi * e * e;
+    }
+    let mut iscales = [0.0f32; MIN_CANDS];
+    for (step, is) in iscales.iter_mut().enumerate() {
+        *is = (nmax as f32 - 1.0 + 0.1 * step as f32) / (max - min);
+    }
+    let mut sums = [[0.0f32; MIN_CANDS]; 5];
+    min_sums(x, w, nmax, min, &iscales, &mut sums);
+    let mut fits = [(0.0f32, 0.0f32); MIN_CANDS];
+    let mut ok = [false; MIN_CANDS];
+    for c in 0..MIN_CANDS {
+        let [sw, sl, sl2, sx, sxl] = [sums[0][c], sums[1][c], sums[2][c], sums[3][c], sums[4][c]];
         let det = sw * sl2 - sl * sl;
         if det <= 0.0 {
             continue;
@@ -193,14 +239,315 @@ pub(crate) fn search_scale_min(
         if scale.is_nan() || scale < 0.0 || !scale.is_finite() || !mn.is_finite() {
             continue;
         }
-        let err = err_of(scale, mn, &cand);
-        if err < best_err {
-            best_err = err;
-            best = (scale, mn);
-            l.copy_from_slice(&cand);
+        fits[c] = (scale, mn);
+        ok[c] = true;
+    }
+    let mut errs = [0.0f32; MIN_CANDS];
+    min_errs(x, w, nmax, min, &iscales, &fits, &mut errs);
+    let mut winner = None;
+    for c in 0..MIN_CANDS {
+        if ok[c] && errs[c] < best_err {
+            best_err = errs[c];
+            best = fits[c];
+            winner = Some(c);
+        }
+    }
+    if let Some(c) = winner {
+        for (q, &v) in l.iter_mut().zip(x) {
+            *q = level(iscales[c] * (v - min), 0, nmax);
         }
     }
     best
+}
+
+fn min_sums(
+    x: &[f32],
+    w: &[f32],
+    nmax: i32,
+    min: f32,
+    iscales: &[f32; MIN_CANDS],
+    sums: &mut [[f32; MIN_CANDS]; 5],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked.
+        unsafe { x86::min_sums(x, w, nmax, min, iscales, sums) };
+        return;
+    }
+    for c in 0..MIN_CANDS {
+        let (mut sw, mut sl, mut sl2, mut sx, mut sxl) = (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
+        for (&v, &wi) in x.iter().zip(w) {
+            let qf = level(iscales[c] * (v - min), 0, nmax) as f32;
+            sw += wi;
+            sl += wi * qf;
+            sl2 += wi * qf * qf;
+            sx += wi * v;
+            sxl += wi * v * qf;
+        }
+        for (s, v) in sums.iter_mut().zip([sw, sl, sl2, sx, sxl]) {
+            s[c] = v;
+        }
+    }
+}
+
+fn min_errs(
+    x: &[f32],
+    w: &[f32],
+    nmax: i32,
+    min: f32,
+    iscales: &[f32; MIN_CANDS],
+    fits: &[(f32, f32); MIN_CANDS],
+    errs: &mut [f32; MIN_CANDS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked.
+        unsafe { x86::min_errs(x, w, nmax, min, iscales, fits, errs) };
+        return;
+    }
+    for c in 0..MIN_CANDS {
+        let (scale, mn) = fits[c];
+        let mut err = 0.0f32;
+        for (&v, &wi) in x.iter().zip(w) {
+            let q = level(iscales[c] * (v - min), 0, nmax);
+            let e = scale * q as f32 + mn - v;
+            err += wi * e * e;
+        }
+        errs[c] = err;
+    }
+}
+
+/// The scale searches as first written (one allocation per call, candidate after candidate),
+/// kept to check that the lane-parallel versions choose exactly the same levels.
+#[cfg(test)]
+mod reference {
+
+    /// Symmetric scale search: find `d` and integers `l` in `[lo, hi]` with `x ≈ d*l`, minimising
+    /// `Σ w (x - d l)²`. Candidate inverse scales around `lo/max` and `hi/max` are tried; for each,
+    /// the least-squares optimal `d` for the resulting `l` is taken. Returns `d`; `l` is filled.
+    pub(crate) fn search_scale_signed(
+        x: &[f32],
+        w: &[f32],
+        lo: i32,
+        hi: i32,
+        l: &mut [i32],
+    ) -> f32 {
+        let mut amax = 0.0f32;
+        let mut max = 0.0f32;
+        for &v in x {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax < 1e-30 || !amax.is_finite() {
+            l.iter_mut().for_each(|q| *q = 0);
+            return 0.0;
+        }
+        let mut best_score = -1.0f32; // sumlx^2 / suml2, larger is better
+        let mut best_d = 0.0f32;
+        let mut cand = vec![0i32; x.len()];
+        let mut try_scale = |iscale: f32, l: &mut [i32], best_score: &mut f32, best_d: &mut f32| {
+            let mut sumlx = 0.0f32;
+            let mut suml2 = 0.0f32;
+            for ((c, &v), &wi) in cand.iter_mut().zip(x).zip(w) {
+                let q = (f32::round(iscale * v) as i32).clamp(lo, hi);
+                *c = q;
+                sumlx += wi * v * q as f32;
+                suml2 += wi * (q * q) as f32;
+            }
+            if suml2 > 0.0 {
+                let score = sumlx * sumlx / suml2;
+                if score > *best_score {
+                    *best_score = score;
+                    *best_d = sumlx / suml2;
+                    l.copy_from_slice(&cand);
+                }
+            }
+        };
+        for base in [lo as f32, hi as f32] {
+            for step in -9..=9 {
+                let iscale = (base + 0.1 * step as f32 * base.signum()) / max;
+                try_scale(iscale, l, &mut best_score, &mut best_d);
+            }
+        }
+        if best_score < 0.0 {
+            // All weights zero: fall back to plain max scaling.
+            let iscale = lo as f32 / max;
+            for (q, &v) in l.iter_mut().zip(x) {
+                *q = (f32::round(iscale * v) as i32).clamp(lo, hi);
+            }
+            return 1.0 / iscale;
+        }
+        best_d
+    }
+
+    /// Asymmetric scale+offset search: `x ≈ scale*l + min` with `l` in `[0, nmax]`, minimising the
+    /// weighted squared error. With `clamp_min`, `min` is kept `<= 0` (K-quants store `-min`).
+    /// Returns `(scale, min)`; `l` is filled.
+    pub(crate) fn search_scale_min(
+        x: &[f32],
+        w: &[f32],
+        nmax: i32,
+        clamp_min: bool,
+        l: &mut [i32],
+    ) -> (f32, f32) {
+        let mut min = x.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if clamp_min && min > 0.0 {
+            min = 0.0;
+        }
+        if max.is_nan() || min.is_nan() || max <= min || !(max - min).is_finite() {
+            l.iter_mut().for_each(|q| *q = 0);
+            return (0.0, if min.is_finite() { min } else { 0.0 });
+        }
+        let err_of = |scale: f32, mn: f32, l: &[i32]| -> f32 {
+            x.iter()
+                .zip(w)
+                .zip(l)
+                .map(|((&v, &wi), &q)| {
+                    let e = scale * q as f32 + mn - v;
+                    wi * e * e
+                })
+                .sum()
+        };
+        let iscale0 = nmax as f32 / (max - min);
+        for (q, &v) in l.iter_mut().zip(x) {
+            *q = (f32::round(iscale0 * (v - min)) as i32).clamp(0, nmax);
+        }
+        let mut best = (1.0 / iscale0, min);
+        let mut best_err = err_of(best.0, best.1, l);
+        let mut cand = vec![0i32; x.len()];
+        for step in 0..=20 {
+            let iscale = (nmax as f32 - 1.0 + 0.1 * step as f32) / (max - min);
+            let (mut sw, mut sl, mut sl2, mut sx, mut sxl) =
+                (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
+            for ((c, &v), &wi) in cand.iter_mut().zip(x).zip(w) {
+                let q = (f32::round(iscale * (v - min)) as i32).clamp(0, nmax);
+                *c = q;
+                let qf = q as f32;
+                sw += wi;
+                sl += wi * qf;
+                sl2 += wi * qf * qf;
+                sx += wi * v;
+                sxl += wi * v * qf;
+            }
+            let det = sw * sl2 - sl * sl;
+            if det <= 0.0 {
+                continue;
+            }
+            let mut scale = (sw * sxl - sx * sl) / det;
+            let mut mn = (sl2 * sx - sl * sxl) / det;
+            if clamp_min && mn > 0.0 {
+                mn = 0.0;
+                scale = if sl2 > 0.0 { sxl / sl2 } else { 0.0 };
+            }
+            if scale.is_nan() || scale < 0.0 || !scale.is_finite() || !mn.is_finite() {
+                continue;
+            }
+            let err = err_of(scale, mn, &cand);
+            if err < best_err {
+                best_err = err;
+                best = (scale, mn);
+                l.copy_from_slice(&cand);
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    fn data(seed: u64, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let scale = 10f32.powf(next() * 8.0);
+        let x: Vec<f32> = (0..n)
+            .map(|_| (next() + next() + next()) * scale + next() * scale * 0.1)
+            .collect();
+        let w: Vec<f32> = (0..n)
+            .map(|_| next().abs() + if seed % 3 == 0 { 0.0 } else { 0.01 })
+            .collect();
+        (x, w)
+    }
+
+    #[test]
+    fn fast_searches_match_reference_exactly() {
+        for seed in 0..3000u64 {
+            for n in [16usize, 32] {
+                let (mut x, w) = data(seed, n);
+                if seed % 97 == 5 {
+                    x[3] = f32::NAN;
+                }
+                if seed % 89 == 7 {
+                    x.iter_mut().for_each(|v| *v = 0.25);
+                }
+                for (lo, hi) in [(-32, 31), (-8, 7), (-16, 15), (-127, 127)] {
+                    let (mut a, mut b) = (vec![0i32; n], vec![0i32; n]);
+                    let da = search_scale_signed(&x, &w, lo, hi, &mut a);
+                    let db = reference::search_scale_signed(&x, &w, lo, hi, &mut b);
+                    assert_eq!((da.to_bits(), &a), (db.to_bits(), &b), "signed seed {seed}");
+                }
+                for nmax in [15, 31] {
+                    for clamp in [true, false] {
+                        let (mut a, mut b) = (vec![0i32; n], vec![0i32; n]);
+                        let ra = search_scale_min(&x, &w, nmax, clamp, &mut a);
+                        let rb = reference::search_scale_min(&x, &w, nmax, clamp, &mut b);
+                        assert_eq!(
+                            (ra.0.to_bits(), ra.1.to_bits(), &a),
+                            (rb.0.to_bits(), rb.1.to_bits(), &b),
+                            "min seed {seed}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn round_away_matches_std() {
+        let specials = [
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999997,
+            -0.49999997,
+            8388607.5,
+            8388608.0,
+            -8388609.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+        ];
+        for v in specials {
+            assert_eq!(round_away(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+        assert!(round_away(f32::NAN).is_nan());
+        let mut s = 12345u32;
+        for _ in 0..1_000_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let v = f32::from_bits(s);
+            if v.is_nan() {
+                continue;
+            }
+            assert_eq!(round_away(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -225,6 +572,50 @@ pub(crate) mod x86 {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
+    }
+
+    /// Σ x·y of 32 signed byte pairs as 8 f32 lanes (pair sums of the i16 products), via
+    /// `maddubs` on |x| and y·sign(x). Exact provided no y byte is -128 (activations from
+    /// `quantize_activation` are within ±127); x may be -128 (|x| = 128 read as unsigned and
+    /// pair sums stay ≤ 2·128·127 < 2^15).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_i8_ps(x: __m256i, y: __m256i) -> __m256 {
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+
+    /// Hint the line `off` bytes past `p` into cache (a hint only: never faults).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn prefetch(p: *const u8, off: usize) {
+        _mm_prefetch(p.wrapping_add(off) as *const i8, _MM_HINT_T0);
+    }
+
+    /// Q4_K/Q5_K packed 6-bit scales and mins (12 bytes at `p`) as eight i16 scales (low
+    /// 128 bits) and eight i16 mins (high 128 bits).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_scales_mins(p: *const u8) -> __m256i {
+        let w = |k: usize| (p.add(4 * k) as *const u32).read_unaligned();
+        let (a, b, c) = (w(0), w(1), w(2));
+        let sc_lo = a & 0x3f3f_3f3f;
+        let m_lo = b & 0x3f3f_3f3f;
+        let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+        let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
+        let v = _mm_set_epi32(m_hi as i32, m_lo as i32, sc_hi as i32, sc_lo as i32);
+        _mm256_cvtepu8_epi16(v)
+    }
+
+    /// Broadcast i16 lane `j` (0..8) of the low 128 bits of `v` to all 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn bcast_i16<const J: i32>(v128: __m256i) -> __m256i {
+        let b = (2 * J) as i8;
+        _mm256_shuffle_epi8(
+            v128,
+            _mm256_set1_epi16(i16::from_le_bytes([b as u8, b as u8 + 1])),
+        )
     }
 
     /// f16 bits at `p` (unaligned) widened with F16C.
@@ -260,5 +651,143 @@ pub(crate) mod x86 {
         let bytes = _mm256_shuffle_epi8(v, shuf);
         let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe_u64 as i64);
         _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
+    }
+
+    /// Round half away from zero (exactly like the scalar `round_away`), map NaN to 0, clamp
+    /// to `[lo, hi]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn level_ps(y: __m256, lo: __m256, hi: __m256) -> __m256 {
+        let one = _mm256_set1_ps(1.0);
+        let t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        let f = _mm256_sub_ps(y, t);
+        let up = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(0.5), _CMP_GE_OQ), one);
+        let down = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(-0.5), _CMP_LE_OQ), one);
+        let r = _mm256_sub_ps(_mm256_add_ps(t, up), down);
+        let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+        _mm256_min_ps(_mm256_max_ps(r, lo), hi)
+    }
+
+    /// Per-candidate sums of the signed search, candidate `c` in lane `c % 8` of group `c / 8`;
+    /// each lane adds the elements in order with separate multiplies and adds (no FMA), exactly
+    /// as the scalar loop does.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn signed_sums(
+        x: &[f32],
+        w: &[f32],
+        lo: i32,
+        hi: i32,
+        iscales: &[f32; super::SIGNED_CANDS],
+        sumlx: &mut [f32; super::SIGNED_CANDS],
+        suml2: &mut [f32; super::SIGNED_CANDS],
+    ) {
+        const G: usize = super::SIGNED_CANDS.div_ceil(8);
+        let mut is = [0.0f32; 8 * G];
+        is[..super::SIGNED_CANDS].copy_from_slice(iscales);
+        let (lov, hiv) = (_mm256_set1_ps(lo as f32), _mm256_set1_ps(hi as f32));
+        let mut slx = [_mm256_setzero_ps(); G];
+        let mut sl2 = [_mm256_setzero_ps(); G];
+        let isv: [__m256; G] = std::array::from_fn(|g| _mm256_loadu_ps(is.as_ptr().add(8 * g)));
+        for (&v, &wi) in x.iter().zip(w) {
+            let (vv, wv) = (_mm256_set1_ps(v), _mm256_set1_ps(wi));
+            let wx = _mm256_mul_ps(wv, vv);
+            for g in 0..G {
+                let q = level_ps(_mm256_mul_ps(isv[g], vv), lov, hiv);
+                slx[g] = _mm256_add_ps(slx[g], _mm256_mul_ps(wx, q));
+                sl2[g] = _mm256_add_ps(sl2[g], _mm256_mul_ps(wv, _mm256_mul_ps(q, q)));
+            }
+        }
+        let (mut a, mut b) = ([0.0f32; 8 * G], [0.0f32; 8 * G]);
+        for g in 0..G {
+            _mm256_storeu_ps(a.as_mut_ptr().add(8 * g), slx[g]);
+            _mm256_storeu_ps(b.as_mut_ptr().add(8 * g), sl2[g]);
+        }
+        sumlx.copy_from_slice(&a[..super::SIGNED_CANDS]);
+        suml2.copy_from_slice(&b[..super::SIGNED_CANDS]);
+    }
+
+    /// Lane-parallel sums of the asymmetric search (see [`signed_sums`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn min_sums(
+        x: &[f32],
+        w: &[f32],
+        nmax: i32,
+        min: f32,
+        iscales: &[f32; super::MIN_CANDS],
+        sums: &mut [[f32; super::MIN_CANDS]; 5],
+    ) {
+        const G: usize = super::MIN_CANDS.div_ceil(8);
+        let mut is = [0.0f32; 8 * G];
+        is[..super::MIN_CANDS].copy_from_slice(iscales);
+        let (lov, hiv) = (_mm256_setzero_ps(), _mm256_set1_ps(nmax as f32));
+        let minv = _mm256_set1_ps(min);
+        let isv: [__m256; G] = std::array::from_fn(|g| _mm256_loadu_ps(is.as_ptr().add(8 * g)));
+        let mut acc = [[_mm256_setzero_ps(); G]; 3];
+        // sw and sx do not depend on the candidate: plain sequential sums.
+        let (mut sw, mut sx) = (0.0f32, 0.0f32);
+        for (&v, &wi) in x.iter().zip(w) {
+            sw += wi;
+            sx += wi * v;
+            let (vv, wv) = (_mm256_set1_ps(v), _mm256_set1_ps(wi));
+            let d = _mm256_sub_ps(vv, minv);
+            let wx = _mm256_mul_ps(wv, vv);
+            for g in 0..G {
+                let q = level_ps(_mm256_mul_ps(isv[g], d), lov, hiv);
+                let wq = _mm256_mul_ps(wv, q);
+                acc[0][g] = _mm256_add_ps(acc[0][g], wq);
+                acc[1][g] = _mm256_add_ps(acc[1][g], _mm256_mul_ps(wq, q));
+                acc[2][g] = _mm256_add_ps(acc[2][g], _mm256_mul_ps(wx, q));
+            }
+        }
+        sums[0] = [sw; super::MIN_CANDS];
+        sums[3] = [sx; super::MIN_CANDS];
+        for (k, row) in [1usize, 2, 4].into_iter().enumerate() {
+            let mut buf = [0.0f32; 8 * G];
+            for g in 0..G {
+                _mm256_storeu_ps(buf.as_mut_ptr().add(8 * g), acc[k][g]);
+            }
+            sums[row].copy_from_slice(&buf[..super::MIN_CANDS]);
+        }
+    }
+
+    /// Lane-parallel weighted squared errors of the asymmetric search's fits.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn min_errs(
+        x: &[f32],
+        w: &[f32],
+        nmax: i32,
+        min: f32,
+        iscales: &[f32; super::MIN_CANDS],
+        fits: &[(f32, f32); super::MIN_CANDS],
+        errs: &mut [f32; super::MIN_CANDS],
+    ) {
+        const G: usize = super::MIN_CANDS.div_ceil(8);
+        let (mut is, mut sc, mut mn) = ([0.0f32; 8 * G], [0.0f32; 8 * G], [0.0f32; 8 * G]);
+        is[..super::MIN_CANDS].copy_from_slice(iscales);
+        for (c, &(s, m)) in fits.iter().enumerate() {
+            sc[c] = s;
+            mn[c] = m;
+        }
+        let (lov, hiv) = (_mm256_setzero_ps(), _mm256_set1_ps(nmax as f32));
+        let minv = _mm256_set1_ps(min);
+        let ld = |a: &[f32; 8 * G], g: usize| _mm256_loadu_ps(a.as_ptr().add(8 * g));
+        let isv: [__m256; G] = std::array::from_fn(|g| ld(&is, g));
+        let scv: [__m256; G] = std::array::from_fn(|g| ld(&sc, g));
+        let mnv: [__m256; G] = std::array::from_fn(|g| ld(&mn, g));
+        let mut err = [_mm256_setzero_ps(); G];
+        for (&v, &wi) in x.iter().zip(w) {
+            let (vv, wv) = (_mm256_set1_ps(v), _mm256_set1_ps(wi));
+            let d = _mm256_sub_ps(vv, minv);
+            for g in 0..G {
+                let q = level_ps(_mm256_mul_ps(isv[g], d), lov, hiv);
+                let e = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scv[g], q), mnv[g]), vv);
+                err[g] = _mm256_add_ps(err[g], _mm256_mul_ps(_mm256_mul_ps(wv, e), e));
+            }
+        }
+        let mut buf = [0.0f32; 8 * G];
+        for g in 0..G {
+            _mm256_storeu_ps(buf.as_mut_ptr().add(8 * g), err[g]);
+        }
+        errs.copy_from_slice(&buf[..super::MIN_CANDS]);
     }
 }

@@ -120,10 +120,25 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        // One loop per kind, so the element conversion is not re-dispatched per load.
+        match kind {
+            Kind::F32 => dot_kind::<0>(n, w, a),
+            Kind::F16 => dot_kind::<1>(n, w, a),
+            Kind::BF16 => dot_kind::<2>(n, w, a),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_kind<const K: u8>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let kind = [Kind::F32, Kind::F16, Kind::BF16][K as usize];
+        let es = if K == 0 { 4 } else { 2 };
         let (wp, ap) = (w.as_ptr(), a.as_ptr() as *const f32);
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
         while i + 32 <= n {
+            prefetch(wp.add(i * es), 512);
+            prefetch(wp.add(i * es), 576);
             for (k, acc_k) in acc.iter_mut().enumerate() {
                 let j = i + 8 * k;
                 *acc_k = _mm256_fmadd_ps(load8(kind, wp, j), _mm256_loadu_ps(ap.add(j)), *acc_k);
@@ -137,7 +152,7 @@ mod avx2 {
         let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut sum = hsum_ps(v);
         if i < n {
-            sum += vec_dot_scalar(kind, n - i, &w[i * (w.len() / n)..], &a[4 * i..]);
+            sum += vec_dot_scalar(kind, n - i, &w[i * es..], &a[4 * i..]);
         }
         sum
     }

@@ -129,61 +129,39 @@ mod avx2 {
     use std::arch::x86_64::*;
     const AB: usize = crate::q8_0::BLOCK_BYTES;
 
-    /// Exact i32 lane sums of (q - off) * y for unsigned q (< 64) and signed bytes y.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_u_off(q: __m256i, y: __m256i, off: i8) -> __m256i {
-        let p = _mm256_maddubs_epi16(q, y);
-        let s = _mm256_maddubs_epi16(_mm256_set1_epi8(off), y);
-        _mm256_madd_epi16(_mm256_sub_epi16(p, s), _mm256_set1_epi16(1))
-    }
-
+    /// Four blocks per iteration, four accumulators, weights prefetched ahead.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
+        let eight = _mm256_set1_epi8(8);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn block(wb: *const u8, ab: *const u8, eight: __m256i, acc: &mut __m256) {
+            let q = _mm256_sub_epi8(unpack_nibbles_16(wb.add(2)), eight);
+            let p = dot_i8_ps(q, _mm256_loadu_si256(ab.add(2) as *const __m256i));
+            let d = _mm256_set1_ps(f16_load(wb) * f16_load(ab));
+            *acc = _mm256_fmadd_ps(d, p, *acc);
+        }
         let mut i = 0;
-        while i + 2 <= nb {
+        while i + 4 <= nb {
             let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * AB));
-            let (w1, a1) = (w0.add(BLOCK_BYTES), a0.add(AB));
-            let p0 = dot_u_off(
-                unpack_nibbles_16(w0.add(2)),
-                _mm256_loadu_si256(a0.add(2) as *const __m256i),
-                8,
-            );
-            let p1 = dot_u_off(
-                unpack_nibbles_16(w1.add(2)),
-                _mm256_loadu_si256(a1.add(2) as *const __m256i),
-                8,
-            );
-            acc0 = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_load(w0) * f16_load(a0)),
-                _mm256_cvtepi32_ps(p0),
-                acc0,
-            );
-            acc1 = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_load(w1) * f16_load(a1)),
-                _mm256_cvtepi32_ps(p1),
-                acc1,
-            );
-            i += 2;
+            prefetch(w0, 384);
+            prefetch(w0, 448);
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                block(w0.add(k * BLOCK_BYTES), a0.add(k * AB), eight, acc_k);
+            }
+            i += 4;
         }
-        if i < nb {
-            let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * AB));
-            let p0 = dot_u_off(
-                unpack_nibbles_16(w0.add(2)),
-                _mm256_loadu_si256(a0.add(2) as *const __m256i),
-                8,
-            );
-            acc0 = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_load(w0) * f16_load(a0)),
-                _mm256_cvtepi32_ps(p0),
-                acc0,
-            );
+        while i < nb {
+            block(wp.add(i * BLOCK_BYTES), ap.add(i * AB), eight, &mut acc[0]);
+            i += 1;
         }
-        hsum_ps(_mm256_add_ps(acc0, acc1))
+        hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -211,4 +189,4 @@ mod avx2 {
     }
 }
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx2::{dot_u_off, store_i8x32_scaled};
+pub(crate) use avx2::store_i8x32_scaled;

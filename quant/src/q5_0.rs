@@ -135,22 +135,44 @@ mod avx2 {
         _mm256_or_si256(unpack_nibbles_16(p.add(6)), hi)
     }
 
+    /// Four blocks per iteration, four accumulators, weights prefetched ahead.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * AB));
-            let y = _mm256_loadu_si256(a0.add(2) as *const __m256i);
-            let p = crate::q4_0::dot_u_off(load_q(w0), y, 16);
-            acc = _mm256_fmadd_ps(
-                _mm256_set1_ps(f16_load(w0) * f16_load(a0)),
-                _mm256_cvtepi32_ps(p),
-                acc,
-            );
+        let sixteen = _mm256_set1_epi8(16);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn block(wb: *const u8, ab: *const u8, sixteen: __m256i, acc: &mut __m256) {
+            let q = _mm256_sub_epi8(load_q(wb), sixteen);
+            let p = dot_i8_ps(q, _mm256_loadu_si256(ab.add(2) as *const __m256i));
+            let d = _mm256_set1_ps(f16_load(wb) * f16_load(ab));
+            *acc = _mm256_fmadd_ps(d, p, *acc);
         }
-        hsum_ps(acc)
+        let mut i = 0;
+        while i + 4 <= nb {
+            let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * AB));
+            prefetch(w0, 384);
+            prefetch(w0, 448);
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                block(w0.add(k * BLOCK_BYTES), a0.add(k * AB), sixteen, acc_k);
+            }
+            i += 4;
+        }
+        while i < nb {
+            block(
+                wp.add(i * BLOCK_BYTES),
+                ap.add(i * AB),
+                sixteen,
+                &mut acc[0],
+            );
+            i += 1;
+        }
+        hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

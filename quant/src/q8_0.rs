@@ -137,90 +137,77 @@ mod avx2 {
     use crate::common::x86::*;
     use std::arch::x86_64::*;
 
-    /// Exact i32 lane sums of products of 32 signed bytes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
-        let xl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x));
-        let xh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1));
-        let yl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(y));
-        let yh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(y, 1));
-        _mm256_add_epi32(_mm256_madd_epi16(xl, yl), _mm256_madd_epi16(xh, yh))
-    }
-
+    /// Four blocks per iteration into four independent accumulators; prefetches ahead.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
-        while i + 2 <= nb {
-            let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * BLOCK_BYTES));
-            let (w1, a1) = (w0.add(BLOCK_BYTES), a0.add(BLOCK_BYTES));
-            let p0 = dot_i8(
-                _mm256_loadu_si256(w0.add(2) as *const __m256i),
-                _mm256_loadu_si256(a0.add(2) as *const __m256i),
-            );
-            let p1 = dot_i8(
-                _mm256_loadu_si256(w1.add(2) as *const __m256i),
-                _mm256_loadu_si256(a1.add(2) as *const __m256i),
-            );
-            let d0 = _mm256_set1_ps(f16_load(w0) * f16_load(a0));
-            let d1 = _mm256_set1_ps(f16_load(w1) * f16_load(a1));
-            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-            acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
-            i += 2;
+        while i + 4 <= nb {
+            let w0 = wp.add(i * BLOCK_BYTES);
+            let a0 = ap.add(i * BLOCK_BYTES);
+            prefetch(w0, 512);
+            prefetch(w0, 576);
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                let (wb, ab) = (w0.add(k * BLOCK_BYTES), a0.add(k * BLOCK_BYTES));
+                let p = dot_i8_ps(
+                    _mm256_loadu_si256(wb.add(2) as *const __m256i),
+                    _mm256_loadu_si256(ab.add(2) as *const __m256i),
+                );
+                let d = _mm256_set1_ps(f16_load(wb) * f16_load(ab));
+                *acc_k = _mm256_fmadd_ps(d, p, *acc_k);
+            }
+            i += 4;
         }
-        if i < nb {
-            let (w0, a0) = (wp.add(i * BLOCK_BYTES), ap.add(i * BLOCK_BYTES));
-            let p0 = dot_i8(
-                _mm256_loadu_si256(w0.add(2) as *const __m256i),
-                _mm256_loadu_si256(a0.add(2) as *const __m256i),
+        while i < nb {
+            let (wb, ab) = (wp.add(i * BLOCK_BYTES), ap.add(i * BLOCK_BYTES));
+            let p = dot_i8_ps(
+                _mm256_loadu_si256(wb.add(2) as *const __m256i),
+                _mm256_loadu_si256(ab.add(2) as *const __m256i),
             );
-            let d0 = _mm256_set1_ps(f16_load(w0) * f16_load(a0));
-            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
+            let d = _mm256_set1_ps(f16_load(wb) * f16_load(ab));
+            acc[0] = _mm256_fmadd_ps(d, p, acc[0]);
+            i += 1;
         }
-        hsum_ps(_mm256_add_ps(acc0, acc1))
+        hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
-    /// Two blocks per iteration, each block's 32 products summed in f32 then scaled by d.
+    /// Each weight byte is widened to f32, scaled by its block's d, and multiplied into one of
+    /// eight accumulators (one per 8-lane slice of two blocks): no per-block reduction chain.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let mut total0 = _mm256_setzero_ps();
-        let mut total1 = _mm256_setzero_ps();
-        #[inline(always)]
-        unsafe fn block(wb: *const u8, xb: *const f32) -> __m256 {
-            let q = _mm256_loadu_si256(wb.add(2) as *const __m256i);
-            let lo = _mm256_castsi256_si128(q);
-            let hi = _mm256_extracti128_si256(q, 1);
-            let f0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
-            let f1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
-            let f2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
-            let f3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
-            let mut acc = _mm256_mul_ps(f0, _mm256_loadu_ps(xb));
-            acc = _mm256_fmadd_ps(f1, _mm256_loadu_ps(xb.add(8)), acc);
-            acc = _mm256_fmadd_ps(f2, _mm256_loadu_ps(xb.add(16)), acc);
-            _mm256_fmadd_ps(f3, _mm256_loadu_ps(xb.add(24)), acc)
+        let mut acc = [_mm256_setzero_ps(); 8];
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn block(wb: *const u8, xb: *const f32, acc: &mut [__m256]) {
+            let d = _mm256_set1_ps(f16_load(wb));
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                let q = _mm_loadl_epi64(wb.add(2 + 8 * k) as *const __m128i);
+                let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+                *acc_k = _mm256_fmadd_ps(f, _mm256_loadu_ps(xb.add(8 * k)), *acc_k);
+            }
         }
         let mut i = 0;
         while i + 2 <= nb {
             let w0 = wp.add(i * BLOCK_BYTES);
-            let w1 = w0.add(BLOCK_BYTES);
-            let b0 = block(w0, xp.add(i * QK));
-            let b1 = block(w1, xp.add(i * QK + QK));
-            total0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w0)), b0, total0);
-            total1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w1)), b1, total1);
+            prefetch(w0, 512);
+            let (lo, hi) = acc.split_at_mut(4);
+            block(w0, xp.add(i * QK), lo);
+            block(w0.add(BLOCK_BYTES), xp.add(i * QK + QK), hi);
             i += 2;
         }
         if i < nb {
-            let w0 = wp.add(i * BLOCK_BYTES);
-            let b0 = block(w0, xp.add(i * QK));
-            total0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w0)), b0, total0);
+            block(wp.add(i * BLOCK_BYTES), xp.add(i * QK), &mut acc[..4]);
         }
-        hsum_ps(_mm256_add_ps(total0, total1))
+        let s0 = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let s1 = _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7]));
+        hsum_ps(_mm256_add_ps(s0, s1))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

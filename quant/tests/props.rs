@@ -209,3 +209,47 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(quantize_rows(GgmlType::Q4_0, &[0.0; 96], 32, &mut big, None).is_err());
     quantize_rows(GgmlType::Q4_0, &[0.0; 64], 32, &mut big, None).unwrap();
 }
+
+#[test]
+fn every_kernel_matches_scalar_on_many_rows() {
+    // Deterministic sweep (the proptest above draws only a few cases per type): odd block
+    // counts exercise the unrolled kernels' tails.
+    for ty in WEIGHT_TYPES {
+        for seed in 0..60u64 {
+            let nblk = 1 + (seed as usize % 9);
+            let n = nblk * 256;
+            let scale = 10f32.powi((seed % 7) as i32 - 3);
+            let w = quant(ty, &row(seed, n, scale), None);
+            let xs = row(seed ^ 0x5eed, n, 1.0);
+            let mut act = Vec::new();
+            quantize_activation(ty, &xs, &mut act).unwrap();
+            let a = vec_dot(ty, n, &w, &act).unwrap();
+            let b = vec_dot_scalar(ty, n, &w, &act).unwrap();
+            let mut x = vec![0f32; n];
+            dequantize_row(ty, &w, &mut x).unwrap();
+            if ty.block_size() == 256 {
+                assert_eq!(a.to_bits(), b.to_bits(), "{ty} seed {seed}: {a} vs {b}");
+            } else {
+                let mut y = vec![0f32; n];
+                dequantize_row(vec_dot_type(ty), &act, &mut y).unwrap();
+                let mag: f32 = x.iter().zip(&y).map(|(p, q)| (p * q).abs()).sum();
+                assert!(
+                    (a - b).abs() <= 1e-5 * mag + 1e-30,
+                    "{ty} seed {seed}: {a} vs {b}"
+                );
+            }
+            // The exact (f32 activation) path against the dequantized row.
+            let f = vec_dot_f32(ty, n, &w, &xs).unwrap();
+            let exact: f64 = x.iter().zip(&xs).map(|(p, q)| *p as f64 * *q as f64).sum();
+            let mag: f64 = x
+                .iter()
+                .zip(&xs)
+                .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                .sum();
+            assert!(
+                (f as f64 - exact).abs() <= 1e-5 * mag + 1e-30,
+                "{ty} f32 seed {seed}"
+            );
+        }
+    }
+}
