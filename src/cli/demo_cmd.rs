@@ -60,7 +60,10 @@ fn source(a: &DemoArgs) -> Result<Source, Box<dyn std::error::Error>> {
     let mut config = preset("tiny").ok_or("no tiny preset")?;
     config.vocab_size = 4096;
     if !dir.join("ckpt-0").is_dir() {
-        eprintln!("writing a synthetic Grok-format checkpoint to {}", dir.display());
+        eprintln!(
+            "writing a synthetic Grok-format checkpoint to {}",
+            dir.display()
+        );
         write_checkpoint(&dir, &config, 1)?;
         std::fs::write(
             dir.join("tokenizer.model"),
@@ -124,10 +127,7 @@ pub fn run(a: DemoArgs) -> CliResult {
         ids.push(next);
         logits = q8.forward(&mut s, &[next], Logits::Last)?;
     }
-    println!(
-        "\nq8_0 greedy: {}\n",
-        tok.decode(&ids).replace('\n', " ")
-    );
+    println!("\nq8_0 greedy: {}\n", tok.decode(&ids).replace('\n', " "));
     // 3. Compare every type against F32 on held-out text.
     let base = Model::load(&path_for(&a.dir, quant::GgmlType::F32))?;
     let cands = CONVERT_TYPES
@@ -137,13 +137,25 @@ pub fn run(a: DemoArgs) -> CliResult {
         .collect::<Result<Vec<_>, _>>()?;
     let tokens = base.tokenizer()?.encode(&src.eval_text);
     if tokens.len() < a.ctx {
-        return Err(format!("the evaluation text has only {} tokens (< -c {})", tokens.len(), a.ctx).into());
+        return Err(format!(
+            "the evaluation text has only {} tokens (< -c {})",
+            tokens.len(),
+            a.ctx
+        )
+        .into());
     }
     let bar = indicatif::ProgressBar::new(0);
-    let r = compare(&base, &cands, &tokens, a.ctx, Some(a.chunks), &mut |d, n| {
-        bar.set_length(n as u64);
-        bar.set_position(d as u64);
-    })?;
+    let r = compare(
+        &base,
+        &cands,
+        &tokens,
+        a.ctx,
+        Some(a.chunks),
+        &mut |d, n| {
+            bar.set_length(n as u64);
+            bar.set_position(d as u64);
+        },
+    )?;
     bar.finish_and_clear();
     print!("{}", table(&r));
     let json = a.dir.join("compare.json");

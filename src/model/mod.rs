@@ -206,13 +206,19 @@ impl Model {
 impl Model {
     /// The tokenizer carried in the GGUF (`tokenizer.ggml.*`, SentencePiece BPE).
     pub fn tokenizer(&self) -> Result<crate::tokenizer::Tokenizer, ModelError> {
+        tokenizer_from_gguf(&self.file)
+    }
+}
+
+/// The SentencePiece BPE tokenizer a GGUF carries in `tokenizer.ggml.*`.
+pub fn tokenizer_from_gguf(f: &GgufFile) -> Result<crate::tokenizer::Tokenizer, ModelError> {
+    {
         use crate::gguf::{GgufArray, GgufValue};
         use crate::tokenizer::{SpecialIds, Tokenizer};
         let invalid = |what: String| ModelError::Invalid {
-            path: self.path.clone(),
+            path: f.path().to_path_buf(),
             what,
         };
-        let f = &self.file;
         let model = f.get("tokenizer.ggml.model").and_then(|v| v.as_str());
         if model != Some("llama") {
             return Err(invalid(format!(
