@@ -37,8 +37,10 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Dot products of `nr` (≤ 2) weight rows with `nt` (≤ 4) token rows.
+    /// Dot products of `nr` (≤ 2) weight rows with `nt` (≤ 4) token rows. Index loops keep the
+    /// register tile explicit.
     #[inline]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn block(
         w: &[f32],
@@ -80,6 +82,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn gemm_tile(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
         let rows = w.len() / n;
         let tokens = x.len() / n;
