@@ -336,6 +336,49 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
     })
 }
 
+/// Dot every row of `w` (consecutive rows of `n` elements) with one activation: `out[r] = w_r ·
+/// act`. Sizes are checked once, then the rows stream through the SIMD kernel (decode's inner
+/// loop: no per-row dispatch).
+pub fn vec_dot_rows(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let rb = check_aligned(weight_ty, n)?;
+    check_bytes(weight_ty, n * out.len(), w.len())?;
+    if let Some(first) = w.get(..rb) {
+        check_dot(weight_ty, n, first, act)?;
+    }
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+        *o = dot_unchecked(weight_ty, n, row, act, true);
+    }
+    Ok(())
+}
+
+/// [`vec_dot_f32`] over consecutive rows: `out[r] = w_r · x`, sizes checked once.
+pub fn vec_dot_f32_rows(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let rb = check_aligned(weight_ty, n)?;
+    check_bytes(weight_ty, n * out.len(), w.len())?;
+    if weight_ty != GgmlType::Q8_0 || x.len() != n {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+            *o = vec_dot_f32(weight_ty, n, row, x)?;
+        }
+        return Ok(());
+    }
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+        *o = q8_0::vec_dot_f32(row, x);
+    }
+    Ok(())
+}
+
 /// Dot one weight row with several activation vectors (batched prefill): `out[i] = w · acts[i]`.
 /// The weight row is read once per call while it is hot in cache.
 pub fn vec_dot_multi(

@@ -92,7 +92,7 @@ impl PreparedActivations {
 }
 
 /// Rows of W handed to one task.
-const ROWS_PER_TASK: usize = 16;
+const ROWS_PER_TASK: usize = 32;
 
 /// `out[t][r] = Σ_i x[t][i] · W[r][i]` for every token t and weight row r; `out` is
 /// `tokens × w.n_out`.
@@ -118,15 +118,22 @@ pub fn matmul(
         });
     }
     if t == 1 {
+        let act = acts.token(0);
+        let x32: Option<Vec<f32>> = (w.ty == GgmlType::Q8_0).then(|| {
+            act.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        });
         return out
             .par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .try_for_each(|(c, chunk)| {
-                for (k, o) in chunk.iter_mut().enumerate() {
-                    let r = c * ROWS_PER_TASK + k;
-                    *o = acts.dot(w.row(r), 0)?;
+                let r0 = c * ROWS_PER_TASK;
+                let rows = &w.data[r0 * row_bytes..(r0 + chunk.len()) * row_bytes];
+                match &x32 {
+                    Some(x) => quant::vec_dot_f32_rows(w.ty, n_in, rows, x, chunk),
+                    None => quant::vec_dot_rows(w.ty, n_in, rows, act, chunk),
                 }
-                Ok(())
             });
     }
     // Row-major [n_out][t] results, transposed into out afterwards.
