@@ -83,11 +83,9 @@ fn source_gguf_order(p: &grok1_quant::checkpoint::Param, kind: char) -> (Vec<f32
             };
             let src: Vec<Vec<f32>> = (0..e * n_in).map(|r| p.row_f32(r)).collect();
             let mut out = Vec::with_capacity(e * n_in * n_out);
-            for ex in 0..e {
+            for expert in src.chunks(n_in) {
                 for o in 0..n_out {
-                    for i in 0..n_in {
-                        out.push(src[ex * n_in + i][o]);
-                    }
+                    out.extend(expert.iter().map(|row| row[o]));
                 }
             }
             (out, n_in)

@@ -43,7 +43,7 @@ fn assert_catches(ckpt: &Path, cfg: &Path, src: &Path, name: &str, at: u64) {
     bytes[off] ^= 0x01;
     let bad = src.with_extension("bad.gguf");
     std::fs::write(&bad, bytes).unwrap();
-    let o = check(ckpt, cfg, &[bad.clone()]);
+    let o = check(ckpt, cfg, std::slice::from_ref(&bad));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success(),

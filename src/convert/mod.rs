@@ -280,6 +280,18 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
         });
     }
     let specs = gguf_order(&checkpoint_params(cfg));
+    // Parse and check every input file before any output exists, so a truncated or foreign
+    // file late in the checkpoint fails in seconds rather than hours into the conversion
+    // (pickle parsing reads only the opcodes, not the array payloads).
+    for spec in &specs {
+        let param = ckpt.param(spec)?;
+        row_source(&param, spec)
+            .validate()
+            .map_err(|what| ConvertError::Tensor {
+                tensor: format!("{} ({})", spec.path, param.file.display()),
+                what,
+            })?;
+    }
     // Input identity for the resume plan: every file's size and modification time.
     let file_bytes: Vec<u64> = specs
         .iter()
