@@ -92,8 +92,14 @@ pub enum ConvertError {
         expected: usize,
         found: usize,
     },
-    #[error("{path}: {source}")]
+    /// The GGUF error names the file itself.
+    #[error("{source}")]
     Gguf { path: PathBuf, source: GgufError },
+    #[error("disk full while writing {path}: {source}; free some space, then run the same command with --resume")]
+    DiskFull {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -234,6 +240,22 @@ fn hash_bands(hashes: &[u64]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
+/// A GGUF write error; running out of space gets its own clear message.
+fn gguf_err(path: &Path) -> impl FnOnce(GgufError) -> ConvertError + '_ {
+    move |source| match source {
+        GgufError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            ConvertError::DiskFull {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        source => ConvertError::Gguf {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
     move |source| ConvertError::Io {
         path: path.to_path_buf(),
@@ -280,6 +302,18 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
         });
     }
     let specs = gguf_order(&checkpoint_params(cfg));
+    // Parse and check every input file before any output exists, so a truncated or foreign
+    // file late in the checkpoint fails in seconds rather than hours into the conversion
+    // (pickle parsing reads only the opcodes, not the array payloads).
+    for spec in &specs {
+        let param = ckpt.param(spec)?;
+        row_source(&param, spec)
+            .validate()
+            .map_err(|what| ConvertError::Tensor {
+                tensor: format!("{} ({})", spec.path, param.file.display()),
+                what,
+            })?;
+    }
     // Input identity for the resume plan: every file's size and modification time.
     let file_bytes: Vec<u64> = specs
         .iter()
@@ -375,11 +409,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                     });
                 }
             }
-            let writer =
-                GgufFileWriter::create(&part, layout).map_err(|source| ConvertError::Gguf {
-                    path: part.clone(),
-                    source,
-                })?;
+            let writer = GgufFileWriter::create(&part, layout).map_err(gguf_err(&part))?;
             (writer, Journal::create(&jpath, plan)?)
         };
         outputs.push(Output {
@@ -486,10 +516,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                         let start = (row0 * row_bytes) as u64;
                         out.writer
                             .write_tensor_part(t, start, &buf)
-                            .map_err(|source| ConvertError::Gguf {
-                                path: out.part.clone(),
-                                source,
-                            })?;
+                            .map_err(gguf_err(&out.part))?;
                         hashes[k].lock().expect("hash lock")[bi] = xxhash_rust::xxh3::xxh3_64(&buf);
                     }
                     bar.inc(per_band_in);
@@ -521,10 +548,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
     // Sync, then give each file its final name.
     let mut summaries = Vec::new();
     for out in outputs {
-        out.writer.sync_all().map_err(|source| ConvertError::Gguf {
-            path: out.part.clone(),
-            source,
-        })?;
+        out.writer.sync_all().map_err(gguf_err(&out.part))?;
         std::fs::rename(&out.part, &out.spec.path).map_err(io_err(&out.spec.path))?;
         let jpath = out
             .journal

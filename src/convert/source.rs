@@ -45,6 +45,67 @@ pub struct Int8Rows {
 
 const TILE: usize = 64;
 
+/// Transpose the 8×8 byte matrix held in `x` (row `k` = `x[k]`, byte `j` at bits `8j`).
+#[inline(always)]
+fn transpose_8x8(x: &mut [u64; 8]) {
+    // Swap the off-diagonal halves of 2×2, then 4×4, then 8×8 blocks (in units of 1, 2, 4 bytes).
+    for (dist, mask) in [
+        (1usize, 0x00FF_00FF_00FF_00FFu64),
+        (2, 0x0000_FFFF_0000_FFFF),
+        (4, 0x0000_0000_FFFF_FFFF),
+    ] {
+        let shift = 8 * dist as u32;
+        for k in 0..8 {
+            if k & dist == 0 {
+                let t = ((x[k] >> shift) ^ x[k + dist]) & mask;
+                x[k + dist] ^= t;
+                x[k] ^= t << shift;
+            }
+        }
+    }
+}
+
+/// `dst[r * dst_stride + i] = src[i * src_stride + r]` for `i < n_in`, `r < nrows`: a tiled
+/// byte transpose, 8×8 blocks in registers, scalar edges.
+fn transpose_bytes(
+    src: &[u8],
+    src_stride: usize,
+    dst: &mut [u8],
+    dst_stride: usize,
+    n_in: usize,
+    nrows: usize,
+) {
+    for i0 in (0..n_in).step_by(TILE) {
+        let i1 = (i0 + TILE).min(n_in);
+        let fi = i0 + (i1 - i0) / 8 * 8;
+        for r0 in (0..nrows).step_by(TILE) {
+            let r1 = (r0 + TILE).min(nrows);
+            let fr = r0 + (r1 - r0) / 8 * 8;
+            for i in (i0..fi).step_by(8) {
+                for r in (r0..fr).step_by(8) {
+                    let mut x = [0u64; 8];
+                    for (k, v) in x.iter_mut().enumerate() {
+                        let at = (i + k) * src_stride + r;
+                        *v = u64::from_le_bytes(src[at..at + 8].try_into().expect("8 bytes"));
+                    }
+                    transpose_8x8(&mut x);
+                    for (k, v) in x.iter().enumerate() {
+                        let at = (r + k) * dst_stride + i;
+                        dst[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+            // Edges: columns past the last full 8 (all rows), rows past it (full columns).
+            for i in i0..i1 {
+                let rows = if i < fi { fr..r1 } else { r0..r1 };
+                for r in rows {
+                    dst[r * dst_stride + i] = src[i * src_stride + r];
+                }
+            }
+        }
+    }
+}
+
 impl<'a> RowSource<'a> {
     /// Check that the data slices hold exactly what the dimensions say.
     pub fn validate(&self) -> Result<(), String> {
@@ -106,19 +167,14 @@ impl<'a> RowSource<'a> {
         let (n_in, n_out) = (self.n_in, self.n_out);
         let w = &weight[e * n_in * n_out..(e + 1) * n_in * n_out];
         let mut q = vec![0i8; nrows * n_in];
-        // Tiled transpose: read TILE input rows × the band's columns, write them transposed.
-        for i0 in (0..n_in).step_by(TILE) {
-            let i1 = (i0 + TILE).min(n_in);
-            for r0 in (0..nrows).step_by(TILE) {
-                let r1 = (r0 + TILE).min(nrows);
-                for i in i0..i1 {
-                    let src = &w[i * n_out + o0 + r0..i * n_out + o0 + r1];
-                    for (k, &b) in src.iter().enumerate() {
-                        q[(r0 + k) * n_in + i] = b as i8;
-                    }
-                }
-            }
-        }
+        transpose_bytes(
+            &w[o0..],
+            n_out,
+            bytemuck::cast_slice_mut(&mut q),
+            n_in,
+            n_in,
+            nrows,
+        );
         let sc = &scales[e * scale_blocks * n_out * 2..(e + 1) * scale_blocks * n_out * 2];
         let mut out_scales = vec![0f32; nrows * scale_blocks];
         for b in 0..scale_blocks {
@@ -217,6 +273,32 @@ mod tests {
         let q = src.int8_rows(3, 3).unwrap();
         assert_eq!(q.q[0], weight[n_in * n_out] as i8);
         assert_eq!(q.q.len(), 12);
+    }
+
+    #[test]
+    fn byte_transpose_matches_naive_on_ragged_sizes() {
+        for (n_in, nrows, stride) in [
+            (1, 1, 1),
+            (8, 8, 8),
+            (13, 21, 30),
+            (64, 64, 70),
+            (130, 75, 75),
+        ] {
+            let src: Vec<u8> = (0..n_in * stride)
+                .map(|x| (x * 7 + x / 251) as u8)
+                .collect();
+            let mut dst = vec![0u8; nrows * n_in];
+            transpose_bytes(&src, stride, &mut dst, n_in, n_in, nrows);
+            for r in 0..nrows {
+                for i in 0..n_in {
+                    assert_eq!(
+                        dst[r * n_in + i],
+                        src[i * stride + r],
+                        "{n_in} {nrows} {r} {i}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
