@@ -13,7 +13,7 @@ struct Params {
     pad: u32,        // pad token id
     f0: f32,         // eps | scale
     f1: f32,         // softcap
-    capacity: u32,   // KV positions per layer (score scratch row length)
+    capacity: u32,   // KV positions per layer
     n_exp: u32,
 }
 
@@ -99,8 +99,11 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 // Attention of query rows b (rows × n_heads × head_dim, positions p0..) over the KV cache
 // c (keys) / vc (values) of `capacity × kv_dim`; keys whose token (toks) is the pad id are
-// masked. Scores × f0, soft-capped at f1, softmax, · V into a. Scratch e holds the scores.
-// One workgroup per (row, head).
+// masked (-1e30). Scores × f0, soft-capped at f1, softmax, · V into a. One workgroup per
+// (row, head) walks the positions in tiles of 64 with a running max and sum (online softmax),
+// so nothing grows with the context but the cache itself. head_dim ≤ 4·64.
+var<workgroup> tile_p: array<f32, 64>;
+
 @compute @workgroup_size(64)
 fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wg.x / p.n_heads;
@@ -110,36 +113,53 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let g = head / (p.n_heads / p.n_kv_heads);
     let pos = p.p0 + t;
     let qo = (t * p.n_heads + head) * hd;
-    let so = wg.x * p.capacity;
     var m = -3.0e38;
-    for (var s = lid; s <= pos; s += WG) {
-        var sc = -1.0e30;
-        if (toks[s] != p.pad) {
-            let ko = s * kv_dim + g * hd;
-            var dot = 0.0;
-            for (var i = 0u; i < hd; i++) {
-                dot += b[qo + i] * c[ko + i];
+    var l = 0.0;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var s0 = 0u; s0 <= pos; s0 += WG) {
+        let s = s0 + lid;
+        let valid = s <= pos;
+        var sc = -3.0e38;
+        if (valid) {
+            sc = -1.0e30;
+            if (toks[s] != p.pad) {
+                let ko = s * kv_dim + g * hd;
+                var dot = 0.0;
+                for (var i = 0u; i < hd; i++) {
+                    dot += b[qo + i] * c[ko + i];
+                }
+                sc = p.f1 * tanh(dot * p.f0 / p.f1);
             }
-            sc = p.f1 * tanh(dot * p.f0 / p.f1);
         }
-        e[so + s] = sc;
-        m = max(m, sc);
-    }
-    let mx = reduce_max(lid, m);
-    var sum = 0.0;
-    for (var s = lid; s <= pos; s += WG) {
-        let v = exp(e[so + s] - mx);
-        e[so + s] = v;
-        sum += v;
-    }
-    let inv = 1.0 / reduce_sum(lid, sum);
-    storageBarrier();
-    for (var i = lid; i < hd; i += WG) {
-        var acc = 0.0;
-        for (var s = 0u; s <= pos; s++) {
-            acc += (e[so + s] * inv) * vc[s * kv_dim + g * hd + i];
+        let m_new = max(m, reduce_max(lid, sc));
+        var pr = 0.0;
+        if (valid) {
+            pr = exp(sc - m_new);
         }
-        a[qo + i] = acc;
+        tile_p[lid] = pr;
+        let tile_sum = reduce_sum(lid, pr);
+        let corr = exp(m - m_new);
+        l = l * corr + tile_sum;
+        let n = min(WG, pos + 1u - s0);
+        for (var j = 0u; j < 4u; j++) {
+            let d = lid + j * WG;
+            if (d < hd) {
+                var part = 0.0;
+                for (var k = 0u; k < n; k++) {
+                    part += tile_p[k] * vc[(s0 + k) * kv_dim + g * hd + d];
+                }
+                acc[j] = acc[j] * corr + part;
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+    let inv = 1.0 / l;
+    for (var j = 0u; j < 4u; j++) {
+        let d = lid + j * WG;
+        if (d < hd) {
+            a[qo + d] = acc[j] * inv;
+        }
     }
 }
 

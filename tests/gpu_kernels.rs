@@ -4,7 +4,7 @@ mod gpu_common;
 
 use gpu_common::{gpu, rand_vec, rel_err};
 use grok1_quant::backend::cpu;
-use grok1_quant::backend::gpu::GpuContext;
+use grok1_quant::backend::gpu::{AttentionShape, GpuContext};
 use grok1_quant::backend::WeightMatrix;
 use quant::GgmlType;
 
@@ -222,4 +222,76 @@ fn ops_match_cpu() {
     // bad shapes are errors
     assert!(ctx.rms_norm(&[1.0; 5], &[1.0; 2], 1e-5).is_err());
     assert!(ctx.route(&[0.0; 8], 8, 9).is_err());
+}
+
+/// The CPU forward pass's attention, written out with the CPU ops.
+fn cpu_attention(q: &[f32], k: &[f32], v: &[f32], toks: &[u32], sh: &AttentionShape) -> Vec<f32> {
+    let (hd, nh) = (sh.head_dim, sh.n_heads);
+    let kv_dim = sh.n_kv_heads * hd;
+    let group = nh / sh.n_kv_heads;
+    let t_new = q.len() / (nh * hd);
+    let mut out = vec![0f32; q.len()];
+    for t in 0..t_new {
+        let pos = sh.p0 + t;
+        for head in 0..nh {
+            let g = head / group;
+            let qh = &q[(t * nh + head) * hd..(t * nh + head + 1) * hd];
+            let mut scores: Vec<f32> = (0..=pos)
+                .map(|s| {
+                    if toks[s] == sh.pad_id {
+                        return -1e30;
+                    }
+                    let kh = &k[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
+                    let dot: f32 = qh.iter().zip(kh).map(|(a, b)| a * b).sum();
+                    cpu::softcap(dot * sh.scale, sh.softcap)
+                })
+                .collect();
+            cpu::softmax_in_place(&mut scores);
+            let o = &mut out[(t * nh + head) * hd..(t * nh + head + 1) * hd];
+            for (s, p) in scores.iter().enumerate() {
+                let vh = &v[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
+                for (a, b) in o.iter_mut().zip(vh) {
+                    *a += p * b;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_matches_cpu_over_several_tiles_with_pad_masking() {
+    let Some(ctx) = gpu() else { return };
+    // 150 cached positions (3 tiles of 64) + 3 new rows; GQA 8 query heads on 2 kv heads.
+    let sh = AttentionShape {
+        n_heads: 8,
+        n_kv_heads: 2,
+        head_dim: 64,
+        p0: 150,
+        scale: 0.125,
+        softcap: 30.0,
+        pad_id: 0,
+    };
+    let t = 3;
+    let n = sh.p0 + t;
+    let kv = sh.n_kv_heads * sh.head_dim;
+    let q = rand_vec(t * sh.n_heads * sh.head_dim, 31, 4.0);
+    let k = rand_vec(n * kv, 32, 4.0);
+    let v = rand_vec(n * kv, 33, 1.0);
+    let toks: Vec<u32> = (0..n as u32)
+        .map(|i| if i % 7 == 3 { 0 } else { i + 1 })
+        .collect();
+    let want = cpu_attention(&q, &k, &v, &toks, &sh);
+    let got = ctx.attention(&q, &k, &v, &toks, &sh).unwrap();
+    let e = rel_err(&got, &want);
+    eprintln!("attention (153 positions): max rel err {e:.2e}");
+    assert!(e <= 1e-5, "attention {e}");
+    // Every key masked: uniform weights, as the CPU's softmax of equal scores.
+    let all_pad = vec![0u32; n];
+    let e = rel_err(
+        &ctx.attention(&q, &k, &v, &all_pad, &sh).unwrap(),
+        &cpu_attention(&q, &k, &v, &all_pad, &sh),
+    );
+    assert!(e <= 1e-5, "all-masked attention {e}");
+    assert!(ctx.attention(&q, &k, &v[1..], &toks, &sh).is_err());
 }

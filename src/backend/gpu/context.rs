@@ -117,6 +117,20 @@ pub(crate) struct OpParams {
     pub n_exp: u32,
 }
 
+/// Shape and constants of one attention call (see [`GpuContext::attention`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Position of the first query row.
+    pub p0: usize,
+    /// Score multiplier (Grok's attn_output_multiplier).
+    pub scale: f32,
+    pub softcap: f32,
+    pub pad_id: u32,
+}
+
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -842,5 +856,66 @@ impl GpuContext {
         self.encode_embed(&mut enc, &gw, (&idb, 0), ids.len(), scale, &out)?;
         self.submit(enc, "embedding")?;
         self.read_f32(&out, 0, ids.len() * w.n_in)
+    }
+
+    /// Causal GQA attention of query rows `q` (`T × n_heads × head_dim`, row t at position
+    /// `p0 + t`) over `k`/`v` (`(p0 + T) × n_kv_heads·head_dim`, RoPE already applied), keys at
+    /// pad-token positions masked: the twin of the CPU forward pass's attention.
+    pub fn attention(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        tokens: &[u32],
+        sh: &AttentionShape,
+    ) -> Result<Vec<f32>, GpuError> {
+        let (hd, nh, nkv) = (sh.head_dim, sh.n_heads, sh.n_kv_heads);
+        let bad = || {
+            GpuError::Shape(format!(
+                "attention: q {}, k {}, v {}, {} tokens for {sh:?}",
+                q.len(),
+                k.len(),
+                v.len(),
+                tokens.len()
+            ))
+        };
+        if hd == 0 || hd > 256 || nh == 0 || nkv == 0 || nh % nkv != 0 || q.len() % (nh * hd) != 0 {
+            return Err(bad());
+        }
+        let t = q.len() / (nh * hd);
+        let ctx_len = sh.p0 + t;
+        if t == 0 || k.len() != ctx_len * nkv * hd || v.len() != k.len() || tokens.len() != ctx_len
+        {
+            return Err(bad());
+        }
+        let (qb, kb, vb) = (
+            self.upload_f32("q", q),
+            self.upload_f32("k", k),
+            self.upload_f32("v", v),
+        );
+        let tb = self.upload_bytes("tokens", bytemuck::cast_slice(tokens));
+        let out = self.scratch("attn", q.len());
+        let p = OpParams {
+            rows: u32_of(t, "rows")?,
+            p0: u32_of(sh.p0, "p0")?,
+            n_heads: u32_of(nh, "heads")?,
+            n_kv_heads: u32_of(nkv, "kv heads")?,
+            head_dim: u32_of(hd, "head_dim")?,
+            pad: sh.pad_id,
+            f0: sh.scale,
+            f1: sh.softcap,
+            capacity: u32_of(ctx_len, "capacity")?,
+            ..Default::default()
+        };
+        let mut enc = self.encoder();
+        self.encode_op(
+            &mut enc,
+            "attention",
+            &p,
+            &[(1, &out), (2, &qb), (3, &kb), (4, &tb), (7, &vb)],
+            t * nh,
+        )?;
+        self.submit(enc, "attention")?;
+        self.read_f32(&out, 0, q.len())
     }
 }

@@ -9,5 +9,5 @@
 mod context;
 mod model;
 
-pub use context::{GpuContext, GpuError, GpuWeight};
+pub use context::{AttentionShape, GpuContext, GpuError, GpuWeight};
 pub use model::{GpuModel, GpuSession};

@@ -184,6 +184,12 @@ impl GpuModel {
                 &format!("blk.{l}.ffn_down_exps"),
             )?;
         }
+        if hp.head_dim > 256 {
+            return Err(bad(format!(
+                "head_dim {} is over the attention kernel's 256",
+                hp.head_dim
+            )));
+        }
         let half = hp.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| (hp.rope_base as f64).powf(-(2.0 * i as f64) / hp.head_dim as f64) as f32)
@@ -279,7 +285,6 @@ impl GpuModel {
         let kb = ctx.scratch("k", t_new * kv_dim);
         let vb = ctx.scratch("v", t_new * kv_dim);
         let att = ctx.scratch("attn", t_new * q_dim);
-        let scores = ctx.scratch("scores", t_new * hp.n_heads * session.capacity);
         let o = ctx.scratch("o", t_new * emb);
         let router = ctx.scratch("router", t_new * hp.n_experts);
         let gates = ctx.scratch("gates", slots);
@@ -377,7 +382,6 @@ impl GpuModel {
                     (2, &q),
                     (3, &session.k[l]),
                     (4, &session.tok_buf),
-                    (5, &scores),
                     (7, &session.v[l]),
                 ],
                 t_new * hp.n_heads,
