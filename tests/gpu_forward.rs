@@ -33,13 +33,10 @@ fn tiny_config() -> GrokConfig {
     c
 }
 
-/// Convert with an embedding type the GPU reads (the default for 4-bit files is Q6_K).
+/// Convert to `ty` with the default embedding type (Q6_K for the 4-bit files).
 fn convert_one(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathBuf {
     let path = dir.join(format!("m-{}.gguf", ty.name()));
-    let embd = match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_K => Some(GgmlType::Q8_0),
-        _ => None,
-    };
+    let embd = None;
     convert(&ConvertOptions {
         ckpt_dir: ckpt.to_path_buf(),
         config: cfg.clone(),

@@ -54,6 +54,7 @@ fn matmul_all_types_decode_and_prefill() {
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_K,
+        GgmlType::Q6_K,
     ] {
         // Odd row counts and tokens not a multiple of the 4-token tile.
         check_matmul(ctx, ty, 512, 67, 1);
@@ -136,6 +137,7 @@ fn embedding_rows_all_types() {
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_K,
+        GgmlType::Q6_K,
     ] {
         let (n_in, n_out) = (256, 40);
         let data = quantized(ty, n_in, n_out, 21);

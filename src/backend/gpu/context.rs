@@ -35,6 +35,7 @@ fn layout(ty: GgmlType) -> Option<(usize, usize, &'static str)> {
         Q8_0 => (32, 34, include_str!("../../../shaders/type_q8_0.wgsl")),
         Q4_0 => (32, 18, include_str!("../../../shaders/type_q4_0.wgsl")),
         Q4_K => (256, 144, include_str!("../../../shaders/type_q4_k.wgsl")),
+        Q6_K => (256, 210, include_str!("../../../shaders/type_q6_k.wgsl")),
         _ => return None,
     })
 }
@@ -52,7 +53,7 @@ enum ActFormat {
 fn act_format(ty: GgmlType) -> ActFormat {
     match ty {
         GgmlType::Q4_0 => ActFormat::Q8_0,
-        GgmlType::Q4_K => ActFormat::Q8K,
+        GgmlType::Q4_K | GgmlType::Q6_K => ActFormat::Q8K,
         _ => ActFormat::F32,
     }
 }
