@@ -149,7 +149,7 @@ impl GpuContext {
     /// The first adapter wgpu offers (any backend), with the adapter's own limits.
     pub fn new() -> Result<GpuContext, GpuError> {
         let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::all(),
+            backends: wgpu::Backends::PRIMARY,
             ..Default::default()
         });
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
