@@ -2,6 +2,7 @@
 //! matrices as (type, shape, bytes) and activations as f32 slices.
 
 pub mod cpu;
+pub mod gpu;
 
 use quant::GgmlType;
 

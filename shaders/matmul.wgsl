@@ -1,0 +1,99 @@
+// out[t][r] = Σ_i x[t][i] · W[r][i] for one weight chunk (rows row0.. of the whole matrix),
+// dequantizing in registers. One workgroup per (weight row, tile of up to TILE tokens): the
+// 64 threads stride over the row's blocks, each keeping one partial sum per token, then a
+// tree reduction in workgroup memory.
+//
+// Expert mode (mode == 1): the "tokens" are routing slots s = t*n_slots + k; slot s uses the
+// expert routing[s]. This chunk holds experts e0..e1 (rows_per_expert rows each); slots routed
+// elsewhere are skipped. Activation row of slot s = t*xs_t + k*xs_k; output row = s.
+
+struct Params {
+    n_in: u32,
+    n_rows: u32,
+    row0: u32,
+    out_stride: u32,
+    tokens: u32,
+    tile: u32,
+    mode: u32,
+    n_slots: u32,
+    e0: u32,
+    e1: u32,
+    xs_t: u32,
+    xs_k: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> routing: array<u32>;
+
+const WG: u32 = 64u;
+const TILE: u32 = 4u;
+var<workgroup> partial: array<f32, 256>;
+
+fn act_row_len() -> u32 {
+    if (ACT_QUANT == 0u) {
+        return p.n_in;
+    }
+    return (p.n_in / QK) * ACT_WORDS;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * nwg.x;
+    let t0 = wg.z * p.tile;
+    let nb = p.n_in / QK;
+    let row_bytes = nb * BLOCK_BYTES;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var wrow = 0u;
+    var live = r < p.n_rows;
+    var xrow = array<u32, 4>(0u, 0u, 0u, 0u);
+    let nt = min(p.tile, p.tokens - min(t0, p.tokens));
+    if (p.mode == 1u) {
+        let s = t0;
+        let e = routing[s];
+        live = live && e >= p.e0 && e < p.e1;
+        wrow = ((e - p.e0) * p.n_rows + r) * row_bytes;
+        let t = s / p.n_slots;
+        let k = s % p.n_slots;
+        xrow[0] = (t * p.xs_t + k * p.xs_k) * act_row_len();
+    } else {
+        wrow = r * row_bytes;
+        for (var j = 0u; j < TILE; j++) {
+            xrow[j] = (t0 + j) * act_row_len();
+        }
+    }
+    if (live) {
+        for (var b = lid; b < nb; b += WG) {
+            let wb = wrow + b * BLOCK_BYTES;
+            var ab = b * QK;
+            if (ACT_QUANT != 0u) {
+                ab = b * ACT_WORDS;
+            }
+            for (var j = 0u; j < TILE; j++) {
+                if (j < nt) {
+                    acc[j] += block_dot(wb, xrow[j] + ab);
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < TILE; j++) {
+        partial[j * WG + lid] = acc[j];
+    }
+    workgroupBarrier();
+    for (var step = WG / 2u; step > 0u; step >>= 1u) {
+        if (lid < step) {
+            for (var j = 0u; j < TILE; j++) {
+                partial[j * WG + lid] += partial[j * WG + lid + step];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u && live) {
+        for (var j = 0u; j < TILE; j++) {
+            if (j < nt) {
+                out[(t0 + j) * p.out_stride + p.row0 + r] = partial[j * WG];
+            }
+        }
+    }
+}

@@ -1,0 +1,922 @@
+//! Device, pipelines, buffers and the kernel launchers. The `encode_*` functions record one
+//! kernel into a command encoder (so a whole layer is one submit); the plain functions
+//! (`matmul`, `rms_norm`, ...) are one-shot twins of the CPU backend for tests and tools.
+
+use crate::backend::WeightMatrix;
+use quant::GgmlType;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// A GPU failure, always saying what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers)")]
+    NoAdapter,
+    #[error("requesting the GPU device failed: {0}")]
+    Device(String),
+    #[error("{ty:?} weights are not supported by the GPU backend")]
+    Unsupported { ty: GgmlType },
+    #[error("{0}")]
+    Shape(String),
+    #[error("GPU error while {what}: {msg}")]
+    Wgpu { what: String, msg: String },
+    #[error("{0}")]
+    Model(String),
+}
+
+/// Values per block and bytes per block of the weight types the kernels read.
+fn layout(ty: GgmlType) -> Option<(usize, usize, &'static str)> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => (4, 16, include_str!("../../../shaders/type_f32.wgsl")),
+        F16 => (8, 16, include_str!("../../../shaders/type_f16.wgsl")),
+        BF16 => (8, 16, include_str!("../../../shaders/type_bf16.wgsl")),
+        Q8_0 => (32, 34, include_str!("../../../shaders/type_q8_0.wgsl")),
+        Q4_0 => (32, 18, include_str!("../../../shaders/type_q4_0.wgsl")),
+        Q4_K => (256, 144, include_str!("../../../shaders/type_q4_k.wgsl")),
+        Q6_K => (256, 210, include_str!("../../../shaders/type_q6_k.wgsl")),
+        _ => return None,
+    })
+}
+
+/// How a weight type's kernel takes its activations.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ActFormat {
+    F32,
+    /// Q8_0 blocks as 9 words per 32 values.
+    Q8_0,
+    /// Q8_K blocks as 65 words per 256 values.
+    Q8K,
+}
+
+fn act_format(ty: GgmlType) -> ActFormat {
+    match ty {
+        GgmlType::Q4_0 => ActFormat::Q8_0,
+        GgmlType::Q4_K | GgmlType::Q6_K => ActFormat::Q8K,
+        _ => ActFormat::F32,
+    }
+}
+
+const COMMON: &str = include_str!("../../../shaders/mm_common.wgsl");
+const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
+const QUANTIZE: &str = include_str!("../../../shaders/quantize.wgsl");
+const OPS: &str = include_str!("../../../shaders/ops.wgsl");
+
+/// A weight matrix on the device: `n_out` rows of `n_in`, in chunks of whole units (a unit is
+/// one row, or one expert's rows for merged expert tensors), each its own buffer.
+pub struct GpuWeight {
+    pub ty: GgmlType,
+    pub n_in: usize,
+    pub n_out: usize,
+    /// Rows per unit (1, or rows per expert).
+    pub unit: usize,
+    /// (first row, rows, buffer).
+    chunks: Vec<(usize, usize, wgpu::Buffer)>,
+}
+
+impl GpuWeight {
+    /// Number of device buffers the matrix was split into.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// Shape of one matmul launch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MatmulKind<'a> {
+    /// `x` holds `tokens` rows; out is `tokens × n_out`.
+    Dense { tokens: usize },
+    /// Experts: `routing` holds `tokens × slots` expert ids; activation row of slot (t, k) is
+    /// `t*xs_t + k*xs_k` of `x_rows`; out is `(tokens·slots) × unit`.
+    Experts {
+        routing: &'a wgpu::Buffer,
+        tokens: usize,
+        slots: usize,
+        x_rows: usize,
+        xs_t: usize,
+        xs_k: usize,
+    },
+}
+
+/// The parameter block of ops.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct OpParams {
+    pub n: u32,
+    pub rows: u32,
+    pub p0: u32,
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub k: u32,
+    pub pad: u32,
+    pub f0: f32,
+    pub f1: f32,
+    pub capacity: u32,
+    pub n_exp: u32,
+}
+
+/// Shape and constants of one attention call (see [`GpuContext::attention`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Position of the first query row.
+    pub p0: usize,
+    /// Score multiplier (Grok's attn_output_multiplier).
+    pub scale: f32,
+    pub softcap: f32,
+    pub pad_id: u32,
+}
+
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    max_binding: u64,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+fn u32_of(v: usize, what: &str) -> Result<u32, GpuError> {
+    u32::try_from(v).map_err(|_| GpuError::Shape(format!("{what} = {v} exceeds 32 bits")))
+}
+
+impl GpuContext {
+    /// The first adapter wgpu offers (any backend), with the adapter's own limits.
+    pub fn new() -> Result<GpuContext, GpuError> {
+        let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::PRIMARY,
+            ..Default::default()
+        });
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+        }))
+        .ok_or(GpuError::NoAdapter)?;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(
+            &wgpu::DeviceDescriptor {
+                label: Some("grok1-quant"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+            },
+            None,
+        ))
+        .map_err(|e| GpuError::Device(e.to_string()))?;
+        let error = Arc::new(Mutex::new(None));
+        let sink = error.clone();
+        device.on_uncaptured_error(Box::new(move |e| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let max_binding =
+            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        Ok(GpuContext {
+            device,
+            queue,
+            info: adapter.get_info(),
+            max_binding,
+            pipelines: Mutex::new(HashMap::new()),
+            error,
+        })
+    }
+
+    /// Adapter name and backend, for messages.
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// Bytes one storage binding may hold (what weights are split by).
+    pub fn max_binding(&self) -> u64 {
+        self.max_binding
+    }
+
+    /// Lower the split size (tests force tiny limits to exercise the splitting); never raises
+    /// it above the adapter's limit.
+    pub fn set_max_binding(&mut self, bytes: u64) {
+        self.max_binding = bytes.clamp(4, self.max_binding);
+    }
+
+    /// Turn an error reported by wgpu since the last check into a `GpuError`.
+    pub(crate) fn check(&self, what: &str) -> Result<(), GpuError> {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(msg) => Err(GpuError::Wgpu {
+                what: what.to_string(),
+                msg,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn pipeline(
+        &self,
+        key: &str,
+        entry: &str,
+        source: impl FnOnce() -> String,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let mut map = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get(key) {
+            return Ok(p.clone());
+        }
+        self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(source().into()),
+            });
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
+            return Err(GpuError::Wgpu {
+                what: format!("compiling kernel {key}"),
+                msg: e.to_string(),
+            });
+        }
+        let p = Arc::new(p);
+        map.insert(key.to_string(), p.clone());
+        Ok(p)
+    }
+
+    fn type_pipeline(
+        &self,
+        ty: GgmlType,
+        main: &'static str,
+        name: &str,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let (_, _, src) = layout(ty).ok_or(GpuError::Unsupported { ty })?;
+        let x_decl = match act_format(ty) {
+            ActFormat::F32 => "@group(0) @binding(2) var<storage, read> xf: array<f32>;\n",
+            _ => "@group(0) @binding(2) var<storage, read> xq: array<u32>;\n",
+        };
+        let prelude = if name == "embed" { "" } else { x_decl };
+        self.pipeline(&format!("{name}/{}", ty.name()), "main", || {
+            format!("{prelude}{COMMON}\n{src}\n{main}")
+        })
+    }
+
+    pub(crate) fn ops_pipeline(&self, entry: &str) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        self.pipeline(&format!("ops/{entry}"), entry, || OPS.to_string())
+    }
+
+    /// A storage buffer with `bytes` (padded to whole words).
+    pub(crate) fn upload_bytes(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        if bytes.len() % 4 == 0 && !bytes.is_empty() {
+            return self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage,
+                });
+        }
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &padded,
+                usage,
+            })
+    }
+
+    pub(crate) fn upload_f32(&self, label: &str, x: &[f32]) -> wgpu::Buffer {
+        self.upload_bytes(label, bytemuck::cast_slice(x))
+    }
+
+    /// A zeroed storage buffer of `n` 4-byte elements.
+    pub(crate) fn scratch(&self, label: &str, n: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (n.max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Upload a weight matrix; `unit` rows stay together in one chunk (1 for dense matrices,
+    /// rows per expert for merged expert tensors).
+    pub fn upload_weight(&self, w: &WeightMatrix, unit: usize) -> Result<GpuWeight, GpuError> {
+        let (qk, _, _) = layout(w.ty).ok_or(GpuError::Unsupported { ty: w.ty })?;
+        let rb =
+            w.ty.row_bytes(w.n_in)
+                .filter(|_| w.n_in % qk == 0)
+                .ok_or_else(|| {
+                    GpuError::Shape(format!(
+                        "{:?} rows of {} values are not whole blocks of {qk}",
+                        w.ty, w.n_in
+                    ))
+                })?;
+        if unit == 0 || w.n_out % unit != 0 {
+            return Err(GpuError::Shape(format!(
+                "{} rows are not whole units of {unit}",
+                w.n_out
+            )));
+        }
+        if w.data.len() != rb * w.n_out {
+            return Err(GpuError::Shape(format!(
+                "weight data is {} bytes, {} rows of {:?}[{}] need {}",
+                w.data.len(),
+                w.n_out,
+                w.ty,
+                w.n_in,
+                rb * w.n_out
+            )));
+        }
+        let unit_bytes = (rb * unit) as u64;
+        // A chunk's padded size must fit the binding limit.
+        let units_per_chunk = ((self.max_binding.saturating_sub(3)) / unit_bytes) as usize;
+        if units_per_chunk == 0 {
+            return Err(GpuError::Shape(format!(
+                "one unit of {unit} rows is {unit_bytes} bytes, over the storage binding limit of {}",
+                self.max_binding
+            )));
+        }
+        let rows_per_chunk = units_per_chunk * unit;
+        let mut chunks = Vec::new();
+        let mut r0 = 0;
+        while r0 < w.n_out {
+            let r1 = (r0 + rows_per_chunk).min(w.n_out);
+            let buf = self.upload_bytes("weight", &w.data[r0 * rb..r1 * rb]);
+            chunks.push((r0, r1 - r0, buf));
+            r0 = r1;
+        }
+        Ok(GpuWeight {
+            ty: w.ty,
+            n_in: w.n_in,
+            n_out: w.n_out,
+            unit,
+            chunks,
+        })
+    }
+
+    /// Record one compute dispatch of `groups` workgroups (spread over x and y) × `z`.
+    pub(crate) fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
+        bindings: &[(u32, &wgpu::Buffer)],
+        groups: usize,
+        z: usize,
+    ) -> Result<(), GpuError> {
+        if groups == 0 || z == 0 {
+            return Ok(());
+        }
+        let ub = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: params,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: ub.as_entire_binding(),
+        }];
+        for &(binding, buf) in bindings {
+            entries.push(wgpu::BindGroupEntry {
+                binding,
+                resource: buf.as_entire_binding(),
+            });
+        }
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let max = 65535usize;
+        let x = groups.min(max);
+        let y = groups.div_ceil(x);
+        if y > max || z > max {
+            return Err(GpuError::Shape(format!(
+                "dispatch of {groups}×{z} workgroups is too large"
+            )));
+        }
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(x as u32, y as u32, z as u32);
+        Ok(())
+    }
+
+    /// Quantize `rows` rows of `n` f32 in `x` to the activation format `ty` dots with.
+    /// Returns `None` when `ty` takes f32 activations.
+    fn encode_quantize(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        ty: GgmlType,
+        x: &wgpu::Buffer,
+        n: usize,
+        rows: usize,
+    ) -> Result<Option<wgpu::Buffer>, GpuError> {
+        let (entry, qk, words) = match act_format(ty) {
+            ActFormat::F32 => return Ok(None),
+            ActFormat::Q8_0 => ("q8_0", 32, 9),
+            ActFormat::Q8K => ("q8_k", 256, 65),
+        };
+        let p = self.pipeline(&format!("quantize/{entry}"), entry, || QUANTIZE.to_string())?;
+        let blocks = n / qk * rows;
+        let q = self.scratch("qacts", blocks * words);
+        let params = [u32_of(n, "row length")?, u32_of(rows, "rows")?];
+        self.dispatch(
+            enc,
+            &p,
+            bytemuck::cast_slice(&params),
+            &[(1, x), (2, &q)],
+            blocks.div_ceil(64),
+            1,
+        )?;
+        Ok(Some(q))
+    }
+
+    /// Record `out = x · Wᵀ` (see [`MatmulKind`]).
+    pub(crate) fn encode_matmul(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        w: &GpuWeight,
+        x: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        kind: MatmulKind,
+        dummy: &wgpu::Buffer,
+    ) -> Result<(), GpuError> {
+        let p = self.type_pipeline(w.ty, MATMUL, "matmul")?;
+        let x_rows = match kind {
+            MatmulKind::Dense { tokens } => tokens,
+            MatmulKind::Experts { x_rows, .. } => x_rows,
+        };
+        let q = self.encode_quantize(enc, w.ty, x, w.n_in, x_rows)?;
+        let xb = q.as_ref().unwrap_or(x);
+        for (r0, rows, buf) in &w.chunks {
+            // [n_in, n_rows, row0, out_stride, tokens, tile, mode, n_slots, e0, e1, xs_t, xs_k]
+            let (params, groups, z, routing) = match kind {
+                MatmulKind::Dense { tokens } => (
+                    [w.n_in, *rows, *r0, w.n_out, tokens, 4, 0, 1, 0, 1, 1, 0],
+                    *rows,
+                    tokens.div_ceil(4),
+                    dummy,
+                ),
+                MatmulKind::Experts {
+                    routing,
+                    tokens,
+                    slots,
+                    xs_t,
+                    xs_k,
+                    ..
+                } => (
+                    [
+                        w.n_in,
+                        w.unit,
+                        0,
+                        w.unit,
+                        tokens * slots,
+                        1,
+                        1,
+                        slots,
+                        r0 / w.unit,
+                        (r0 + rows) / w.unit,
+                        xs_t,
+                        xs_k,
+                    ],
+                    w.unit,
+                    tokens * slots,
+                    routing,
+                ),
+            };
+            let mut words = [0u32; 12];
+            for (o, v) in words.iter_mut().zip(params) {
+                *o = u32_of(v, "matmul parameter")?;
+            }
+            self.dispatch(
+                enc,
+                &p,
+                bytemuck::cast_slice(&words),
+                &[(1, buf), (2, xb), (3, out), (4, routing)],
+                groups,
+                z,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Record the embedding lookup of `tokens` ids (in the buffer from element `id_offset`)
+    /// into `out`.
+    pub(crate) fn encode_embed(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        w: &GpuWeight,
+        (ids, id_offset): (&wgpu::Buffer, usize),
+        tokens: usize,
+        scale: f32,
+        out: &wgpu::Buffer,
+    ) -> Result<(), GpuError> {
+        let p = self.type_pipeline(w.ty, EMBED, "embed")?;
+        for (r0, rows, buf) in &w.chunks {
+            let params: [u32; 6] = [
+                u32_of(w.n_in, "n_in")?,
+                u32_of(*rows, "rows")?,
+                u32_of(*r0, "row0")?,
+                u32_of(tokens, "tokens")?,
+                scale.to_bits(),
+                u32_of(id_offset, "id offset")?,
+            ];
+            self.dispatch(
+                enc,
+                &p,
+                bytemuck::cast_slice(&params),
+                &[(1, buf), (2, ids), (3, out)],
+                (tokens * w.n_in).div_ceil(64),
+                1,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Record one ops.wgsl kernel over `groups` workgroups.
+    pub(crate) fn encode_op(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        entry: &str,
+        params: &OpParams,
+        bindings: &[(u32, &wgpu::Buffer)],
+        groups: usize,
+    ) -> Result<(), GpuError> {
+        let p = self.ops_pipeline(entry)?;
+        self.dispatch(enc, &p, bytemuck::bytes_of(params), bindings, groups, 1)
+    }
+
+    /// Submit `enc` and surface any error wgpu reported while recording or running it.
+    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder, what: &str) -> Result<(), GpuError> {
+        self.queue.submit(Some(enc.finish()));
+        self.check(what)
+    }
+
+    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+    }
+
+    /// Read `n` f32 from `buf` starting at element `offset`.
+    pub(crate) fn read_f32(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, GpuError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: (n * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder();
+        enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, &staging, 0, (n * 4) as u64);
+        self.submit(enc, "reading back")?;
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::Maintain::Wait);
+        let mapped = rx.recv().map_err(|e| GpuError::Wgpu {
+            what: "reading back".into(),
+            msg: e.to_string(),
+        })?;
+        mapped.map_err(|e| GpuError::Wgpu {
+            what: "mapping the readback buffer".into(),
+            msg: e.to_string(),
+        })?;
+        let out = bytemuck::cast_slice::<u8, f32>(&slice.get_mapped_range()).to_vec();
+        staging.unmap();
+        self.check("reading back")?;
+        Ok(out)
+    }
+
+    /// `out[t][r] = Σ_i x[t][i]·W[r][i]` for `tokens` rows of `x` (twin of the CPU matmul).
+    pub fn matmul(&self, w: &WeightMatrix, x: &[f32], tokens: usize) -> Result<Vec<f32>, GpuError> {
+        let gw = self.upload_weight(w, 1)?;
+        self.matmul_uploaded(&gw, x, tokens)
+    }
+
+    /// [`GpuContext::matmul`] with an already uploaded weight.
+    pub fn matmul_uploaded(
+        &self,
+        w: &GpuWeight,
+        x: &[f32],
+        tokens: usize,
+    ) -> Result<Vec<f32>, GpuError> {
+        if x.len() != tokens * w.n_in {
+            return Err(GpuError::Shape(format!(
+                "x has {} values, {tokens} tokens of {} expected",
+                x.len(),
+                w.n_in
+            )));
+        }
+        let xb = self.upload_f32("x", x);
+        let out = self.scratch("out", tokens * w.n_out);
+        let dummy = self.scratch("dummy", 1);
+        let mut enc = self.encoder();
+        self.encode_matmul(&mut enc, w, &xb, &out, MatmulKind::Dense { tokens }, &dummy)?;
+        self.submit(enc, "matmul")?;
+        self.read_f32(&out, 0, tokens * w.n_out)
+    }
+
+    /// The activation quantization the 4-bit kernels use, read back as the CPU's block bytes
+    /// (`quant::quantize_activation` layout) for comparison.
+    pub fn quantize_activations(
+        &self,
+        ty: GgmlType,
+        x: &[f32],
+        n: usize,
+    ) -> Result<Vec<u8>, GpuError> {
+        if n == 0 || x.len() % n != 0 {
+            return Err(GpuError::Shape(format!(
+                "{} values are not rows of {n}",
+                x.len()
+            )));
+        }
+        let rows = x.len() / n;
+        let xb = self.upload_f32("x", x);
+        let mut enc = self.encoder();
+        let q = self
+            .encode_quantize(&mut enc, ty, &xb, n, rows)?
+            .ok_or_else(|| GpuError::Shape(format!("{ty:?} takes f32 activations")))?;
+        self.submit(enc, "quantizing")?;
+        let (qk, words) = match act_format(ty) {
+            ActFormat::Q8_0 => (32, 9),
+            _ => (256, 65),
+        };
+        let blocks = n / qk * rows;
+        let raw = self.read_f32(&q, 0, blocks * words)?;
+        let raw: &[u32] = bytemuck::cast_slice(&raw);
+        let mut out = Vec::new();
+        for b in raw.chunks_exact(words) {
+            let d = f32::from_bits(b[0]);
+            let qs: &[u8] = bytemuck::cast_slice(&b[1..]);
+            if qk == 32 {
+                out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+                out.extend_from_slice(qs);
+            } else {
+                out.extend_from_slice(&d.to_le_bytes());
+                out.extend_from_slice(qs);
+                for g in qs.chunks_exact(16) {
+                    let s: i16 = g.iter().map(|&v| v as i8 as i16).sum();
+                    out.extend_from_slice(&s.to_le_bytes());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn rows_op(
+        &self,
+        entry: &str,
+        a: &[f32],
+        b: Option<&[f32]>,
+        params: OpParams,
+        groups: usize,
+    ) -> Result<Vec<f32>, GpuError> {
+        let ab = self.upload_f32("a", a);
+        let bb = b.map(|b| self.upload_f32("b", b));
+        let mut binds = vec![(1, &ab)];
+        if let Some(bb) = &bb {
+            binds.push((2, bb));
+        }
+        let mut enc = self.encoder();
+        self.encode_op(&mut enc, entry, &params, &binds, groups)?;
+        self.submit(enc, entry)?;
+        self.read_f32(&ab, 0, a.len())
+    }
+
+    /// Twin of `cpu::rms_norm` (rows of `scale.len()`).
+    pub fn rms_norm(&self, x: &[f32], scale: &[f32], eps: f32) -> Result<Vec<f32>, GpuError> {
+        let n = scale.len();
+        if n == 0 || x.len() % n != 0 {
+            return Err(GpuError::Shape(format!(
+                "{} values are not rows of {n}",
+                x.len()
+            )));
+        }
+        let rows = x.len() / n;
+        let p = OpParams {
+            n: u32_of(n, "n")?,
+            rows: u32_of(rows, "rows")?,
+            f0: eps,
+            ..Default::default()
+        };
+        self.rows_op("rms_norm", x, Some(scale), p, rows)
+    }
+
+    /// Twin of `cpu::softmax_in_place`, for each row of `n`.
+    pub fn softmax(&self, x: &[f32], n: usize) -> Result<Vec<f32>, GpuError> {
+        if n == 0 || x.len() % n != 0 {
+            return Err(GpuError::Shape(format!(
+                "{} values are not rows of {n}",
+                x.len()
+            )));
+        }
+        let rows = x.len() / n;
+        let p = OpParams {
+            n: u32_of(n, "n")?,
+            rows: u32_of(rows, "rows")?,
+            ..Default::default()
+        };
+        self.rows_op("softmax_rows", x, None, p, rows.div_ceil(64))
+    }
+
+    /// Twin of `cpu::rope_rotate_half` for `tokens` rows of heads, row t at position `p0 + t`.
+    pub fn rope(
+        &self,
+        x: &[f32],
+        head_dim: usize,
+        p0: usize,
+        tokens: usize,
+        inv_freq: &[f32],
+    ) -> Result<Vec<f32>, GpuError> {
+        if head_dim == 0
+            || head_dim % 2 != 0
+            || inv_freq.len() != head_dim / 2
+            || tokens == 0
+            || x.len() % (tokens * head_dim) != 0
+        {
+            return Err(GpuError::Shape(format!(
+                "rope: {} values, {tokens} tokens, head_dim {head_dim}, {} frequencies",
+                x.len(),
+                inv_freq.len()
+            )));
+        }
+        let heads = x.len() / tokens / head_dim;
+        let p = OpParams {
+            rows: u32_of(tokens, "tokens")?,
+            p0: u32_of(p0, "p0")?,
+            n_heads: u32_of(heads, "heads")?,
+            head_dim: u32_of(head_dim, "head_dim")?,
+            ..Default::default()
+        };
+        self.rows_op("rope", x, Some(inv_freq), p, (x.len() / 2).div_ceil(64))
+    }
+
+    /// `gelu_tanh(g) ⊙ u`, elementwise.
+    pub fn gelu_mul(&self, g: &[f32], u: &[f32]) -> Result<Vec<f32>, GpuError> {
+        if g.len() != u.len() {
+            return Err(GpuError::Shape(format!(
+                "{} vs {} values",
+                g.len(),
+                u.len()
+            )));
+        }
+        let p = OpParams {
+            n: u32_of(g.len(), "n")?,
+            rows: 1,
+            ..Default::default()
+        };
+        self.rows_op("gelu_mul", g, Some(u), p, g.len().div_ceil(64))
+    }
+
+    /// Router: softmax of each row of `n_exp` logits and the top `k` (expert, probability)
+    /// per row, ties to the lower index.
+    pub fn route(
+        &self,
+        logits: &[f32],
+        n_exp: usize,
+        k: usize,
+    ) -> Result<Vec<Vec<(usize, f32)>>, GpuError> {
+        if n_exp == 0 || k == 0 || k > n_exp || logits.len() % n_exp != 0 {
+            return Err(GpuError::Shape(format!(
+                "route: {} logits, {n_exp} experts, top {k}",
+                logits.len()
+            )));
+        }
+        let rows = logits.len() / n_exp;
+        let a = self.upload_f32("router", logits);
+        let idx = self.scratch("idx", rows * k);
+        let gates = self.scratch("gates", rows * k);
+        let p = OpParams {
+            rows: u32_of(rows, "rows")?,
+            k: u32_of(k, "k")?,
+            n_exp: u32_of(n_exp, "n_exp")?,
+            ..Default::default()
+        };
+        let mut enc = self.encoder();
+        self.encode_op(
+            &mut enc,
+            "route",
+            &p,
+            &[(1, &a), (5, &gates), (6, &idx)],
+            rows.div_ceil(64),
+        )?;
+        self.submit(enc, "route")?;
+        let ids = self.read_f32(&idx, 0, rows * k)?;
+        let g = self.read_f32(&gates, 0, rows * k)?;
+        Ok((0..rows)
+            .map(|r| {
+                (0..k)
+                    .map(|j| (ids[r * k + j].to_bits() as usize, g[r * k + j]))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Embedding rows of `ids` times `scale` (twin of the CPU embedding lookup).
+    pub fn embed(&self, w: &WeightMatrix, ids: &[u32], scale: f32) -> Result<Vec<f32>, GpuError> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= w.n_out) {
+            return Err(GpuError::Shape(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                w.n_out
+            )));
+        }
+        let gw = self.upload_weight(w, 1)?;
+        let idb = self.upload_bytes("ids", bytemuck::cast_slice(ids));
+        let out = self.scratch("emb", ids.len() * w.n_in);
+        let mut enc = self.encoder();
+        self.encode_embed(&mut enc, &gw, (&idb, 0), ids.len(), scale, &out)?;
+        self.submit(enc, "embedding")?;
+        self.read_f32(&out, 0, ids.len() * w.n_in)
+    }
+
+    /// Causal GQA attention of query rows `q` (`T × n_heads × head_dim`, row t at position
+    /// `p0 + t`) over `k`/`v` (`(p0 + T) × n_kv_heads·head_dim`, RoPE already applied), keys at
+    /// pad-token positions masked: the twin of the CPU forward pass's attention.
+    pub fn attention(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        tokens: &[u32],
+        sh: &AttentionShape,
+    ) -> Result<Vec<f32>, GpuError> {
+        let (hd, nh, nkv) = (sh.head_dim, sh.n_heads, sh.n_kv_heads);
+        let bad = || {
+            GpuError::Shape(format!(
+                "attention: q {}, k {}, v {}, {} tokens for {sh:?}",
+                q.len(),
+                k.len(),
+                v.len(),
+                tokens.len()
+            ))
+        };
+        if hd == 0 || hd > 256 || nh == 0 || nkv == 0 || nh % nkv != 0 || q.len() % (nh * hd) != 0 {
+            return Err(bad());
+        }
+        let t = q.len() / (nh * hd);
+        let ctx_len = sh.p0 + t;
+        if t == 0 || k.len() != ctx_len * nkv * hd || v.len() != k.len() || tokens.len() != ctx_len
+        {
+            return Err(bad());
+        }
+        let (qb, kb, vb) = (
+            self.upload_f32("q", q),
+            self.upload_f32("k", k),
+            self.upload_f32("v", v),
+        );
+        let tb = self.upload_bytes("tokens", bytemuck::cast_slice(tokens));
+        let out = self.scratch("attn", q.len());
+        let p = OpParams {
+            rows: u32_of(t, "rows")?,
+            p0: u32_of(sh.p0, "p0")?,
+            n_heads: u32_of(nh, "heads")?,
+            n_kv_heads: u32_of(nkv, "kv heads")?,
+            head_dim: u32_of(hd, "head_dim")?,
+            pad: sh.pad_id,
+            f0: sh.scale,
+            f1: sh.softcap,
+            capacity: u32_of(ctx_len, "capacity")?,
+            ..Default::default()
+        };
+        let mut enc = self.encoder();
+        self.encode_op(
+            &mut enc,
+            "attention",
+            &p,
+            &[(1, &out), (2, &qb), (3, &kb), (4, &tb), (7, &vb)],
+            t * nh,
+        )?;
+        self.submit(enc, "attention")?;
+        self.read_f32(&out, 0, q.len())
+    }
+}

@@ -1,0 +1,14 @@
+//! The GPU backend: WGSL compute kernels through wgpu. Weights are uploaded once as raw ggml
+//! bytes and dequantized in registers inside the matmul kernels; a tensor bigger than the
+//! adapter's storage-binding limit is split into several buffers of whole rows (whole experts
+//! for merged expert tensors), each bound and dispatched on its own.
+//!
+//! Numerics follow the CPU backend: F32/F16/BF16/Q8_0 weights take f32 activations; Q4_0, Q4_K
+//! and Q6_K weights take activations quantized on the GPU to Q8_0 / Q8_K exactly as the CPU
+//! does.
+
+mod context;
+mod model;
+
+pub use context::{AttentionShape, GpuContext, GpuError, GpuWeight};
+pub use model::{GpuModel, GpuSession};

@@ -1,0 +1,158 @@
+//! The whole GPU forward pass against the CPU `Model::forward` on a tiny synthetic model, and
+//! against the reference logits of grok-tiny when that fixture is present.
+
+mod gpu_common;
+
+use gpu_common::{gpu, max_abs};
+use grok1_quant::backend::gpu::{GpuContext, GpuModel};
+use grok1_quant::checkpoint::write_checkpoint;
+use grok1_quant::config::GrokConfig;
+use grok1_quant::convert::{convert, ConvertOptions, OutputSpec};
+use grok1_quant::model::{Logits, Model, Session};
+use grok1_quant::tokenizer::SpmModel;
+use quant::GgmlType;
+use std::path::{Path, PathBuf};
+
+fn tiny_config() -> GrokConfig {
+    let mut c = GrokConfig::grok_1();
+    c.vocab_size = 512;
+    c.emb_size = 256;
+    c.key_size = 32;
+    c.num_q_heads = 8;
+    c.num_kv_heads = 2;
+    c.num_layers = 2;
+    c.num_experts = 4;
+    c.num_selected_experts = 2;
+    c.ffn_size = 256;
+    c.sequence_len = 64;
+    c.pad_token = 0;
+    c.bos_token = 1;
+    c.eos_token = 2;
+    c.unk_token = 3;
+    c.validate().unwrap();
+    c
+}
+
+/// Convert to `ty` with the default embedding type (Q6_K for the 4-bit files).
+fn convert_one(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathBuf {
+    let path = dir.join(format!("m-{}.gguf", ty.name()));
+    let embd = None;
+    convert(&ConvertOptions {
+        ckpt_dir: ckpt.to_path_buf(),
+        config: cfg.clone(),
+        tokenizer: None,
+        outputs: vec![OutputSpec {
+            ty,
+            path: path.clone(),
+        }],
+        resume: false,
+        force: true,
+        token_embd_type: embd,
+        progress: false,
+        model_name: "gpu-test".into(),
+        cancel: None,
+    })
+    .expect("convert");
+    path
+}
+
+fn compare(model: &Model, ctx: GpuContext, prompt: &[u32], label: &str) -> f32 {
+    let gm = GpuModel::new(ctx, model).expect("upload");
+    let cap = prompt.len() + 2;
+    let mut cs = Session::new(model.hparams(), cap);
+    let want = model.forward(&mut cs, prompt, Logits::All).unwrap();
+    let mut gs = gm.session(cap).unwrap();
+    let got = gm.forward(&mut gs, prompt, true).unwrap();
+    let e_prefill = max_abs(&got, &want);
+    // Then one decode step on the filled caches (last-token logits).
+    let next = [prompt[1]];
+    let want = model.forward(&mut cs, &next, Logits::Last).unwrap();
+    let got = gm.forward(&mut gs, &next, false).unwrap();
+    let e_decode = max_abs(&got, &want);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!(
+        "{label}: max |Δlogit| prefill {e_prefill:.2e}, decode {e_decode:.2e} (max |logit| {scale:.2})"
+    );
+    assert_eq!(gs.len(), prompt.len() + 1);
+    // Capacity is enforced.
+    assert!(gm.forward(&mut gs, &[5, 6], false).is_err());
+    assert!(gm
+        .forward(&mut gm.session(4).unwrap(), &[9999], false)
+        .is_err());
+    e_prefill.max(e_decode)
+}
+
+#[test]
+fn tiny_model_gpu_matches_cpu_f32_q8_0_q4_0_q4_k() {
+    if gpu().is_none() {
+        return;
+    }
+    let cfg = tiny_config();
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(dir.path(), &cfg, 42).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer.model"),
+        SpmModel::synthetic(cfg.vocab_size).to_bytes(),
+    )
+    .unwrap();
+    // A pad token (0) inside the prompt exercises the pad mask.
+    let prompt: Vec<u32> = vec![1, 17, 300, 0, 42, 511, 77, 3, 250];
+    for ty in [
+        GgmlType::F32,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+    ] {
+        let path = convert_one(&dir.path().join("ckpt-0"), &cfg, dir.path(), ty);
+        let model = Model::load(&path).unwrap();
+        let e = compare(&model, GpuContext::new().unwrap(), &prompt, ty.name());
+        assert!(e <= 1e-3, "{ty:?}: max |Δlogit| {e}");
+    }
+    // The same model split into many small bindings gives the same logits.
+    let path = dir.path().join("m-q8_0.gguf");
+    let model = Model::load(&path).unwrap();
+    let mut ctx = GpuContext::new().unwrap();
+    ctx.set_max_binding(150_000);
+    let e = compare(&model, ctx, &prompt, "q8_0 split at 150 kB");
+    assert!(e <= 1e-3, "split: max |Δlogit| {e}");
+}
+
+#[test]
+fn grok_tiny_reference_logits() {
+    if gpu().is_none() {
+        return;
+    }
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/grok-tiny");
+    if !fx.exists() {
+        eprintln!("note: {} missing, skipping", fx.display());
+        return;
+    }
+    let cfg = GrokConfig::from_file(&fx.join("reference/config.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_one(&fx.join("ckpt-0"), &cfg, dir.path(), GgmlType::F32);
+    let model = Model::load(&path).unwrap();
+    let prompts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/prompts.json")).unwrap())
+            .unwrap();
+    let p = &prompts["prompts"][0];
+    let ids: Vec<u32> = p["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let reference: Vec<f32> = std::fs::read(fx.join(p["logits_f32"]["file"].as_str().unwrap()))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let gm = GpuModel::new(GpuContext::new().unwrap(), &model).unwrap();
+    let mut s = gm.session(ids.len()).unwrap();
+    let got = gm.forward(&mut s, &ids, true).unwrap();
+    let e = max_abs(&got, &reference);
+    eprintln!(
+        "grok-tiny prompt 0 ({} tokens): GPU vs reference f32 max |Δlogit| {e:.2e}",
+        ids.len()
+    );
+    assert!(e <= 1e-3, "max |Δlogit| {e}");
+}

@@ -1,0 +1,299 @@
+//! GPU kernels against their CPU twins on small random inputs (lavapipe in CI).
+
+mod gpu_common;
+
+use gpu_common::{gpu, rand_vec, rel_err};
+use grok1_quant::backend::cpu;
+use grok1_quant::backend::gpu::{AttentionShape, GpuContext};
+use grok1_quant::backend::WeightMatrix;
+use quant::GgmlType;
+
+fn quantized(ty: GgmlType, n_in: usize, n_out: usize, seed: u64) -> Vec<u8> {
+    let w = rand_vec(n_in * n_out, seed, 1.0);
+    let rb = ty.row_bytes(n_in).unwrap();
+    let mut data = vec![0u8; rb * n_out];
+    for (src, dst) in w.chunks_exact(n_in).zip(data.chunks_exact_mut(rb)) {
+        quant::quantize_row(ty, src, dst, None).unwrap();
+    }
+    data
+}
+
+fn cpu_matmul(w: &WeightMatrix, x: &[f32]) -> Vec<f32> {
+    let acts = cpu::PreparedActivations::new(w.ty, x, w.n_in).unwrap();
+    let mut out = vec![0f32; acts.tokens() * w.n_out];
+    cpu::matmul(w, &acts, &mut out).unwrap();
+    out
+}
+
+/// Max error relative to the largest |output| (per-element relative error is meaningless for
+/// outputs near zero).
+fn check_matmul(ctx: &GpuContext, ty: GgmlType, n_in: usize, n_out: usize, tokens: usize) -> f32 {
+    let data = quantized(ty, n_in, n_out, 11 + n_in as u64);
+    let w = WeightMatrix {
+        ty,
+        n_in,
+        n_out,
+        data: &data,
+    };
+    let x = rand_vec(n_in * tokens, 5 + tokens as u64, 2.0);
+    let want = cpu_matmul(&w, &x);
+    let got = ctx.matmul(&w, &x, tokens).unwrap();
+    let e = rel_err(&got, &want);
+    eprintln!("matmul {ty:?} {n_out}×{n_in}, {tokens} tokens: max rel err {e:.2e}");
+    assert!(e <= 1e-4, "{ty:?}: relative error {e}");
+    e
+}
+
+#[test]
+fn matmul_all_types_decode_and_prefill() {
+    let Some(ctx) = gpu() else { return };
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        // Odd row counts and tokens not a multiple of the 4-token tile.
+        check_matmul(ctx, ty, 512, 67, 1);
+        check_matmul(ctx, ty, 256, 131, 7);
+    }
+}
+
+#[test]
+fn activation_quantization_is_bitwise_the_cpus() {
+    let Some(ctx) = gpu() else { return };
+    let n = 512;
+    let mut x = rand_vec(n * 16, 99, 3.0);
+    // A zero block and a block with a single large value.
+    x[..256].iter_mut().for_each(|v| *v = 0.0);
+    x[300] = 1e4;
+    for (ty, act) in [
+        (GgmlType::Q4_0, GgmlType::Q8_0),
+        (GgmlType::Q4_K, GgmlType::Q8_K),
+    ] {
+        let got = ctx.quantize_activations(ty, &x, n).unwrap();
+        let mut want = Vec::new();
+        let mut one = Vec::new();
+        for row in x.chunks_exact(n) {
+            quant::quantize_activation(ty, row, &mut one).unwrap();
+            want.extend_from_slice(&one);
+        }
+        assert_eq!(got.len(), want.len());
+        let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        eprintln!("{act:?} activations: {diff} of {} bytes differ", want.len());
+        assert_eq!(diff, 0, "{act:?} quantization differs from the CPU");
+    }
+}
+
+#[test]
+fn forced_small_binding_limit_splits_weights() {
+    if gpu().is_none() {
+        return;
+    }
+    let mut ctx = GpuContext::new().unwrap();
+    ctx.set_max_binding(1000);
+    // 100 rows of Q8_0[256] = 272 bytes each: 3 rows per 1000-byte chunk.
+    let (n_in, n_out, tokens) = (256, 100, 3);
+    let data = quantized(GgmlType::Q8_0, n_in, n_out, 3);
+    let w = WeightMatrix {
+        ty: GgmlType::Q8_0,
+        n_in,
+        n_out,
+        data: &data,
+    };
+    let gw = ctx.upload_weight(&w, 1).unwrap();
+    assert_eq!(gw.chunk_count(), 34);
+    let x = rand_vec(n_in * tokens, 8, 1.0);
+    let got = ctx.matmul_uploaded(&gw, &x, tokens).unwrap();
+    let e = rel_err(&got, &cpu_matmul(&w, &x));
+    eprintln!("split matmul (34 chunks): max rel err {e:.2e}");
+    assert!(e <= 1e-4);
+    // Embedding lookup across chunks too.
+    let ids = [0u32, 2, 3, 50, 99];
+    let got = ctx.embed(&w, &ids, 0.5).unwrap();
+    for (t, &id) in ids.iter().enumerate() {
+        let mut row = vec![0f32; n_in];
+        quant::dequantize_row(w.ty, w.row(id as usize), &mut row).unwrap();
+        for (g, r) in got[t * n_in..(t + 1) * n_in].iter().zip(&row) {
+            assert_eq!(*g, r * 0.5);
+        }
+    }
+    // A unit bigger than the limit is a clear error, not a panic.
+    ctx.set_max_binding(100);
+    let err = ctx.upload_weight(&w, 1).err().expect("must fail");
+    assert!(err.to_string().contains("binding limit"), "{err}");
+}
+
+#[test]
+fn embedding_rows_all_types() {
+    let Some(ctx) = gpu() else { return };
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        let (n_in, n_out) = (256, 40);
+        let data = quantized(ty, n_in, n_out, 21);
+        let w = WeightMatrix {
+            ty,
+            n_in,
+            n_out,
+            data: &data,
+        };
+        let ids = [7u32, 0, 39, 7];
+        let got = ctx.embed(&w, &ids, 3.0).unwrap();
+        let mut want = Vec::new();
+        for &id in &ids {
+            let mut row = vec![0f32; n_in];
+            quant::dequantize_row(ty, w.row(id as usize), &mut row).unwrap();
+            want.extend(row.iter().map(|v| v * 3.0));
+        }
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-6, "{ty:?} embedding: {e}");
+        assert!(ctx.embed(&w, &[40], 1.0).is_err());
+    }
+}
+
+#[test]
+fn ops_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    // rms_norm
+    let n = 320;
+    let x = rand_vec(n * 5, 1, 4.0);
+    let scale = rand_vec(n, 2, 1.0);
+    let mut want = x.clone();
+    cpu::rms_norm(&mut want, &scale, 1e-5);
+    let e = rel_err(&ctx.rms_norm(&x, &scale, 1e-5).unwrap(), &want);
+    eprintln!("rms_norm: {e:.2e}");
+    assert!(e <= 1e-5, "rms_norm {e}");
+    // softmax
+    let mut x = rand_vec(8 * 37, 3, 10.0);
+    x[5] = -1e30;
+    let mut want = x.clone();
+    want.chunks_exact_mut(37).for_each(cpu::softmax_in_place);
+    let e = rel_err(&ctx.softmax(&x, 37).unwrap(), &want);
+    eprintln!("softmax: {e:.2e}");
+    assert!(e <= 1e-5, "softmax {e}");
+    // rope: 3 tokens of 4 heads of 32 at positions 5..8
+    let (hd, heads, tokens, p0) = (32, 4, 3, 5);
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 10000f64.powf(-(2.0 * i as f64) / hd as f64) as f32)
+        .collect();
+    let x = rand_vec(hd * heads * tokens, 4, 1.0);
+    let mut want = x.clone();
+    for (t, row) in want.chunks_exact_mut(hd * heads).enumerate() {
+        cpu::rope_rotate_half(row, hd, p0 + t, &inv);
+    }
+    let e = rel_err(&ctx.rope(&x, hd, p0, tokens, &inv).unwrap(), &want);
+    eprintln!("rope: {e:.2e}");
+    assert!(e <= 1e-5, "rope {e}");
+    // gelu-gated product
+    let g = rand_vec(1000, 6, 4.0);
+    let u = rand_vec(1000, 7, 1.0);
+    let want: Vec<f32> = g
+        .iter()
+        .zip(&u)
+        .map(|(a, b)| cpu::gelu_tanh(*a) * b)
+        .collect();
+    let e = rel_err(&ctx.gelu_mul(&g, &u).unwrap(), &want);
+    eprintln!("gelu_mul: {e:.2e}");
+    assert!(e <= 1e-5, "gelu {e}");
+    // router: softmax + top-2 with a tie resolved to the lower index
+    let mut logits = rand_vec(6 * 8, 9, 3.0);
+    logits[8 + 2] = 5.0;
+    logits[8 + 6] = 5.0;
+    let got = ctx.route(&logits, 8, 2).unwrap();
+    for (t, row) in logits.chunks_exact(8).enumerate() {
+        let mut p = row.to_vec();
+        cpu::softmax_in_place(&mut p);
+        let mut idx: Vec<usize> = (0..8).collect();
+        idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        for j in 0..2 {
+            assert_eq!(got[t][j].0, idx[j], "token {t} slot {j}");
+            assert!((got[t][j].1 - p[idx[j]]).abs() <= 1e-6);
+        }
+    }
+    assert_eq!((got[1][0].0, got[1][1].0), (2, 6));
+    // bad shapes are errors
+    assert!(ctx.rms_norm(&[1.0; 5], &[1.0; 2], 1e-5).is_err());
+    assert!(ctx.route(&[0.0; 8], 8, 9).is_err());
+}
+
+/// The CPU forward pass's attention, written out with the CPU ops.
+fn cpu_attention(q: &[f32], k: &[f32], v: &[f32], toks: &[u32], sh: &AttentionShape) -> Vec<f32> {
+    let (hd, nh) = (sh.head_dim, sh.n_heads);
+    let kv_dim = sh.n_kv_heads * hd;
+    let group = nh / sh.n_kv_heads;
+    let t_new = q.len() / (nh * hd);
+    let mut out = vec![0f32; q.len()];
+    for t in 0..t_new {
+        let pos = sh.p0 + t;
+        for head in 0..nh {
+            let g = head / group;
+            let qh = &q[(t * nh + head) * hd..(t * nh + head + 1) * hd];
+            let mut scores: Vec<f32> = (0..=pos)
+                .map(|s| {
+                    if toks[s] == sh.pad_id {
+                        return -1e30;
+                    }
+                    let kh = &k[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
+                    let dot: f32 = qh.iter().zip(kh).map(|(a, b)| a * b).sum();
+                    cpu::softcap(dot * sh.scale, sh.softcap)
+                })
+                .collect();
+            cpu::softmax_in_place(&mut scores);
+            let o = &mut out[(t * nh + head) * hd..(t * nh + head + 1) * hd];
+            for (s, p) in scores.iter().enumerate() {
+                let vh = &v[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
+                for (a, b) in o.iter_mut().zip(vh) {
+                    *a += p * b;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_matches_cpu_over_several_tiles_with_pad_masking() {
+    let Some(ctx) = gpu() else { return };
+    // 150 cached positions (3 tiles of 64) + 3 new rows; GQA 8 query heads on 2 kv heads.
+    let sh = AttentionShape {
+        n_heads: 8,
+        n_kv_heads: 2,
+        head_dim: 64,
+        p0: 150,
+        scale: 0.125,
+        softcap: 30.0,
+        pad_id: 0,
+    };
+    let t = 3;
+    let n = sh.p0 + t;
+    let kv = sh.n_kv_heads * sh.head_dim;
+    let q = rand_vec(t * sh.n_heads * sh.head_dim, 31, 4.0);
+    let k = rand_vec(n * kv, 32, 4.0);
+    let v = rand_vec(n * kv, 33, 1.0);
+    let toks: Vec<u32> = (0..n as u32)
+        .map(|i| if i % 7 == 3 { 0 } else { i + 1 })
+        .collect();
+    let want = cpu_attention(&q, &k, &v, &toks, &sh);
+    let got = ctx.attention(&q, &k, &v, &toks, &sh).unwrap();
+    let e = rel_err(&got, &want);
+    eprintln!("attention (153 positions): max rel err {e:.2e}");
+    assert!(e <= 1e-5, "attention {e}");
+    // Every key masked: uniform weights, as the CPU's softmax of equal scores.
+    let all_pad = vec![0u32; n];
+    let e = rel_err(
+        &ctx.attention(&q, &k, &v, &all_pad, &sh).unwrap(),
+        &cpu_attention(&q, &k, &v, &all_pad, &sh),
+    );
+    assert!(e <= 1e-5, "all-masked attention {e}");
+    assert!(ctx.attention(&q, &k, &v[1..], &toks, &sh).is_err());
+}
