@@ -254,3 +254,58 @@ mod tests {
         );
     }
 }
+
+impl Role {
+    /// The role and layer of a GGUF tensor name (the inverse of [`Role::gguf_name`]).
+    pub fn from_gguf_name(name: &str) -> Option<(Role, Option<usize>)> {
+        match name {
+            "token_embd.weight" => return Some((Role::TokenEmbd, None)),
+            "output_norm.weight" => return Some((Role::OutputNorm, None)),
+            _ => {}
+        }
+        let rest = name.strip_prefix("blk.")?.strip_suffix(".weight")?;
+        let (layer, base) = rest.split_once('.')?;
+        let layer: usize = layer.parse().ok()?;
+        let role = Role::ALL_LAYER
+            .iter()
+            .copied()
+            .find(|r| r.gguf_name(Some(layer)) == name)?;
+        let _ = base;
+        Some((role, Some(layer)))
+    }
+
+    /// Every per-layer role.
+    pub const ALL_LAYER: [Role; 12] = [
+        Role::FfnGateExps,
+        Role::FfnDownExps,
+        Role::FfnUpExps,
+        Role::AttnK,
+        Role::AttnOutput,
+        Role::AttnQ,
+        Role::AttnV,
+        Role::AttnNorm,
+        Role::AttnOutputNorm,
+        Role::FfnNorm,
+        Role::LayerOutputNorm,
+        Role::FfnGateInp,
+    ];
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_round_trip() {
+        for role in Role::ALL_LAYER {
+            let n = role.gguf_name(Some(17));
+            assert_eq!(Role::from_gguf_name(&n), Some((role, Some(17))));
+        }
+        assert_eq!(
+            Role::from_gguf_name("token_embd.weight"),
+            Some((Role::TokenEmbd, None))
+        );
+        assert_eq!(Role::from_gguf_name("output.weight"), None);
+        assert_eq!(Role::from_gguf_name("blk.x.attn_q.weight"), None);
+    }
+}

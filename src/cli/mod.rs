@@ -5,6 +5,7 @@ mod bench_cmd;
 mod common;
 mod convert_cmd;
 mod demo_cmd;
+mod imatrix_cmd;
 mod inspect_cmd;
 mod logits_cmd;
 mod ppl_cmd;
@@ -50,6 +51,10 @@ pub enum Command {
     Compare(ppl_cmd::CompareArgs),
     /// Prefill/decode speed and decode weight bandwidth vs the machine's memory bandwidth.
     Bench(bench_cmd::BenchArgs),
+    /// Collect an importance matrix over calibration text (llama.cpp's GGUF imatrix format).
+    Imatrix(imatrix_cmd::ImatrixArgs),
+    /// Re-quantize a GGUF to a type or recipe (q4_k_m, q5_k_m), optionally with an imatrix.
+    Quantize(imatrix_cmd::QuantizeArgs),
     /// The whole job on an embedded default: checkpoint → every quant type → run → compare.
     Demo(demo_cmd::DemoArgs),
 }
@@ -72,6 +77,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Compare(a) => ppl_cmd::run_compare(a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::Demo(a) => demo_cmd::run(a),
+        Command::Imatrix(a) => imatrix_cmd::run_imatrix(a),
+        Command::Quantize(a) => imatrix_cmd::run_quantize(a),
     }
 }
 

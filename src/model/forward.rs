@@ -98,6 +98,10 @@ impl Model {
             let mut x = h.clone();
             rms_norm(&mut x, &layer.attn_norm, hp.eps);
             let attn = self.attention(l, session, p0, &x)?;
+            if session.sink.is_some() {
+                let name = format!("blk.{l}.attn_output.weight");
+                session.observe(&name, 0, 1, &attn, hp.q_dim());
+            }
             let mut o = self.project(&self.mat(&layer.attn_output), &attn)?;
             rms_norm(&mut o, &layer.attn_output_norm, hp.eps);
             for (a, b) in h.iter_mut().zip(&o) {
@@ -106,7 +110,7 @@ impl Model {
             // MoE block.
             let mut x = h.clone();
             rms_norm(&mut x, &layer.ffn_norm, hp.eps);
-            let (mut m, routing) = self.moe(l, &x)?;
+            let (mut m, routing) = self.moe(l, &x, session)?;
             rms_norm(&mut m, &layer.layer_output_norm, hp.eps);
             for (a, b) in h.iter_mut().zip(&m) {
                 *a += b;
@@ -140,6 +144,11 @@ impl Model {
         let layer = &self.layers[l];
         let (hd, q_dim, kv_dim) = (hp.head_dim, hp.q_dim(), hp.kv_dim());
         let t_new = x.len() / hp.emb;
+        if session.sink.is_some() {
+            for n in ["attn_q", "attn_k", "attn_v"] {
+                session.observe(&format!("blk.{l}.{n}.weight"), 0, 1, x, hp.emb);
+            }
+        }
         let mut q = self.project(&self.mat(&layer.attn_q), x)?;
         let mut k = self.project(&self.mat(&layer.attn_k), x)?;
         let v = self.project(&self.mat(&layer.attn_v), x)?;
@@ -190,11 +199,20 @@ impl Model {
     }
 
     /// The MoE block of the batch `x` (already normed): returns `tokens × emb` and the routing.
-    fn moe(&self, l: usize, x: &[f32]) -> Result<(Vec<f32>, Routing), ModelError> {
+    fn moe(
+        &self,
+        l: usize,
+        x: &[f32],
+        session: &mut Session,
+    ) -> Result<(Vec<f32>, Routing), ModelError> {
         let hp = &self.hp;
         let layer = &self.layers[l];
         let (emb, ffn, n_exp) = (hp.emb, hp.ffn, hp.n_experts);
         let t_new = x.len() / emb;
+        let observing = session.sink.is_some();
+        if observing {
+            session.observe(&format!("blk.{l}.ffn_gate_inp.weight"), 0, 1, x, emb);
+        }
         let mut probs = self.project(&self.mat(&layer.ffn_gate_inp), x)?;
         let mut routing: Routing = Vec::with_capacity(t_new);
         for p in probs.chunks_exact_mut(n_exp) {
@@ -223,10 +241,19 @@ impl Model {
                 .iter()
                 .flat_map(|&(t, _)| x[t * emb..(t + 1) * emb].iter().copied())
                 .collect();
+            if observing {
+                for n in ["ffn_gate_exps", "ffn_up_exps"] {
+                    session.observe(&format!("blk.{l}.{n}.weight"), e, n_exp, &xs, emb);
+                }
+            }
             let expert = |r: &TensorRef, n_out: usize| self.mat(r).rows(e * n_out, (e + 1) * n_out);
             let g = self.project(&expert(&layer.gate_exps, ffn), &xs)?;
             let u = self.project(&expert(&layer.up_exps, ffn), &xs)?;
             let act: Vec<f32> = g.iter().zip(&u).map(|(a, b)| gelu_tanh(*a) * b).collect();
+            if observing {
+                let name = format!("blk.{l}.ffn_down_exps.weight");
+                session.observe(&name, e, n_exp, &act, ffn);
+            }
             let d = self.project(&expert(&layer.down_exps, emb), &act)?;
             for (k, &(t, gate)) in members.iter().enumerate() {
                 for (o, v) in out[t * emb..(t + 1) * emb]

@@ -7,7 +7,7 @@ mod kv;
 
 pub use forward::Logits;
 pub use hparams::HParams;
-pub use kv::Session;
+pub use kv::{ActivationSink, Session};
 
 use crate::backend::WeightMatrix;
 use crate::gguf::GgufFile;

@@ -1,0 +1,286 @@
+//! Importance matrices: for every weight matrix (and every expert of a merged expert tensor) the
+//! sum of squared input activations per input channel and the number of tokens seen, gathered by
+//! running the model over calibration text.
+//!
+//! Stored in llama.cpp's GGUF imatrix format (`general.type = imatrix`, `imatrix.datasets`,
+//! `imatrix.chunk_count`, `imatrix.chunk_size`; per matrix `<name>.in_sum2` F32 `[n_in, n_mat]`
+//! and `<name>.counts` F32 `[1, n_mat]`), so `llama-quantize --imatrix` reads our files and we
+//! read theirs. Sums accumulate in f64 and are written as f32.
+
+use crate::gguf::{write_gguf, GgufArray, GgufFile, GgufValue, Metadata, TensorSpec};
+use quant::GgmlType;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Tokens below which an expert's own statistics are blended with its layer's average.
+pub const MIN_TOKENS: f64 = 32.0;
+
+/// One matrix (or merged expert tensor) of statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImatrixEntry {
+    pub n_in: usize,
+    pub n_mat: usize,
+    /// `n_mat × n_in` sums of squared inputs.
+    pub sums: Vec<f64>,
+    /// Tokens seen by each matrix.
+    pub counts: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Imatrix {
+    pub entries: BTreeMap<String, ImatrixEntry>,
+    pub datasets: Vec<String>,
+    pub chunk_count: u32,
+    pub chunk_size: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImatrixError {
+    #[error("{path}: {source}")]
+    Gguf {
+        path: String,
+        source: crate::gguf::GgufError,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: String, what: String },
+}
+
+impl Imatrix {
+    pub fn new() -> Imatrix {
+        Imatrix::default()
+    }
+
+    /// Add the rows of `x` (`rows × n_in`) as inputs of matrix `mat` of `name` (of `n_mat`).
+    pub fn accumulate(&mut self, name: &str, n_mat: usize, mat: usize, x: &[f32], n_in: usize) {
+        if n_in == 0 || mat >= n_mat {
+            return;
+        }
+        let e = self
+            .entries
+            .entry(name.to_string())
+            .or_insert_with(|| ImatrixEntry {
+                n_in,
+                n_mat,
+                sums: vec![0.0; n_in * n_mat],
+                counts: vec![0.0; n_mat],
+            });
+        if e.n_in != n_in || e.n_mat != n_mat {
+            return;
+        }
+        let sums = &mut e.sums[mat * n_in..(mat + 1) * n_in];
+        for row in x.chunks_exact(n_in) {
+            for (s, v) in sums.iter_mut().zip(row) {
+                *s += (*v as f64) * (*v as f64);
+            }
+            e.counts[mat] += 1.0;
+        }
+    }
+
+    /// Per-column importance for matrix `mat` of `name`: the mean squared input. An expert that
+    /// saw fewer than [`MIN_TOKENS`] tokens is blended with its tensor's average over all
+    /// experts (weighted as if the average had MIN_TOKENS tokens), so rarely routed experts are
+    /// neither dropped nor fitted to a handful of tokens. `None` when nothing was recorded.
+    pub fn importance(&self, name: &str, mat: usize) -> Option<Vec<f32>> {
+        let e = self.entries.get(name)?;
+        if mat >= e.n_mat {
+            return None;
+        }
+        let n = e.n_in;
+        let total: f64 = e.counts.iter().sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let own = &e.sums[mat * n..(mat + 1) * n];
+        let c = e.counts[mat];
+        let out: Vec<f32> = (0..n)
+            .map(|i| {
+                if c >= MIN_TOKENS || e.n_mat == 1 {
+                    (own[i] / c.max(1.0)) as f32
+                } else {
+                    let avg: f64 = (0..e.n_mat).map(|m| e.sums[m * n + i]).sum::<f64>() / total;
+                    ((own[i] + MIN_TOKENS * avg) / (c + MIN_TOKENS)) as f32
+                }
+            })
+            .collect();
+        Some(out)
+    }
+
+    /// Write in llama.cpp's GGUF imatrix format.
+    pub fn write(&self, path: &Path) -> Result<(), ImatrixError> {
+        let mut md = Metadata::new();
+        md.insert("general.type", GgufValue::String("imatrix".into()));
+        md.insert(
+            "imatrix.datasets",
+            GgufValue::Array(GgufArray::String(self.datasets.clone())),
+        );
+        md.insert("imatrix.chunk_count", GgufValue::U32(self.chunk_count));
+        md.insert("imatrix.chunk_size", GgufValue::U32(self.chunk_size));
+        let mut bufs: Vec<(TensorSpec, Vec<u8>)> = Vec::new();
+        for (name, e) in &self.entries {
+            let sums: Vec<u8> = e
+                .sums
+                .iter()
+                .flat_map(|v| (*v as f32).to_le_bytes())
+                .collect();
+            let counts: Vec<u8> = e
+                .counts
+                .iter()
+                .flat_map(|v| (*v as f32).to_le_bytes())
+                .collect();
+            bufs.push((
+                TensorSpec::new(
+                    format!("{name}.in_sum2"),
+                    vec![e.n_in as u64, e.n_mat as u64],
+                    GgmlType::F32,
+                ),
+                sums,
+            ));
+            bufs.push((
+                TensorSpec::new(
+                    format!("{name}.counts"),
+                    vec![1, e.n_mat as u64],
+                    GgmlType::F32,
+                ),
+                counts,
+            ));
+        }
+        let tensors: Vec<(TensorSpec, &[u8])> = bufs
+            .iter()
+            .map(|(s, b)| (s.clone(), b.as_slice()))
+            .collect();
+        write_gguf(path, md, &tensors, 32).map_err(|source| ImatrixError::Gguf {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Read a GGUF imatrix (ours or llama.cpp's).
+    pub fn read(path: &Path) -> Result<Imatrix, ImatrixError> {
+        let p = path.display().to_string();
+        let f = GgufFile::open(path).map_err(|source| ImatrixError::Gguf {
+            path: p.clone(),
+            source,
+        })?;
+        let invalid = |what: String| ImatrixError::Invalid {
+            path: p.clone(),
+            what,
+        };
+        let f32s = |name: &str| -> Result<(Vec<u64>, Vec<f64>), ImatrixError> {
+            let t = f
+                .tensor(name)
+                .ok_or_else(|| invalid(format!("tensor '{name}' is missing")))?;
+            if t.info.ty != GgmlType::F32 {
+                return Err(invalid(format!(
+                    "tensor '{name}' is {}, expected f32",
+                    t.info.ty
+                )));
+            }
+            let v = t
+                .data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect();
+            Ok((t.info.shape.clone(), v))
+        };
+        let mut im = Imatrix::new();
+        for t in f.tensors() {
+            let Some(base) = t.name.strip_suffix(".in_sum2") else {
+                continue;
+            };
+            let (shape, sums) = f32s(&t.name)?;
+            let (cshape, counts) = f32s(&format!("{base}.counts"))?;
+            let n_in = shape[0] as usize;
+            let n_mat = shape.get(1).copied().unwrap_or(1) as usize;
+            if counts.len() != n_mat || cshape.iter().product::<u64>() as usize != n_mat {
+                return Err(invalid(format!(
+                    "'{base}': {} counts for {n_mat} matrices",
+                    counts.len()
+                )));
+            }
+            if sums
+                .iter()
+                .chain(&counts)
+                .any(|v| !v.is_finite() || *v < 0.0)
+            {
+                return Err(invalid(format!(
+                    "'{base}': negative or non-finite statistics"
+                )));
+            }
+            im.entries.insert(
+                base.to_string(),
+                ImatrixEntry {
+                    n_in,
+                    n_mat,
+                    sums,
+                    counts,
+                },
+            );
+        }
+        if let Some(GgufValue::Array(GgufArray::String(d))) = f.get("imatrix.datasets") {
+            im.datasets = d.clone();
+        }
+        im.chunk_count = f.get_u32("imatrix.chunk_count").unwrap_or(0);
+        im.chunk_size = f.get_u32("imatrix.chunk_size").unwrap_or(0);
+        Ok(im)
+    }
+
+    /// Per merged expert tensor, the tokens each expert saw (the coverage report).
+    pub fn expert_coverage(&self) -> Vec<(String, Vec<f64>)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.n_mat > 1)
+            .map(|(n, e)| (n.clone(), e.counts.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulate_write_read_and_blend() {
+        let mut im = Imatrix::new();
+        im.accumulate("blk.0.attn_q.weight", 1, 0, &[1.0, 2.0, 3.0, 4.0], 2);
+        // Expert 0 sees 40 tokens of (1, 1); expert 1 sees 2 tokens of (3, 3).
+        let many = vec![1.0f32; 80];
+        im.accumulate("blk.0.ffn_up_exps.weight", 2, 0, &many, 2);
+        im.accumulate("blk.0.ffn_up_exps.weight", 2, 1, &[3.0; 4], 2);
+        im.datasets = vec!["calib.txt".into()];
+        im.chunk_count = 1;
+        im.chunk_size = 42;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("im.gguf");
+        im.write(&p).unwrap();
+        let back = Imatrix::read(&p).unwrap();
+        assert_eq!(back.datasets, im.datasets);
+        assert_eq!(back.chunk_size, 42);
+        assert_eq!(
+            back.importance("blk.0.attn_q.weight", 0).unwrap(),
+            vec![5.0, 10.0]
+        );
+        let well = back.importance("blk.0.ffn_up_exps.weight", 0).unwrap();
+        assert_eq!(well, vec![1.0, 1.0]);
+        // Rare expert: (2·9 + 32·avg) / (2 + 32), avg = (40·1 + 2·9) / 42.
+        let avg = (40.0 + 18.0) / 42.0;
+        let want = ((18.0 + 32.0 * avg) / 34.0) as f32;
+        let rare = back.importance("blk.0.ffn_up_exps.weight", 1).unwrap();
+        assert!((rare[0] - want).abs() < 1e-6, "{rare:?} vs {want}");
+        assert_eq!(back.expert_coverage()[0].1, vec![40.0, 2.0]);
+        assert!(back.importance("nope", 0).is_none());
+    }
+}
+
+/// Collects an [`Imatrix`] from the forward pass (an activation sink), shareable so the caller
+/// can read it after the run.
+#[derive(Clone, Default)]
+pub struct Collector(pub std::sync::Arc<std::sync::Mutex<Imatrix>>);
+
+impl crate::model::ActivationSink for Collector {
+    fn input(&mut self, name: &str, mat: usize, n_mat: usize, x: &[f32], n_in: usize) {
+        if let Ok(mut im) = self.0.lock() {
+            im.accumulate(name, n_mat, mat, x, n_in);
+        }
+    }
+}
