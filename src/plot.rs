@@ -36,8 +36,23 @@ struct Panel<'a> {
     log_y: bool,
 }
 
-fn panel(out: &mut String, p: &Panel, pts: &[(f64, f64, String)]) {
-    let tr = |v: f64| if p.log_y { v.max(1e-12).log10() } else { v };
+fn panel(out: &mut String, p: &Panel, all: &[(f64, f64, String)]) {
+    // On a log axis, zero values (an exact file) cannot be placed: name them instead.
+    let (pts, zeros): (Vec<_>, Vec<_>) = all.iter().cloned().partition(|q| !p.log_y || q.1 > 0.0);
+    if !zeros.is_empty() {
+        let names: Vec<&str> = zeros.iter().map(|q| q.2.as_str()).collect();
+        out.push_str(&format!(
+            "<text x='{:.1}' y='{:.1}' font-size='11' fill='#444'>exactly 0 (identical to the base): {}</text>\n",
+            p.x0 + PAD_L,
+            PAD_T - 6.0,
+            esc(&names.join(", "))
+        ));
+    }
+    if pts.is_empty() {
+        return;
+    }
+    let pts = &pts[..];
+    let tr = |v: f64| if p.log_y { v.log10() } else { v };
     let xs: Vec<f64> = pts.iter().map(|q| q.0).collect();
     let ys: Vec<f64> = pts.iter().map(|q| tr(q.1)).collect();
     let (xl, xh) = range(
@@ -100,13 +115,21 @@ fn panel(out: &mut String, p: &Panel, pts: &[(f64, f64, String)]) {
         H / 2.0,
         esc(p.y_label)
     ));
+    // Labels: nudge each one down until it clears the labels already placed.
+    let mut placed: Vec<(f64, f64)> = Vec::new();
     for ((x, y), (_, _, label)) in xs.iter().zip(&ys).zip(pts) {
+        let (cx, cy) = (px(*x), py(*y));
+        let (lx, mut ly) = (cx + 6.0, cy - 6.0);
+        let width = 7.0 * label.len() as f64;
+        while placed
+            .iter()
+            .any(|&(ox, oy)| (ox - lx).abs() < width && (oy - ly).abs() < 11.0)
+        {
+            ly += 12.0;
+        }
+        placed.push((lx, ly));
         out.push_str(&format!(
-            "<circle cx='{:.1}' cy='{:.1}' r='4' fill='#1f77b4'/>\n<text x='{:.1}' y='{:.1}' font-size='11'>{}</text>\n",
-            px(*x),
-            py(*y),
-            px(*x) + 6.0,
-            py(*y) - 6.0,
+            "<circle cx='{cx:.1}' cy='{cy:.1}' r='4' fill='#1f77b4'/>\n<text x='{lx:.1}' y='{ly:.1}' font-size='11'>{}</text>\n",
             esc(label)
         ));
     }
@@ -155,4 +178,48 @@ pub fn svg(r: &CompareResult) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::{CompareResult, CompareRow};
+
+    fn row(ty: &str, bpw: f64, ppl: f64, kld: f64) -> CompareRow {
+        CompareRow {
+            file: format!("m-{ty}.gguf"),
+            ty: ty.into(),
+            bytes: 1,
+            bits_per_weight: bpw,
+            ppl,
+            ppl_stderr: 0.1,
+            delta_ppl: 0.0,
+            ppl_ratio: 1.0,
+            mean_kld: kld,
+            kld_p99: kld,
+            top1_agreement: 1.0,
+            rms_delta_p: 0.0,
+        }
+    }
+
+    #[test]
+    fn chart_places_every_file_and_names_exact_ones() {
+        let r = CompareResult {
+            n_ctx: 256,
+            chunks: 1,
+            tokens_scored: 128,
+            rows: vec![
+                row("f32", 32.0, 34.26, 0.0),
+                row("q8_0", 10.2, 34.26, 0.0),
+                row("q4_k", 4.6, 34.7, 8e-3),
+                row("q4_0", 4.6, 34.8, 1e-2),
+            ],
+        };
+        let s = svg(&r);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        // 4 points on the ppl panel, 2 on the KLD panel (q8_0's 0 is named, not plotted).
+        assert_eq!(s.matches("<circle").count(), 6);
+        assert!(s.contains("identical to the base): q8_0"));
+        assert!(!s.contains("NaN") && !s.contains("inf"));
+    }
 }
