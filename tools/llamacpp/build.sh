@@ -58,6 +58,8 @@ LIB="$(dirname "$(find "$BUILD" -name 'libllama.so' | head -1)")"
   echo "LLAMACPP_BIN=$BIN"
   echo "LLAMACPP_LIB=$LIB"
   echo "LLAMACPP_PYBIND=$SRC"
+  # the sdist's CHANGELOG names the llama.cpp commit it vendors (first "update llama.cpp" line)
+  echo "LLAMACPP_COMMIT=$(grep -m1 -o 'llama.cpp@[0-9a-f]*' "$SRC/CHANGELOG.md" | sed 's/.*@//')"
 } > "$CACHE/env.sh"
 echo "build.sh: llama-cpp-python $PYVER; llama.cpp version:" >&2
 "$BIN/llama-bench" --version 2>&1 | sed 's/^/  /' >&2 || true
