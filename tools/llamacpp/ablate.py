@@ -32,7 +32,11 @@ def load(path):
     for f in r.fields.values():
         if f.name.startswith("grok.") and f.types and f.types[0] != gguf.GGUFValueType.ARRAY:
             kv[f.name[5:]] = f.parts[f.data[0]][0].item()
-    w = {t.name: np.array(t.data, dtype=np.float32) for t in r.tensors}
+    from gguf.quants import dequantize
+    w = {}
+    for t in r.tensors:
+        shape = tuple(int(x) for x in reversed(t.shape.tolist()))
+        w[t.name] = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
     return kv, w
 
 
@@ -109,13 +113,42 @@ VARIANTS = [("reference", {}), ("renorm", dict(renorm=True)), ("gelu16", dict(ge
             ("kv16", dict(kv16=True)), ("all llama.cpp", dict(renorm=True, gelu16=True, kv16=True, nopad=True))]
 
 
+def compare_files(a):
+    """Separates what is in our quantized file from what llama.cpp's kernels add (it quantizes
+    activations to Q8_0/Q8_K for quantized matmuls; the reference math here keeps f32)."""
+    ps = json.load(open(C.FIX / "grok-tiny/reference/prompts.json"))["prompts"]
+    print(f"{'file':<22} | {'dequant-f32 math vs ref':>24} | {'llama.cpp vs dequant-f32 math':>30}")
+    print(f"{'':<22} | {'top1':>8} {'max|d|':>8} {'rms':>6} | {'top1':>8} {'max|d|':>8} {'rms':>6}")
+    for f in a.files.split(","):
+        kv, w = load(f)
+        A = [[0, 0, 0.0, 0.0], [0, 0, 0.0, 0.0]]
+        for p in ps:
+            T, V = p["logits_f32"]["shape"]
+            ref = np.fromfile(C.FIX / "grok-tiny" / p["logits_f32"]["file"], dtype="<f4").reshape(T, V)
+            mine = forward(kv, w, p["token_ids"])
+            ll, _ = C.llama_logits(f, p["token_ids"], kv_f32=True)
+            ll = np.array([np.frombuffer(r, dtype=np.float32) for r in ll])
+            for k, (x, y) in enumerate(((mine, ref), (ll, mine))):
+                A[k][0] += int((x.argmax(-1) == y.argmax(-1)).sum())
+                A[k][1] += T
+                A[k][2] = max(A[k][2], float(np.abs(x - y).max()))
+                A[k][3] += float(((x - y) ** 2).sum()) / V
+        r = [(x[0] / x[1], x[2], (x[3] / x[1]) ** 0.5) for x in A]
+        print(f"{Path(f).name:<22} | {r[0][0]:>8.3f} {r[0][1]:>8.4f} {r[0][2]:>6.3f} | "
+              f"{r[1][0]:>8.3f} {r[1][1]:>8.4f} {r[1][2]:>6.3f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/llamacpp-work"))
     ap.add_argument("--chunks", type=int, default=170)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--files", help="comma list of grok-tiny GGUFs: only compare, on the 4 prompts, the "
+                    "reference math on each file's (dequantized) weights with llama.cpp on the same file")
     a = ap.parse_args()
     out = {}
+    if a.files:
+        return compare_files(a)
     tiny = a.work / "tiny-f32.gguf"
     mini = a.work / "mini-f32.gguf"
     for f in (tiny, mini):

@@ -132,49 +132,65 @@ def log_tail_errors():
     return llama_errors("".join(LOG))
 
 
+class LlamaRunner:
+    """One llama.cpp model + context (CPU); eval(ids) returns logits [T][n_vocab] for one sequence
+    from an empty cache, fed as ids (no tokenizer, no BOS)."""
+
+    def __init__(self, model_path, n_ctx=256, kv_f32=False, n_threads=2):
+        L = self.L = binding()
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        self.model = L.llama_model_load_from_file(str(model_path).encode(), mp)
+        if not self.model:
+            raise RuntimeError("; ".join(log_tail_errors()) or f"load failed: {model_path}")
+        cp = L.llama_context_default_params()
+        cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx
+        cp.n_threads = cp.n_threads_batch = n_threads
+        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if kv_f32:
+            cp.type_k = cp.type_v = L.GGML_TYPE_F32
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            L.llama_model_free(self.model)
+            raise RuntimeError("; ".join(log_tail_errors()) or f"context failed: {model_path}")
+        self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
+        self.n_ctx = n_ctx
+
+    def eval(self, token_ids):
+        import array
+        L, T, nv = self.L, len(token_ids), self.n_vocab
+        if T > self.n_ctx:
+            raise ValueError(f"{T} tokens > n_ctx {self.n_ctx}")
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        batch = L.llama_batch_init(T, 0, 1)
+        try:
+            batch.n_tokens = T
+            for i, t in enumerate(token_ids):
+                batch.token[i] = t
+                batch.pos[i] = i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 1
+            rc = L.llama_decode(self.ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}: " + "; ".join(log_tail_errors()))
+            ptr = L.llama_get_logits(self.ctx)
+            flat = (ctypes.c_float * (T * nv)).from_address(ctypes.addressof(ptr.contents))
+            a = array.array("f", bytes(flat))
+        finally:
+            L.llama_batch_free(batch)
+        return [a[i * nv:(i + 1) * nv] for i in range(T)]
+
+    def close(self):
+        self.L.llama_free(self.ctx)
+        self.L.llama_model_free(self.model)
+
+
 def llama_logits(model_path, token_ids, kv_f32=False, n_threads=2):
     """llama.cpp's logits for every position of `token_ids` (one sequence, from an empty
-    cache, fed as ids: no tokenizer, no BOS). Returns a list of T lists of n_vocab floats."""
-    L = binding()
-    mp = L.llama_model_default_params()
-    mp.n_gpu_layers = 0
-    model = L.llama_model_load_from_file(str(model_path).encode(), mp)
-    if not model:
-        raise RuntimeError("; ".join(log_tail_errors()) or f"load failed: {model_path}")
-    T = len(token_ids)
-    cp = L.llama_context_default_params()
-    cp.n_ctx = max(256, T)
-    cp.n_batch = max(256, T)
-    cp.n_ubatch = max(256, T)
-    cp.n_threads = n_threads
-    cp.n_threads_batch = n_threads
-    cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    if kv_f32:
-        cp.type_k = L.GGML_TYPE_F32
-        cp.type_v = L.GGML_TYPE_F32
-    ctx = L.llama_init_from_model(model, cp)
-    if not ctx:
-        L.llama_model_free(model)
-        raise RuntimeError("; ".join(log_tail_errors()) or f"context failed: {model_path}")
+    cache, fed as ids). Returns (T lists of n_vocab floats, n_vocab)."""
+    r = LlamaRunner(model_path, n_ctx=max(256, len(token_ids)), kv_f32=kv_f32, n_threads=n_threads)
     try:
-        n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
-        batch = L.llama_batch_init(T, 0, 1)
-        batch.n_tokens = T
-        for i, t in enumerate(token_ids):
-            batch.token[i] = t
-            batch.pos[i] = i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1
-        rc = L.llama_decode(ctx, batch)
-        if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc}")
-        ptr = L.llama_get_logits(ctx)
-        flat = (ctypes.c_float * (T * n_vocab)).from_address(ctypes.addressof(ptr.contents))
-        import array
-        a = array.array("f", bytes(flat))
-        L.llama_batch_free(batch)
-        return [a[i * n_vocab:(i + 1) * n_vocab] for i in range(T)], n_vocab
+        return r.eval(token_ids), r.n_vocab
     finally:
-        L.llama_free(ctx)
-        L.llama_model_free(model)
+        r.close()

@@ -58,6 +58,30 @@ def llama_ppl(gguf, text, ctx, kv_f32, threads):
     return float(m.group(1)), float(m.group(2)), f"{nch.group(1) if nch else '?'} chunks {bos}".strip()
 
 
+def ids_ppl(gguf, ctx, kv_f32, threads, max_chunks=None):
+    """llama.cpp's engine on the REFERENCE token stream (sentencepiece ids fed through the python
+    binding): the golden protocol exactly (chunks of ctx, tokens ctx/2..ctx-1 scored, no BOS)."""
+    import numpy as np
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(MINI / "tokenizer.model"))
+    toks = sp.encode((MINI / "eval.txt").read_text(encoding="utf-8"))
+    n = len(toks) // ctx if max_chunks is None else min(max_chunks, len(toks) // ctx)
+    r = C.LlamaRunner(gguf, n_ctx=ctx, kv_f32=kv_f32, n_threads=threads)
+    nll, cnt = 0.0, 0
+    try:
+        for c in range(n):
+            ch = toks[c * ctx:(c + 1) * ctx]
+            lg = np.array([np.frombuffer(x, dtype=np.float32) for x in r.eval(ch)], dtype=np.float64)
+            lg = lg[ctx // 2 - 1:ctx - 1]
+            m = lg.max(-1, keepdims=True)
+            lse = (m[:, 0] + np.log(np.exp(lg - m).sum(-1)))
+            nll += float((lse - lg[np.arange(len(lg)), ch[ctx // 2:]]).sum())
+            cnt += len(lg)
+    finally:
+        r.close()
+    return float(np.exp(nll / cnt)), n
+
+
 def our_ppl(gguf, text, ctx, work):
     if not C.ours_has("perplexity"):
         return None, "no `perplexity` command yet"
@@ -79,6 +103,7 @@ def main():
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kv-f32", action="store_true", help="also run F32 with an f32 KV cache")
+    ap.add_argument("--max-chunks", type=int, help="limit the ids-fed run (default: all 170)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -93,7 +118,8 @@ def main():
     n_ll, n_spm, note = tokenization_check(files[types[0]], text)
     print(f"tokenization of eval.txt: llama.cpp {n_ll} tokens, sentencepiece {n_spm} tokens; {note}")
     rows, bad = [], 0
-    print(f"\n{'file':<16} {'KV':<4} {'llama.cpp ppl':>16} {'vs ref 34.2625':>15} {'ours':>9}  notes")
+    print(f"\n{'file':<16} {'KV':<4} {'llama-perplexity':>16} {'vs ref 34.2625':>15} "
+          f"{'llama.cpp on ref ids':>20} {'vs ref':>9} {'ours':>9}  notes")
     runs = [(t, False) for t in types] + ([("f32", True)] if a.kv_f32 and "f32" in types else [])
     for t, kv32 in runs:
         p, err, note = llama_ppl(files[t], text, a.ctx, kv32, a.threads)
@@ -103,8 +129,15 @@ def main():
         ps = f"{p:.4f}+/-{err:.3f}" if p else "FAIL"
         rel = f"{(p / REF_PPL - 1) * 100:+.3f}%" if p else "-"
         os_ = f"{o:.4f}" if o else "-"
-        print(f"mini-{t + '.gguf':<11} {'f32' if kv32 else 'f16':<4} {ps:>16} {rel:>15} {os_:>9}  {note} {onote}")
-        rows.append(dict(type=t, kv="f32" if kv32 else "f16", llama_ppl=p, llama_err=err, ours_ppl=o, note=note))
+        try:
+            ip, nch = ids_ppl(files[t], a.ctx, kv32, a.threads, a.max_chunks)
+            ips, irel = f"{ip:.4f}", f"{(ip / REF_PPL - 1) * 100:+.3f}%"
+        except Exception as e:  # noqa: BLE001
+            ip, ips, irel = None, f"FAIL {e}"[:20], "-"
+        print(f"mini-{t + '.gguf':<11} {'f32' if kv32 else 'f16':<4} {ps:>16} {rel:>15} {ips:>20} {irel:>9} "
+              f"{os_:>9}  {note} {onote}", flush=True)
+        rows.append(dict(type=t, kv="f32" if kv32 else "f16", llama_ppl=p, llama_err=err, llama_ids_ppl=ip,
+                         ours_ppl=o, note=note))
     if a.json:
         a.json.write_text(json.dumps(dict(tokens_llama=n_ll, tokens_spm=n_spm, tokenization=note, rows=rows), indent=1))
     sys.exit(1 if bad else 0)
