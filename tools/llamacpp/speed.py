@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
 
 
-def make_files(work, types):
-    files = {t: work / f"s1b-{t}.gguf" for t in types}
-    if all(f.exists() for f in files.values()):
+def make_files(work, types, prefix="s1b"):
+    files = {t: work / f"{prefix}-{t}.gguf" for t in types}
+    if all(f.exists() for f in files.values()) or prefix != "s1b":
         return files
     src = work / "synth1b"
     if not (src / "ckpt-0").exists():
@@ -73,11 +73,12 @@ def main():
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--pp", type=int, default=512)
     ap.add_argument("--tg", type=int, default=128)
+    ap.add_argument("--prefix", default="s1b", help="use WORK/PREFIX-TYPE.gguf (e.g. mini) instead of the 1.7 B files")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     types = a.types.split(",")
-    files = make_files(a.work, types)
+    files = make_files(a.work, types, a.prefix)
     have_ours = C.ours_has("bench")
     if not have_ours:
         print("grok1-quant has no `bench` command yet: printing llama.cpp's numbers only")
