@@ -2,6 +2,7 @@
 //! module and calls the library; nothing here computes.
 
 mod bench_cmd;
+mod cachesim_cmd;
 mod common;
 mod convert_cmd;
 mod demo_cmd;
@@ -52,6 +53,8 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// The whole job on an embedded default: checkpoint → every quant type → run → compare.
     Demo(demo_cmd::DemoArgs),
+    /// Replay a routing trace under each cache policy and Belady's optimal.
+    Cachesim(cachesim_cmd::CachesimArgs),
 }
 
 pub fn run(cli: Cli) -> CliResult {
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Compare(a) => ppl_cmd::run_compare(a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::Demo(a) => demo_cmd::run(a),
+        Command::Cachesim(a) => cachesim_cmd::run(a),
     }
 }
 
