@@ -74,7 +74,8 @@ fn traces_parse_and_group_by_granularity() {
     assert_eq!(r.len(), 3);
     let (tok, n) = accesses(&r, Granularity::Token);
     assert_eq!(n, 4);
-    assert_eq!(tok, vec![1, 3, 1, 2, 4, 5]);
+    // Token-major: position 0's layers 0 and 1, then position 1.
+    assert_eq!(tok, vec![1, 3, 4, 5, 1, 2]);
     let (bat, _) = accesses(&r, Granularity::Batch);
     assert_eq!(bat, vec![1, 2, 3, 4, 5]);
     let e = parse_trace("{\"batch\":0}\n").unwrap_err();

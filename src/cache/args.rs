@@ -17,8 +17,9 @@ pub struct CacheArgs {
     /// Replacement policy: lru | lfu (LFU with aging).
     #[arg(long, default_value = "lru", value_parser = PolicyKind::parse)]
     pub cache_policy: PolicyKind,
-    /// How cold experts are read: pread (owned copies) | mmap (touch + madvise DONTNEED).
-    #[arg(long, default_value = "pread", value_parser = ReadMode::parse)]
+    /// How cold experts are read: mmap (touch the mapping, madvise DONTNEED on eviction; the
+    /// faster one measured, see docs/expert-cache.md) | pread (owned anonymous copies).
+    #[arg(long, default_value = "mmap", value_parser = ReadMode::parse)]
     pub cache_read: ReadMode,
     /// Do not predict and prefetch the next layer's experts.
     #[arg(long)]

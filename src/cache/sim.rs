@@ -39,8 +39,18 @@ pub enum Granularity {
 }
 
 /// The access sequence: unit keys (`layer * n_experts + expert`), each step's distinct experts
-/// in ascending order, steps in trace order. `n_experts` is taken from the trace (max + 1).
+/// in ascending order. Token steps run token-major (batch, position, then layer: the order of
+/// one-token decode, whatever batch the trace was recorded with); batch steps keep the trace's
+/// order. `n_experts` is taken from the trace (max + 1).
 pub fn accesses(trace: &[TraceRecord], g: Granularity) -> (Vec<u32>, usize) {
+    let mut sorted;
+    let trace = if g == Granularity::Token {
+        sorted = trace.to_vec();
+        sorted.sort_by_key(|r| (r.batch, r.pos, r.layer));
+        &sorted[..]
+    } else {
+        trace
+    };
     let n_exp = trace
         .iter()
         .flat_map(|r| r.experts.iter())

@@ -63,7 +63,7 @@ impl Default for CacheOptions {
             ram_budget: None,
             vram_budget: None,
             policy: PolicyKind::Lru,
-            read_mode: ReadMode::Pread,
+            read_mode: ReadMode::Mmap,
             prefetch: true,
             trace: None,
         }
@@ -147,7 +147,7 @@ impl AnonBuf {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
                 0,
             )
