@@ -133,7 +133,13 @@ fn budgeted_logits_are_identical_and_the_budget_holds() {
                 (s.ram_misses + s.prefetch_loaded) * unit,
                 "{what}: bytes read vs loads"
             );
-            assert!(s.prefetch_used <= s.prefetch_loaded, "{what}");
+            assert!(
+                s.prefetch_used + s.prefetch_wasted <= s.prefetch_loaded,
+                "{what}: prefetches used {} + wasted {} > loaded {}",
+                s.prefetch_used,
+                s.prefetch_wasted,
+                s.prefetch_loaded
+            );
             assert!(s.predicted_correct <= s.predicted_needed, "{what}");
             if !prefetch {
                 assert_eq!(s.prefetch_issued + s.predicted_needed, 0, "{what}");

@@ -245,6 +245,8 @@ pub struct CacheStats {
     pub prefetch_used: u64,
     /// Prefetches dropped for lack of evictable space.
     pub prefetch_dropped: u64,
+    /// Prefetched units their layer passed without using (wrong guesses).
+    pub prefetch_wasted: u64,
     /// Over predicted layers: distinct experts the batch needed, and how many were predicted.
     pub predicted_needed: u64,
     pub predicted_correct: u64,
@@ -307,7 +309,7 @@ impl CacheStats {
             fmt_size(self.peak_held_bytes)
         );
         s += &format!(
-            "  prefetch: accuracy {:.3} ({} of {} needed experts predicted; precision {:.3}), {} issued, {} loaded, {} used, {} dropped\n",
+            "  prefetch: accuracy {:.3} ({} of {} needed experts predicted; precision {:.3}), {} issued, {} loaded, {} used, {} wasted, {} dropped\n",
             self.prefetch_accuracy(),
             self.predicted_correct,
             self.predicted_needed,
@@ -315,6 +317,7 @@ impl CacheStats {
             self.prefetch_issued,
             self.prefetch_loaded,
             self.prefetch_used,
+            self.prefetch_wasted,
             self.prefetch_dropped
         );
         s
@@ -760,6 +763,17 @@ impl ExpertCache {
         let needed: HashSet<usize> = routing.iter().flatten().copied().collect();
         {
             let mut st = self.shared.lock();
+            // Prefetches for other layers that were not used by now were wrong guesses: make
+            // them ordinary residents, so they no longer block further prefetches.
+            let n = self.shared.layout.n_experts;
+            let mut stale = 0;
+            for (k, en) in st.entries.iter_mut() {
+                if en.prefetched && *k as usize / n != l && matches!(en.status, Status::Ready(_)) {
+                    en.prefetched = false;
+                    stale += 1;
+                }
+            }
+            st.stats.prefetch_wasted += stale;
             if let Some(pred) = st.predicted.remove(&l) {
                 st.stats.predicted_needed += needed.len() as u64;
                 st.stats.predicted_correct += needed.intersection(&pred).count() as u64;
