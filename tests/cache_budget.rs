@@ -91,6 +91,14 @@ fn budgeted_logits_are_identical_and_the_budget_holds() {
     let (_, experts_total) = plain.weight_split();
     let hp = plain.hparams().clone();
     let unit = experts_total / (hp.n_layers * hp.n_experts) as u64;
+    // Expert uses of the whole workload: one per distinct expert per (forward call, layer).
+    let mut counted = Model::load(&path).unwrap();
+    counted
+        .enable_expert_cache(&CacheOptions::default())
+        .unwrap();
+    assert_eq!(run(&counted, &prompts, steps), want);
+    let uses = counted.expert_cache().unwrap().stats().ram_hits;
+    assert!(uses > 0);
     // Exactly the top-k working set, and 5 units (experts are ~4.8× this budget).
     for units in [hp.n_experts_used as u64, 5] {
         let budget = unit * units + unit / 2;
@@ -128,6 +136,8 @@ fn budgeted_logits_are_identical_and_the_budget_holds() {
             );
             assert!(s.held_bytes <= budget, "{what}");
             assert!(s.peak_held_bytes > 0 && s.ram_misses > 0, "{what}");
+            // Each needed expert is loaded or found once per batch and layer, whatever the waves.
+            assert_eq!(s.ram_hits + s.ram_misses, uses, "{what}: expert uses");
             assert_eq!(
                 s.bytes_read,
                 (s.ram_misses + s.prefetch_loaded) * unit,
