@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cache;
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;

@@ -2,6 +2,7 @@
 
 use super::common::ModelArg;
 use super::CliResult;
+use crate::cache::args::CacheArgs;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -22,10 +23,13 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(a: BenchArgs) -> CliResult {
-    let model = a.model.load()?;
+    let mut model = a.model.load()?;
+    a.cache.apply(&mut model, true)?;
     let r = crate::bench::bench(&model, a.prefill, a.decode, a.reps, a.seed)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -44,5 +48,6 @@ pub fn run(a: BenchArgs) -> CliResult {
             r.memory_gbps
         );
     }
+    a.cache.finish(&model)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use super::common::{parse_ids, ModelArg};
 use super::CliResult;
+use crate::cache::args::CacheArgs;
 use crate::model::{Logits, Session};
 use clap::Args;
 use std::path::PathBuf;
@@ -19,10 +20,13 @@ pub struct LogitsArgs {
     /// Output file (raw f32, row-major [tokens, vocab]).
     #[arg(long, short = 'o')]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(a: LogitsArgs) -> CliResult {
-    let model = a.model.load()?;
+    let mut model = a.model.load()?;
+    a.cache.apply(&mut model, true)?;
     let ids = match (&a.tokens, &a.prompt) {
         (Some(t), _) => parse_ids(t)?,
         (None, Some(p)) => model.tokenizer()?.encode(p),
@@ -41,5 +45,6 @@ pub fn run(a: LogitsArgs) -> CliResult {
         model.hparams().vocab,
         a.out.display()
     );
+    a.cache.finish(&model)?;
     Ok(())
 }

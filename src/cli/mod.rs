@@ -2,6 +2,7 @@
 //! module and calls the library; nothing here computes.
 
 mod bench_cmd;
+mod cachesim_cmd;
 mod common;
 mod convert_cmd;
 mod demo_cmd;
@@ -57,6 +58,8 @@ pub enum Command {
     Quantize(imatrix_cmd::QuantizeArgs),
     /// The whole job on an embedded default: checkpoint → every quant type → run → compare.
     Demo(demo_cmd::DemoArgs),
+    /// Replay a routing trace under each cache policy and Belady's optimal.
+    Cachesim(cachesim_cmd::CachesimArgs),
 }
 
 pub fn run(cli: Cli) -> CliResult {
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Demo(a) => demo_cmd::run(a),
         Command::Imatrix(a) => imatrix_cmd::run_imatrix(a),
         Command::Quantize(a) => imatrix_cmd::run_quantize(a),
+        Command::Cachesim(a) => cachesim_cmd::run(a),
     }
 }
 

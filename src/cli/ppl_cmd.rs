@@ -2,6 +2,7 @@
 
 use super::common::{read_text, ModelArg};
 use super::CliResult;
+use crate::cache::args::CacheArgs;
 use crate::compare::{compare, table};
 use crate::model::Model;
 use crate::perplexity::perplexity;
@@ -24,6 +25,8 @@ pub struct PerplexityArgs {
     /// No per-chunk output.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 fn check_ctx(ctx: usize, n_tokens: usize) -> Result<(), String> {
@@ -39,7 +42,8 @@ fn check_ctx(ctx: usize, n_tokens: usize) -> Result<(), String> {
 }
 
 pub fn run_perplexity(a: PerplexityArgs) -> CliResult {
-    let model = a.model.load()?;
+    let mut model = a.model.load()?;
+    a.cache.apply(&mut model, true)?;
     let tokens = model.tokenizer()?.encode(&read_text(&a.file)?);
     check_ctx(a.ctx, tokens.len())?;
     let quiet = a.quiet;
@@ -69,6 +73,7 @@ pub fn run_perplexity(a: PerplexityArgs) -> CliResult {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)
             .map_err(|e| format!("{}: {e}", p.display()))?;
     }
+    a.cache.finish(&model)?;
     Ok(())
 }
 
@@ -89,14 +94,20 @@ pub struct CompareArgs {
     /// Write an SVG chart (ppl and KLD vs bits per weight).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Cache flags apply to every model (each gets its own budget); --trace records the base.
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run_compare(a: CompareArgs) -> CliResult {
-    let models = a
+    let mut models = a
         .models
         .iter()
         .map(|p| Model::load(p))
         .collect::<Result<Vec<_>, _>>()?;
+    for (i, m) in models.iter_mut().enumerate() {
+        a.cache.apply(m, i == 0)?;
+    }
     let (base, cands) = models.split_first().ok_or("no models")?;
     let tokens = base.tokenizer()?.encode(&read_text(&a.file)?);
     check_ctx(a.ctx, tokens.len())?;
@@ -114,6 +125,9 @@ pub fn run_compare(a: CompareArgs) -> CliResult {
     if let Some(p) = &a.plot {
         std::fs::write(p, crate::plot::svg(&r)).map_err(|e| format!("{}: {e}", p.display()))?;
         eprintln!("chart: {}", p.display());
+    }
+    for m in &models {
+        a.cache.finish(m)?;
     }
     Ok(())
 }

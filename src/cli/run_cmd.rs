@@ -2,6 +2,7 @@
 
 use super::common::ModelArg;
 use super::CliResult;
+use crate::cache::args::CacheArgs;
 use crate::model::{Logits, Session};
 use crate::sampling::{sample, Rng, SamplerConfig};
 use clap::Args;
@@ -33,10 +34,13 @@ pub struct RunArgs {
     /// Stop at the end-of-sequence token.
     #[arg(long, default_value_t = true)]
     pub stop_at_eos: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(a: RunArgs) -> CliResult {
-    let model = a.model.load()?;
+    let mut model = a.model.load()?;
+    a.cache.apply(&mut model, true)?;
     let tok = model.tokenizer()?;
     let hp = model.hparams().clone();
     let mut ids = tok.encode(&a.prompt);
@@ -97,5 +101,6 @@ pub fn run(a: RunArgs) -> CliResult {
         decode,
         out_ids.len() as f64 / decode.max(1e-9)
     );
+    a.cache.finish(&model)?;
     Ok(())
 }

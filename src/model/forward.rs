@@ -110,7 +110,7 @@ impl Model {
             // MoE block.
             let mut x = h.clone();
             rms_norm(&mut x, &layer.ffn_norm, hp.eps);
-            let (mut m, routing) = self.moe(l, &x, session)?;
+            let (mut m, routing) = self.moe(l, &x, &h, p0, session)?;
             rms_norm(&mut m, &layer.layer_output_norm, hp.eps);
             for (a, b) in h.iter_mut().zip(&m) {
                 *a += b;
@@ -198,23 +198,12 @@ impl Model {
         Ok(out)
     }
 
-    /// The MoE block of the batch `x` (already normed): returns `tokens × emb` and the routing.
-    fn moe(
-        &self,
-        l: usize,
-        x: &[f32],
-        session: &mut Session,
-    ) -> Result<(Vec<f32>, Routing), ModelError> {
+    /// Top-k routing of the batch `x` (already normed) by layer `l`'s router.
+    fn route(&self, l: usize, x: &[f32]) -> Result<Routing, ModelError> {
         let hp = &self.hp;
-        let layer = &self.layers[l];
-        let (emb, ffn, n_exp) = (hp.emb, hp.ffn, hp.n_experts);
-        let t_new = x.len() / emb;
-        let observing = session.sink.is_some();
-        if observing {
-            session.observe(&format!("blk.{l}.ffn_gate_inp.weight"), 0, 1, x, emb);
-        }
-        let mut probs = self.project(&self.mat(&layer.ffn_gate_inp), x)?;
-        let mut routing: Routing = Vec::with_capacity(t_new);
+        let n_exp = hp.n_experts;
+        let mut probs = self.project(&self.mat(&self.layers[l].ffn_gate_inp), x)?;
+        let mut routing: Routing = Vec::with_capacity(x.len() / hp.emb);
         for p in probs.chunks_exact_mut(n_exp) {
             softmax_in_place(p);
             // Top-k by probability; ties go to the lower index (as jax.lax.top_k).
@@ -227,40 +216,123 @@ impl Model {
                     .collect(),
             );
         }
+        Ok(routing)
+    }
+
+    /// With an expert cache: guess layer `l + 1`'s experts by its router on the residual `h`
+    /// (before layer `l`'s MoE) and hand the guess to the cache, which prefetches.
+    fn predict_next(&self, l: usize, h: &[f32]) -> Result<(), ModelError> {
+        let Some(cache) = &self.experts else {
+            return Ok(());
+        };
+        if l + 1 >= self.layers.len() || !cache.wants_prediction() {
+            return Ok(());
+        }
+        let mut x = h.to_vec();
+        rms_norm(&mut x, &self.layers[l + 1].ffn_norm, self.hp.eps);
+        let mut guess: Vec<usize> = self
+            .route(l + 1, &x)?
+            .iter()
+            .flat_map(|r| r.iter().map(|&(e, _)| e))
+            .collect();
+        guess.sort_unstable();
+        guess.dedup();
+        cache.predict(l + 1, &guess);
+        Ok(())
+    }
+
+    /// The MoE block of the batch `x` (already normed; `h` is the residual it came from, at
+    /// positions `p0..`): returns `tokens × emb` and the routing. Each needed expert is read
+    /// once per batch; with a bounded cache, in waves of at most its capacity, ascending, so the
+    /// sum runs in the same order as without one.
+    fn moe(
+        &self,
+        l: usize,
+        x: &[f32],
+        h: &[f32],
+        p0: usize,
+        session: &mut Session,
+    ) -> Result<(Vec<f32>, Routing), ModelError> {
+        let hp = &self.hp;
+        let layer = &self.layers[l];
+        let (emb, ffn, n_exp) = (hp.emb, hp.ffn, hp.n_experts);
+        let t_new = x.len() / emb;
+        let observing = session.sink.is_some();
+        if observing {
+            session.observe(&format!("blk.{l}.ffn_gate_inp.weight"), 0, 1, x, emb);
+        }
+        let routing = self.route(l, x)?;
+        if let Some(c) = &self.experts {
+            let ids: Vec<Vec<usize>> = routing
+                .iter()
+                .map(|r| r.iter().map(|&(e, _)| e).collect())
+                .collect();
+            c.observe(l, p0, &ids);
+        }
         let mut out = vec![0f32; t_new * emb];
-        for e in 0..n_exp {
-            let members: Vec<(usize, f32)> = routing
+        let members_of = |e: usize| -> Vec<(usize, f32)> {
+            routing
                 .iter()
                 .enumerate()
                 .filter_map(|(t, r)| r.iter().find(|(x, _)| *x == e).map(|&(_, g)| (t, g)))
-                .collect();
-            if members.is_empty() {
-                continue;
+                .collect()
+        };
+        let needed: Vec<usize> = (0..n_exp)
+            .filter(|&e| routing.iter().any(|r| r.iter().any(|&(x, _)| x == e)))
+            .collect();
+        let wave = self
+            .experts
+            .as_ref()
+            .map_or(n_exp, |c| c.capacity_units().max(1));
+        let n_waves = needed.len().div_ceil(wave);
+        for (w, chunk) in needed.chunks(wave).enumerate() {
+            // Pin the wave (reading what is cold); with the last wave pinned, predict the next
+            // layer so its prefetch can only evict what this layer no longer uses.
+            let handles = match &self.experts {
+                Some(c) => chunk
+                    .iter()
+                    .map(|&e| c.acquire(l, e))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
+            if w + 1 == n_waves {
+                self.predict_next(l, h)?;
             }
-            let xs: Vec<f32> = members
-                .iter()
-                .flat_map(|&(t, _)| x[t * emb..(t + 1) * emb].iter().copied())
-                .collect();
-            if observing {
-                for n in ["ffn_gate_exps", "ffn_up_exps"] {
-                    session.observe(&format!("blk.{l}.{n}.weight"), e, n_exp, &xs, emb);
+            for (i, &e) in chunk.iter().enumerate() {
+                let members = members_of(e);
+                let xs: Vec<f32> = members
+                    .iter()
+                    .flat_map(|&(t, _)| x[t * emb..(t + 1) * emb].iter().copied())
+                    .collect();
+                if observing {
+                    for n in ["ffn_gate_exps", "ffn_up_exps"] {
+                        session.observe(&format!("blk.{l}.{n}.weight"), e, n_exp, &xs, emb);
+                    }
                 }
-            }
-            let expert = |r: &TensorRef, n_out: usize| self.mat(r).rows(e * n_out, (e + 1) * n_out);
-            let g = self.project(&expert(&layer.gate_exps, ffn), &xs)?;
-            let u = self.project(&expert(&layer.up_exps, ffn), &xs)?;
-            let act: Vec<f32> = g.iter().zip(&u).map(|(a, b)| gelu_tanh(*a) * b).collect();
-            if observing {
-                let name = format!("blk.{l}.ffn_down_exps.weight");
-                session.observe(&name, e, n_exp, &act, ffn);
-            }
-            let d = self.project(&expert(&layer.down_exps, emb), &act)?;
-            for (k, &(t, gate)) in members.iter().enumerate() {
-                for (o, v) in out[t * emb..(t + 1) * emb]
-                    .iter_mut()
-                    .zip(&d[k * emb..(k + 1) * emb])
-                {
-                    *o += gate * v;
+                let expert = |p: usize, r: &TensorRef, n_out: usize| match handles.get(i) {
+                    Some(hd) => WeightMatrix {
+                        ty: r.ty,
+                        n_in: r.n_in,
+                        n_out,
+                        data: hd.part(p),
+                    },
+                    None => self.mat(r).rows(e * n_out, (e + 1) * n_out),
+                };
+                let g = self.project(&expert(0, &layer.gate_exps, ffn), &xs)?;
+                let u = self.project(&expert(1, &layer.up_exps, ffn), &xs)?;
+                let act: Vec<f32> = g.iter().zip(&u).map(|(a, b)| gelu_tanh(*a) * b).collect();
+                if observing {
+                    let name = format!("blk.{l}.ffn_down_exps.weight");
+                    session.observe(&name, e, n_exp, &act, ffn);
+                }
+                let d = self.project(&expert(2, &layer.down_exps, emb), &act)?;
+                for (k, &(t, gate)) in members.iter().enumerate() {
+                    for (o, v) in out[t * emb..(t + 1) * emb]
+                        .iter_mut()
+                        .zip(&d[k * emb..(k + 1) * emb])
+                    {
+                        *o += gate * v;
+                    }
                 }
             }
         }

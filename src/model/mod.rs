@@ -32,6 +32,8 @@ pub enum ModelError {
     ContextFull { needed: usize, capacity: usize },
     #[error("compute: {0}")]
     Compute(#[from] quant::QuantError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 /// Where a matrix lies in the file.
@@ -68,6 +70,8 @@ pub struct Model {
     output_norm: Vec<f32>,
     layers: Vec<LayerRefs>,
     inv_freq: Vec<f32>,
+    /// Where experts come from when a budget, trace or stats are asked for (`None`: the mmap).
+    experts: Option<crate::cache::ExpertCache>,
 }
 
 impl Model {
@@ -149,7 +153,49 @@ impl Model {
             output_norm,
             layers,
             inv_freq,
+            experts: None,
         })
+    }
+
+    /// Serve experts through a cache with these options (budget, policy, prefetch, trace).
+    pub fn enable_expert_cache(
+        &mut self,
+        opts: &crate::cache::CacheOptions,
+    ) -> Result<(), ModelError> {
+        self.experts = None;
+        let part = |r: &TensorRef| {
+            let info = &self.file.tensors()[r.index];
+            (info.offset, info.size as usize / self.hp.n_experts)
+        };
+        let layout = crate::cache::ExpertLayout {
+            n_experts: self.hp.n_experts,
+            n_used: self.hp.n_experts_used,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| [part(&l.gate_exps), part(&l.up_exps), part(&l.down_exps)])
+                .collect(),
+        };
+        let c = crate::cache::ExpertCache::new(&self.path, self.file.mmap().clone(), layout, opts)?;
+        self.experts = Some(c);
+        Ok(())
+    }
+
+    /// The expert cache, if one is enabled.
+    pub fn expert_cache(&self) -> Option<&crate::cache::ExpertCache> {
+        self.experts.as_ref()
+    }
+
+    /// Bytes of the dense part (every tensor but the three expert tensors) and of the experts.
+    pub fn weight_split(&self) -> (u64, u64) {
+        let experts: u64 = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.gate_exps, &l.up_exps, &l.down_exps])
+            .map(|r| self.file.tensors()[r.index].size)
+            .sum();
+        let all: u64 = self.file.tensors().iter().map(|t| t.size).sum();
+        (all - experts, experts)
     }
 
     pub fn hparams(&self) -> &HParams {

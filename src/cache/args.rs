@@ -1,0 +1,96 @@
+//! The cache flags shared by `run`, `logits`, `perplexity`, `compare` and `bench`.
+
+use super::{fmt_size, parse_size, CacheOptions, CacheStats, PolicyKind, ReadMode};
+use crate::model::{Model, ModelError};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// RAM for expert weights (copies held by the cache), e.g. 20GiB, 4MiB, 500MB or bytes.
+    /// Default: none — every expert is read straight from the mmap (page cache, unbounded).
+    #[arg(long, value_parser = parse_size)]
+    pub ram_budget: Option<u64>,
+    /// VRAM for expert weights (reported; used once the GPU tier exists).
+    #[arg(long, value_parser = parse_size)]
+    pub vram_budget: Option<u64>,
+    /// Replacement policy: lru | lfu (LFU with aging).
+    #[arg(long, default_value = "lru", value_parser = PolicyKind::parse)]
+    pub cache_policy: PolicyKind,
+    /// How cold experts are read: mmap (touch the mapping, madvise DONTNEED on eviction; the
+    /// faster one measured, see docs/expert-cache.md) | pread (owned anonymous copies).
+    #[arg(long, default_value = "mmap", value_parser = ReadMode::parse)]
+    pub cache_read: ReadMode,
+    /// Do not predict and prefetch the next layer's experts.
+    #[arg(long)]
+    pub no_prefetch: bool,
+    /// Print cache statistics at the end.
+    #[arg(long)]
+    pub stats: bool,
+    /// Record the routing trace, one JSON object per (token, layer): see `cachesim`.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    pub fn options(&self) -> CacheOptions {
+        CacheOptions {
+            ram_budget: self.ram_budget,
+            vram_budget: self.vram_budget,
+            policy: self.cache_policy,
+            read_mode: self.cache_read,
+            prefetch: !self.no_prefetch,
+            trace: self.trace.clone(),
+        }
+    }
+
+    /// Whether any flag asks for the cache machinery at all.
+    pub fn active(&self) -> bool {
+        self.ram_budget.is_some() || self.stats || self.trace.is_some()
+    }
+
+    /// Report the memory split and attach the cache to `model` if any flag asks for it.
+    /// `trace` false: ignore `--trace` (for the candidates of `compare`).
+    pub fn apply(&self, model: &mut Model, trace: bool) -> Result<(), ModelError> {
+        let (dense, experts) = model.weight_split();
+        let budget = match self.ram_budget {
+            Some(b) => format!("RAM budget {} for experts", fmt_size(b)),
+            None => "no --ram-budget: experts read straight from the mmap (default, unbounded)"
+                .to_string(),
+        };
+        eprintln!(
+            "{}: dense part {} (mmap, file-backed), experts {}; {budget}{}",
+            model.path().display(),
+            fmt_size(dense),
+            fmt_size(experts),
+            self.vram_budget.map_or(String::new(), |v| format!(
+                "; VRAM budget {} (no GPU tier yet)",
+                fmt_size(v)
+            ))
+        );
+        if self.active() {
+            let mut o = self.options();
+            if !trace {
+                o.trace = None;
+            }
+            model.enable_expert_cache(&o)?;
+        }
+        Ok(())
+    }
+
+    /// Flush the trace and print `--stats`.
+    pub fn finish(&self, model: &Model) -> Result<(), ModelError> {
+        if let Some(c) = model.expert_cache() {
+            c.finish()?;
+            if self.stats {
+                eprint!("{}: {}", model.path().display(), c.stats().report());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stats of a model's cache, if it has one.
+pub fn stats_of(model: &Model) -> Option<CacheStats> {
+    model.expert_cache().map(|c| c.stats())
+}
