@@ -1,7 +1,7 @@
 //! Encode bands of rows into one output type: plain float types, exact Q8_0 from the int8
 //! source, or any `quant` block type from f32.
 
-use super::source::{Int8Rows, RowSource};
+use super::source::RowSource;
 use half::{bf16, f16};
 use quant::GgmlType;
 
@@ -27,7 +27,6 @@ pub struct Band<'s, 'a> {
     src: &'s RowSource<'a>,
     row0: usize,
     nrows: usize,
-    int8: Option<Option<Int8Rows>>,
     f32: Option<Vec<f32>>,
 }
 
@@ -37,16 +36,8 @@ impl<'s, 'a> Band<'s, 'a> {
             src,
             row0,
             nrows,
-            int8: None,
             f32: None,
         }
-    }
-
-    fn int8(&mut self) -> Option<&Int8Rows> {
-        if self.int8.is_none() {
-            self.int8 = Some(self.src.int8_rows(self.row0, self.nrows));
-        }
-        self.int8.as_ref().and_then(|x| x.as_ref())
     }
 
     fn f32(&mut self) -> &[f32] {
@@ -81,7 +72,7 @@ impl<'s, 'a> Band<'s, 'a> {
                     d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
                 }
             }
-            GgmlType::Q8_0 if imatrix.is_none() && self.int8().is_some() => {
+            GgmlType::Q8_0 if imatrix.is_none() && self.src.scale_block_len().is_some() => {
                 stats = self.encode_exact_q8_0(dst)?;
             }
             _ => {
@@ -108,26 +99,25 @@ impl<'s, 'a> Band<'s, 'a> {
                 })?;
         let mut stats = EncodeStats::default();
         let mut pending: Vec<(usize, usize)> = Vec::new(); // (row, block) to requantize
-        {
-            let rows = self.int8().expect("checked by caller");
-            for r in 0..nrows {
-                let out = &mut dst[r * row_bytes..(r + 1) * row_bytes];
-                for (b, blk) in out.chunks_exact_mut(34).enumerate() {
-                    let i0 = b * 32;
-                    let sb = i0 / blk_len;
-                    let same_block = (i0 + 31) / blk_len == sb;
-                    let s = rows.scales[r * rows.scale_blocks + sb];
-                    let d = f16::from_f32(s);
-                    if same_block && d.to_f32() == s && s.is_finite() {
-                        let qs: &[i8; 32] = rows.q[r * n_in + i0..r * n_in + i0 + 32]
-                            .try_into()
-                            .expect("32 values");
-                        let block = quant::q8_0::block_from_int8(qs, d);
-                        blk.copy_from_slice(bytemuck::bytes_of(&block));
-                        stats.exact_q8_blocks += 1;
-                    } else {
-                        pending.push((r, b));
-                    }
+                                                           // The int8 values go straight into the blocks' quants; then each block gets its d.
+        let scales = self
+            .src
+            .int8_into_q8_0(self.row0, nrows, dst)
+            .expect("checked by caller");
+        let scale_blocks = scales.len() / nrows.max(1);
+        for (r, out) in dst.chunks_exact_mut(row_bytes).enumerate() {
+            let row_scales = &scales[r * scale_blocks..(r + 1) * scale_blocks];
+            for (b, blk) in out.chunks_exact_mut(34).enumerate() {
+                let i0 = b * 32;
+                let sb = i0 / blk_len;
+                let same_block = (i0 + 31) / blk_len == sb;
+                let s = row_scales[sb];
+                let d = f16::from_f32(s);
+                if same_block && d.to_f32() == s && s.is_finite() {
+                    blk[..2].copy_from_slice(&d.to_le_bytes());
+                    stats.exact_q8_blocks += 1;
+                } else {
+                    pending.push((r, b));
                 }
             }
         }

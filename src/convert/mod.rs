@@ -206,9 +206,12 @@ fn tensor_type(
     (fallback, Some(note))
 }
 
-/// Rows per band: about 4 MiB of f32 per band, never crossing an expert boundary.
+/// Rows per band: about 4 MiB of f32 per band, a multiple of 16 rows (the transpose's SIMD
+/// block) where that many fit, never crossing an expert boundary.
 fn band_rows(n_in: usize, n_out: usize) -> usize {
-    ((4 << 20) / (n_in.max(1) * 4)).clamp(1, n_out.max(1))
+    let rows = (4 << 20) / (n_in.max(1) * 4);
+    let rows = if rows >= 16 { rows / 16 * 16 } else { rows };
+    rows.clamp(1, n_out.max(1))
 }
 
 /// The bands of one expert: (first row, rows).
@@ -218,6 +221,11 @@ fn bands_of_expert(e: usize, n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
         .step_by(step)
         .map(|o| (e * n_out + o, step.min(n_out - o)))
         .collect()
+}
+
+thread_local! {
+    /// Each worker thread's band output buffer, reused from band to band.
+    static BAND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 struct Output {
@@ -505,19 +513,36 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                     for (k, out) in needed.iter().enumerate() {
                         let ty = out.types[t];
                         let row_bytes = ty.row_bytes(src.n_in).expect("planned block aligned");
-                        let mut buf = vec![0u8; nrows * row_bytes];
-                        let st =
-                            band.encode(ty, &mut buf, None)
-                                .map_err(|q| ConvertError::Tensor {
-                                    tensor: name.clone(),
-                                    what: q.to_string(),
-                                })?;
-                        *tensor_stats.lock().expect("stats lock") += st;
                         let start = (row0 * row_bytes) as u64;
-                        out.writer
-                            .write_tensor_part(t, start, &buf)
-                            .map_err(gguf_err(&out.part))?;
-                        hashes[k].lock().expect("hash lock")[bi] = xxhash_rust::xxh3::xxh3_64(&buf);
+                        // F32 rows stored as such go from the mapped source to the file as is.
+                        let raw = match ty {
+                            GgmlType::F32 => src.f32_rows_raw(row0, nrows),
+                            _ => None,
+                        };
+                        let h = if let Some(bytes) = raw {
+                            out.writer
+                                .write_tensor_part(t, start, bytes)
+                                .map_err(gguf_err(&out.part))?;
+                            xxhash_rust::xxh3::xxh3_64(bytes)
+                        } else {
+                            BAND_BUF.with_borrow_mut(|buf| -> Result<u64, ConvertError> {
+                                // Every encoder overwrites the whole band, so a reused buffer
+                                // needs no clearing (it is only zero-filled when it grows).
+                                buf.resize(nrows * row_bytes, 0);
+                                let st = band.encode(ty, buf, None).map_err(|q| {
+                                    ConvertError::Tensor {
+                                        tensor: name.clone(),
+                                        what: q.to_string(),
+                                    }
+                                })?;
+                                *tensor_stats.lock().expect("stats lock") += st;
+                                out.writer
+                                    .write_tensor_part(t, start, buf)
+                                    .map_err(gguf_err(&out.part))?;
+                                Ok(xxhash_rust::xxh3::xxh3_64(buf))
+                            })?
+                        };
+                        hashes[k].lock().expect("hash lock")[bi] = h;
                     }
                     bar.inc(per_band_in);
                     Ok(())

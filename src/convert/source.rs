@@ -65,8 +65,29 @@ fn transpose_8x8(x: &mut [u64; 8]) {
     }
 }
 
-/// `dst[r * dst_stride + i] = src[i * src_stride + r]` for `i < n_in`, `r < nrows`: a tiled
-/// byte transpose, 8×8 blocks in registers, scalar edges.
+/// Where input element `i` of a row lands in a destination row: plain rows (`Plain`) or the
+/// quants of Q8_0 blocks (`Q8_0`: every 32 values are preceded by a 2-byte `d`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RowLayout {
+    Plain,
+    Q8_0,
+}
+
+impl RowLayout {
+    /// (bytes per 32 values, offset of the first value in them)
+    #[inline(always)]
+    fn block(self) -> (usize, usize) {
+        match self {
+            RowLayout::Plain => (32, 0),
+            RowLayout::Q8_0 => (34, 2),
+        }
+    }
+}
+
+/// `dst[r * dst_stride + col(i)] = src[i * src_stride + r]` for `i < n_in`, `r < nrows`, where
+/// `col(i) = i / 32 * block + lead + i % 32` per `layout`: a tiled byte transpose (16×16 SIMD
+/// blocks on x86-64, 8×8 blocks in registers elsewhere, scalar edges). Bytes of `dst` outside
+/// the written columns (Q8_0 `d`s) are left as they are.
 fn transpose_bytes(
     src: &[u8],
     src_stride: usize,
@@ -74,15 +95,140 @@ fn transpose_bytes(
     dst_stride: usize,
     n_in: usize,
     nrows: usize,
+    layout: RowLayout,
 ) {
-    for i0 in (0..n_in).step_by(TILE) {
-        let i1 = (i0 + TILE).min(n_in);
-        let fi = i0 + (i1 - i0) / 8 * 8;
-        for r0 in (0..nrows).step_by(TILE) {
-            let r1 = (r0 + TILE).min(nrows);
-            let fr = r0 + (r1 - r0) / 8 * 8;
-            for i in (i0..fi).step_by(8) {
-                for r in (r0..fr).step_by(8) {
+    if nrows == 0 || n_in == 0 {
+        return;
+    }
+    let (blk, lead) = layout.block();
+    let col = |i: usize| i / 32 * blk + lead + i % 32;
+    // Bounds, checked once for the unchecked kernels below.
+    assert!(
+        (n_in - 1) * src_stride + nrows <= src.len(),
+        "source too short"
+    );
+    assert!(
+        (nrows - 1) * dst_stride + col(n_in - 1) < dst.len(),
+        "destination too short"
+    );
+    assert!(
+        nrows <= src_stride && col(n_in - 1) < dst_stride,
+        "rows overlap"
+    );
+    let (fi, fr) = simd_transpose(src, src_stride, dst, dst_stride, n_in, nrows, layout);
+    // Edges: inputs past the SIMD part (all rows), rows past it (SIMD inputs).
+    for i in 0..n_in {
+        let rows = if i < fi { fr..nrows } else { 0..nrows };
+        let c = col(i);
+        for r in rows {
+            dst[r * dst_stride + c] = src[i * src_stride + r];
+        }
+    }
+}
+
+/// The SIMD part of [`transpose_bytes`]: returns how many leading inputs and rows it wrote (the
+/// caller does the rest). The caller has checked the bounds.
+#[cfg(target_arch = "x86_64")]
+fn simd_transpose(
+    src: &[u8],
+    src_stride: usize,
+    dst: &mut [u8],
+    dst_stride: usize,
+    n_in: usize,
+    nrows: usize,
+    layout: RowLayout,
+) -> (usize, usize) {
+    let (fi, fr) = (n_in / 16 * 16, nrows / 16 * 16);
+    let (blk, lead) = layout.block();
+    // Tiles of 64 inputs × all rows keep the source lines of a tile in L1 while every row's
+    // destination is written sequentially.
+    for i0 in (0..fi).step_by(64) {
+        let i1 = (i0 + 64).min(fi);
+        for r in (0..fr).step_by(16) {
+            for i in (i0..i1).step_by(16) {
+                let c = i / 32 * blk + lead + i % 32;
+                // SAFETY: the caller checked that `(n_in - 1) * src_stride + nrows <= src.len()`
+                // and `(nrows - 1) * dst_stride + col(n_in - 1) < dst.len()`; here `i + 15 < n_in`
+                // and `r + 15 < nrows`, and the 16 values at `col(i)` are contiguous (`i % 32` is
+                // 0 or 16), so every load `src[(i + k) * src_stride + r .. + 16]` and store
+                // `dst[(r + k) * dst_stride + c .. + 16]` is in bounds. SSE2 is part of x86-64.
+                unsafe {
+                    transpose16_sse2(
+                        src.as_ptr().add(i * src_stride + r),
+                        src_stride,
+                        dst.as_mut_ptr().add(r * dst_stride + c),
+                        dst_stride,
+                    )
+                };
+            }
+        }
+    }
+    (fi, fr)
+}
+
+/// Transpose a 16×16 byte block: `dst[k * dst_stride + j] = src[j * src_stride + k]`.
+///
+/// # Safety
+/// `src + j * src_stride .. + 16` must be readable and `dst + k * dst_stride .. + 16` writable
+/// for `j, k < 16`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose16_sse2(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    let mut a = [_mm_setzero_si128(); 16];
+    for (j, v) in a.iter_mut().enumerate() {
+        *v = _mm_loadu_si128(src.add(j * src_stride) as *const __m128i);
+    }
+    // Interleaving rows j and j + 8 byte-wise rotates the 8-bit index (row, column) left by
+    // one bit; four rounds swap row and column.
+    for _ in 0..4 {
+        let mut t = [_mm_setzero_si128(); 16];
+        for j in 0..8 {
+            t[2 * j] = _mm_unpacklo_epi8(a[j], a[j + 8]);
+            t[2 * j + 1] = _mm_unpackhi_epi8(a[j], a[j + 8]);
+        }
+        a = t;
+    }
+    for (k, v) in a.iter().enumerate() {
+        _mm_storeu_si128(dst.add(k * dst_stride) as *mut __m128i, *v);
+    }
+}
+
+/// Portable part of [`transpose_bytes`]: 8×8 blocks in registers.
+#[cfg(not(target_arch = "x86_64"))]
+fn simd_transpose(
+    src: &[u8],
+    src_stride: usize,
+    dst: &mut [u8],
+    dst_stride: usize,
+    n_in: usize,
+    nrows: usize,
+    layout: RowLayout,
+) -> (usize, usize) {
+    scalar_transpose8(src, src_stride, dst, dst_stride, n_in, nrows, layout)
+}
+
+/// 8×8 register-block transpose (the portable kernel; also the reference for the SIMD one).
+/// Returns how many leading inputs and rows it wrote.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn scalar_transpose8(
+    src: &[u8],
+    src_stride: usize,
+    dst: &mut [u8],
+    dst_stride: usize,
+    n_in: usize,
+    nrows: usize,
+    layout: RowLayout,
+) -> (usize, usize) {
+    let (fi, fr) = (n_in / 8 * 8, nrows / 8 * 8);
+    let (blk, lead) = layout.block();
+    for i0 in (0..fi).step_by(TILE) {
+        let i1 = (i0 + TILE).min(fi);
+        for r0 in (0..fr).step_by(TILE) {
+            let r1 = (r0 + TILE).min(fr);
+            for i in (i0..i1).step_by(8) {
+                let c = i / 32 * blk + lead + i % 32;
+                for r in (r0..r1).step_by(8) {
                     let mut x = [0u64; 8];
                     for (k, v) in x.iter_mut().enumerate() {
                         let at = (i + k) * src_stride + r;
@@ -90,20 +236,14 @@ fn transpose_bytes(
                     }
                     transpose_8x8(&mut x);
                     for (k, v) in x.iter().enumerate() {
-                        let at = (r + k) * dst_stride + i;
+                        let at = (r + k) * dst_stride + c;
                         dst[at..at + 8].copy_from_slice(&v.to_le_bytes());
                     }
                 }
             }
-            // Edges: columns past the last full 8 (all rows), rows past it (full columns).
-            for i in i0..i1 {
-                let rows = if i < fi { fr..r1 } else { r0..r1 };
-                for r in rows {
-                    dst[r * dst_stride + i] = src[i * src_stride + r];
-                }
-            }
         }
     }
+    (fi, fr)
 }
 
 impl<'a> RowSource<'a> {
@@ -151,9 +291,9 @@ impl<'a> RowSource<'a> {
         }
     }
 
-    /// Rows `row0 .. row0 + nrows` (all within one expert) as exact int8 + scales.
-    /// Returns `None` for f32 sources.
-    pub fn int8_rows(&self, row0: usize, nrows: usize) -> Option<Int8Rows> {
+    /// The int8 weights of the expert holding `row0`, from column `row0`'s (stride `n_out`),
+    /// that expert's scales, and the column within the expert.
+    fn int8_expert(&self, row0: usize, nrows: usize) -> Option<(&'a [u8], &'a [u8], usize, usize)> {
         let SourceData::Int8 {
             weight,
             scales,
@@ -163,19 +303,28 @@ impl<'a> RowSource<'a> {
             return None;
         };
         let (e, o0) = (row0 / self.n_out, row0 % self.n_out);
-        debug_assert!(o0 + nrows <= self.n_out, "band crosses an expert");
+        assert!(o0 + nrows <= self.n_out, "band crosses an expert");
         let (n_in, n_out) = (self.n_in, self.n_out);
-        let w = &weight[e * n_in * n_out..(e + 1) * n_in * n_out];
+        let w = &weight[e * n_in * n_out + o0..(e + 1) * n_in * n_out];
+        let sc = &scales[e * scale_blocks * n_out * 2..(e + 1) * scale_blocks * n_out * 2];
+        Some((w, sc, o0, scale_blocks))
+    }
+
+    /// Rows `row0 .. row0 + nrows` (all within one expert) as exact int8 + scales.
+    /// Returns `None` for f32 sources.
+    pub fn int8_rows(&self, row0: usize, nrows: usize) -> Option<Int8Rows> {
+        let (w, sc, o0, scale_blocks) = self.int8_expert(row0, nrows)?;
+        let (n_in, n_out) = (self.n_in, self.n_out);
         let mut q = vec![0i8; nrows * n_in];
         transpose_bytes(
-            &w[o0..],
+            w,
             n_out,
             bytemuck::cast_slice_mut(&mut q),
             n_in,
             n_in,
             nrows,
+            RowLayout::Plain,
         );
-        let sc = &scales[e * scale_blocks * n_out * 2..(e + 1) * scale_blocks * n_out * 2];
         let mut out_scales = vec![0f32; nrows * scale_blocks];
         for b in 0..scale_blocks {
             for r in 0..nrows {
@@ -189,6 +338,38 @@ impl<'a> RowSource<'a> {
             scales: out_scales,
             scale_blocks,
         })
+    }
+
+    /// Write the int8 values of rows `row0 .. row0 + nrows` (within one expert) straight into
+    /// the quants of Q8_0 rows in `dst` (`nrows × n_in / 32 × 34` bytes; the 2-byte `d` of each
+    /// block is left as it is), and return the rows' scales (`rows × scale_blocks`, bf16 widened
+    /// to f32). Returns `None` for f32 sources. `n_in` must be a multiple of 32.
+    pub fn int8_into_q8_0(&self, row0: usize, nrows: usize, dst: &mut [u8]) -> Option<Vec<f32>> {
+        let (w, sc, o0, scale_blocks) = self.int8_expert(row0, nrows)?;
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        assert!(n_in % 32 == 0, "Q8_0 rows need a multiple of 32 values");
+        let row_bytes = n_in / 32 * 34;
+        assert_eq!(dst.len(), nrows * row_bytes, "Q8_0 band size");
+        transpose_bytes(w, n_out, dst, row_bytes, n_in, nrows, RowLayout::Q8_0);
+        let mut out_scales = vec![0f32; nrows * scale_blocks];
+        for b in 0..scale_blocks {
+            let row = &sc[(b * n_out + o0) * 2..(b * n_out + o0 + nrows) * 2];
+            for (r, c) in row.chunks_exact(2).enumerate() {
+                out_scales[r * scale_blocks + b] = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        Some(out_scales)
+    }
+
+    /// The source bytes of rows `row0 .. row0 + nrows` when they are already GGUF F32 rows
+    /// (a float32 array stored row-major): the output can be written from them unchanged.
+    pub fn f32_rows_raw(&self, row0: usize, nrows: usize) -> Option<&'a [u8]> {
+        match self.data {
+            SourceData::F32(bytes) if !self.transpose => {
+                Some(&bytes[row0 * self.n_in * 4..(row0 + nrows) * self.n_in * 4])
+            }
+            _ => None,
+        }
     }
 
     /// Rows `row0 .. row0 + nrows` (within one expert) as f32 (int8 × scale for int8 sources,
@@ -275,30 +456,96 @@ mod tests {
         assert_eq!(q.q.len(), 12);
     }
 
+    /// What `transpose_bytes` must write, element by element.
+    fn naive(src: &[u8], stride: usize, n_in: usize, nrows: usize, layout: RowLayout) -> Vec<u8> {
+        let (blk, lead) = layout.block();
+        let dst_stride = n_in.div_ceil(32) * blk;
+        let mut dst = vec![0xA5u8; nrows * dst_stride];
+        for r in 0..nrows {
+            for i in 0..n_in {
+                dst[r * dst_stride + i / 32 * blk + lead + i % 32] = src[i * stride + r];
+            }
+        }
+        dst
+    }
+
     #[test]
     fn byte_transpose_matches_naive_on_ragged_sizes() {
+        // Sizes around the 8/16-element kernels and the 64-input tile, both layouts; the kernel
+        // (SIMD on x86-64) and the portable 8×8 kernel + scalar edges must both agree.
         for (n_in, nrows, stride) in [
             (1, 1, 1),
             (8, 8, 8),
             (13, 21, 30),
+            (16, 16, 16),
+            (32, 17, 33),
             (64, 64, 70),
+            (96, 48, 48),
             (130, 75, 75),
+            (160, 131, 200),
+            (256, 64, 4096),
         ] {
             let src: Vec<u8> = (0..n_in * stride)
                 .map(|x| (x * 7 + x / 251) as u8)
                 .collect();
-            let mut dst = vec![0u8; nrows * n_in];
-            transpose_bytes(&src, stride, &mut dst, n_in, n_in, nrows);
-            for r in 0..nrows {
-                for i in 0..n_in {
-                    assert_eq!(
-                        dst[r * n_in + i],
-                        src[i * stride + r],
-                        "{n_in} {nrows} {r} {i}"
-                    );
+            for layout in [RowLayout::Plain, RowLayout::Q8_0] {
+                if layout == RowLayout::Q8_0 && n_in % 32 != 0 {
+                    continue;
                 }
+                let want = naive(&src, stride, n_in, nrows, layout);
+                let dst_stride = want.len() / nrows;
+                let mut dst = vec![0xA5u8; want.len()];
+                transpose_bytes(&src, stride, &mut dst, dst_stride, n_in, nrows, layout);
+                assert_eq!(dst, want, "{n_in} {nrows} {stride} {layout:?}");
+                // The portable kernel, edges done the same way.
+                let mut dst = vec![0xA5u8; want.len()];
+                let (fi, fr) =
+                    scalar_transpose8(&src, stride, &mut dst, dst_stride, n_in, nrows, layout);
+                let (blk, lead) = layout.block();
+                for i in 0..n_in {
+                    let rows = if i < fi { fr..nrows } else { 0..nrows };
+                    for r in rows {
+                        dst[r * dst_stride + i / 32 * blk + lead + i % 32] = src[i * stride + r];
+                    }
+                }
+                assert_eq!(dst, want, "portable {n_in} {nrows} {stride} {layout:?}");
             }
         }
+    }
+
+    #[test]
+    fn int8_into_q8_0_places_quants_and_scales() {
+        // 2 experts, in 64, out 40, 2 scale blocks; rows 3..37 of expert 1 (ragged for SIMD).
+        let (e, n_in, n_out, sb) = (2, 64, 40, 2);
+        let weight: Vec<u8> = (0..e * n_in * n_out).map(|x| (x * 13 + 5) as u8).collect();
+        let scales: Vec<u8> = (0..e * sb * n_out)
+            .flat_map(|x| bf16::from_f32(0.25 * x as f32).to_le_bytes())
+            .collect();
+        let src = RowSource {
+            data: SourceData::Int8 {
+                weight: &weight,
+                scales: &scales,
+                scale_blocks: sb,
+            },
+            experts: e,
+            n_in,
+            n_out,
+            transpose: true,
+        };
+        let (row0, nrows) = (n_out + 3, 34);
+        let mut dst = vec![0x5Au8; nrows * 68];
+        let got = src.int8_into_q8_0(row0, nrows, &mut dst).unwrap();
+        let want = src.int8_rows(row0, nrows).unwrap();
+        assert_eq!(got, want.scales);
+        for r in 0..nrows {
+            for b in 0..2 {
+                let blk = &dst[r * 68 + b * 34..r * 68 + b * 34 + 34];
+                assert_eq!(blk[..2], [0x5A, 0x5A], "d left alone");
+                let q: Vec<i8> = blk[2..].iter().map(|&x| x as i8).collect();
+                assert_eq!(q, want.q[r * n_in + b * 32..r * n_in + b * 32 + 32]);
+            }
+        }
+        assert!(src.f32_rows_raw(0, 1).is_none());
     }
 
     #[test]
@@ -314,5 +561,11 @@ mod tests {
             transpose: true,
         };
         assert_eq!(src.f32_rows(0, 2), vec![0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+        assert!(src.f32_rows_raw(0, 2).is_none(), "transposed: no raw rows");
+        let plain = RowSource {
+            transpose: false,
+            ..src
+        };
+        assert_eq!(plain.f32_rows_raw(1, 1), Some(&bytes[12..24]));
     }
 }
