@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod convert;
+pub mod engine;
 pub mod gguf;
 pub mod imatrix;
 pub mod model;

@@ -3,7 +3,8 @@
 use super::common::{parse_ids, ModelArg};
 use super::CliResult;
 use crate::cache::args::CacheArgs;
-use crate::model::{Logits, Session};
+use crate::engine::{Device, Engine};
+use crate::model::Logits;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -22,6 +23,9 @@ pub struct LogitsArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// auto: the GPU if an adapter exists, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: Device,
 }
 
 pub fn run(a: LogitsArgs) -> CliResult {
@@ -35,8 +39,9 @@ pub fn run(a: LogitsArgs) -> CliResult {
     if ids.is_empty() {
         return Err("no tokens".into());
     }
-    let mut s = Session::new(model.hparams(), ids.len());
-    let logits = model.forward(&mut s, &ids, Logits::All)?;
+    let engine = Engine::select(&model, a.device)?;
+    let mut s = engine.session(ids.len())?;
+    let logits = engine.forward(&mut s, &ids, Logits::All)?;
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&a.out, bytes).map_err(|e| format!("{}: {e}", a.out.display()))?;
     eprintln!(

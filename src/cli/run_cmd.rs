@@ -3,7 +3,8 @@
 use super::common::ModelArg;
 use super::CliResult;
 use crate::cache::args::CacheArgs;
-use crate::model::{Logits, Session};
+use crate::engine::{Device, Engine};
+use crate::model::Logits;
 use crate::sampling::{sample, Rng, SamplerConfig};
 use clap::Args;
 use std::io::Write;
@@ -36,6 +37,9 @@ pub struct RunArgs {
     pub stop_at_eos: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// auto: the GPU if an adapter exists, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: Device,
 }
 
 pub fn run(a: RunArgs) -> CliResult {
@@ -51,7 +55,8 @@ pub fn run(a: RunArgs) -> CliResult {
         return Err("the prompt encodes to no tokens".into());
     }
     let ctx = a.ctx.unwrap_or(ids.len() + a.n);
-    let mut session = Session::new(&hp, ctx);
+    let engine = Engine::select(&model, a.device)?;
+    let mut session = engine.session(ctx)?;
     let cfg = SamplerConfig {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -59,9 +64,10 @@ pub fn run(a: RunArgs) -> CliResult {
     };
     let mut rng = Rng::new(a.seed);
     let t0 = Instant::now();
-    let mut logits = model.forward(&mut session, &ids, Logits::Last)?;
+    let mut logits = engine.forward(&mut session, &ids, Logits::Last)?;
     let prefill = t0.elapsed().as_secs_f64();
     print!("{}", a.prompt);
+    let prompt_text = tok.decode(&ids);
     let mut out_ids: Vec<u32> = Vec::new();
     let mut printed = 0usize;
     let t1 = Instant::now();
@@ -72,8 +78,11 @@ pub fn run(a: RunArgs) -> CliResult {
             break;
         }
         out_ids.push(next);
-        // Print what decodes completely so far (multi-byte characters span byte pieces).
-        let text = tok.decode(&out_ids);
+        // Print what decodes completely so far (multi-byte characters span byte pieces); decode
+        // with the prompt so the first piece keeps its leading space.
+        let all: Vec<u32> = ids.iter().chain(&out_ids).copied().collect();
+        let full = tok.decode(&all);
+        let text = full.get(prompt_text.len()..).unwrap_or("");
         let text = text.trim_end_matches('\u{FFFD}');
         if text.len() > printed && text.is_char_boundary(printed) {
             let mut lock = stdout.lock();
@@ -81,14 +90,16 @@ pub fn run(a: RunArgs) -> CliResult {
             let _ = lock.flush();
             printed = text.len();
         }
-        if session.len() >= ctx {
+        if ids.len() + out_ids.len() >= ctx {
             break;
         }
-        logits = model.forward(&mut session, &[next], Logits::Last)?;
+        logits = engine.forward(&mut session, &[next], Logits::Last)?;
     }
     let decode = t1.elapsed().as_secs_f64();
-    let text = tok.decode(&out_ids);
-    if text.len() > printed {
+    let all: Vec<u32> = ids.iter().chain(&out_ids).copied().collect();
+    let full = tok.decode(&all);
+    let text = full.get(prompt_text.len()..).unwrap_or("");
+    if text.len() > printed && text.is_char_boundary(printed) {
         print!("{}", &text[printed.min(text.len())..]);
     }
     println!();

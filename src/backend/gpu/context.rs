@@ -920,3 +920,11 @@ impl GpuContext {
         self.read_f32(&out, 0, q.len())
     }
 }
+
+impl GpuContext {
+    /// Whether the adapter is a software rasterizer on the CPU (lavapipe, SwiftShader): correct,
+    /// but far slower than the CPU backend.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+}
