@@ -2,7 +2,8 @@
 //! decode speed, so the decode weight-read rate can be reported as a fraction of bandwidth
 //! measured in the same run.
 
-use crate::model::{Logits, Model, ModelError, Session};
+use crate::engine::{Engine, EngineError};
+use crate::model::{Logits, Model};
 use crate::sampling::Rng;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -35,6 +36,8 @@ pub fn triad_gbps(mib: usize, reps: usize) -> f64 {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchResult {
     pub model: String,
+    /// `cpu` or `gpu`.
+    pub device: String,
     pub ty: String,
     pub threads: usize,
     pub prefill_tokens: usize,
@@ -52,11 +55,12 @@ pub struct BenchResult {
 /// runs each), and measure memory bandwidth in the same run.
 pub fn bench(
     model: &Model,
+    engine: &Engine,
     prefill: usize,
     decode: usize,
     reps: usize,
     seed: u64,
-) -> Result<BenchResult, ModelError> {
+) -> Result<BenchResult, EngineError> {
     let hp = model.hparams();
     let mut rng = Rng::new(seed);
     let mut random_ids = |n: usize| -> Vec<u32> {
@@ -69,15 +73,15 @@ pub fn bench(
     let mut best_decode = f64::MAX;
     for _ in 0..reps.max(1) {
         let ids = random_ids(prefill.max(1));
-        let mut s = Session::new(hp, prefill.max(1) + decode + 1);
+        let mut s = engine.session(prefill.max(1) + decode + 1)?;
         let t = Instant::now();
-        let logits = model.forward(&mut s, &ids, Logits::Last)?;
+        let logits = engine.forward(&mut s, &ids, Logits::Last)?;
         best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&logits);
         let steps = random_ids(decode);
         let t = Instant::now();
         for &id in &steps {
-            std::hint::black_box(model.forward(&mut s, &[id], Logits::Last)?);
+            std::hint::black_box(engine.forward(&mut s, &[id], Logits::Last)?);
         }
         best_decode = best_decode.min(t.elapsed().as_secs_f64());
     }
@@ -86,6 +90,7 @@ pub fn bench(
     let gbps = bytes as f64 * decode_tok_s / 1e9;
     Ok(BenchResult {
         model: model.path().display().to_string(),
+        device: if engine.is_gpu() { "gpu" } else { "cpu" }.to_string(),
         ty: model.expert_type().name().to_string(),
         threads: rayon::current_num_threads(),
         prefill_tokens: prefill,

@@ -25,19 +25,27 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// auto: the GPU if a hardware adapter exists, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: crate::engine::Device,
 }
 
 pub fn run(a: BenchArgs) -> CliResult {
     let mut model = a.model.load()?;
     a.cache.apply(&mut model, true)?;
-    let r = crate::bench::bench(&model, a.prefill, a.decode, a.reps, a.seed)?;
+    let engine = crate::engine::Engine::select(&model, a.device)?;
+    let r = crate::bench::bench(&model, &engine, a.prefill, a.decode, a.reps, a.seed)?;
+    if engine.is_gpu() {
+        eprintln!("note: on a software adapter (lavapipe) GPU figures are a smoke test only");
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} [{}], {} threads: prefill {:.1} tok/s ({} tokens), decode {:.2} tok/s; decode reads {:.1} MB/token = {:.2} GB/s, {:.2} of the {:.2} GB/s triad bandwidth",
+            "{} [{}] on {}, {} threads: prefill {:.1} tok/s ({} tokens), decode {:.2} tok/s; decode reads {:.1} MB/token = {:.2} GB/s, {:.2} of the {:.2} GB/s triad bandwidth",
             r.model,
             r.ty,
+            r.device,
             r.threads,
             r.prefill_tok_s,
             r.prefill_tokens,
