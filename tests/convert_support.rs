@@ -49,6 +49,7 @@ pub fn options(ckpt: &Path, cfg: &GrokConfig, outputs: &[(GgmlType, PathBuf)]) -
         outputs: outputs
             .iter()
             .map(|(ty, path)| OutputSpec {
+                recipe: None,
                 ty: *ty,
                 path: path.clone(),
             })
@@ -59,6 +60,7 @@ pub fn options(ckpt: &Path, cfg: &GrokConfig, outputs: &[(GgmlType, PathBuf)]) -
         progress: false,
         model_name: "test".into(),
         cancel: None,
+        imatrix: None,
     }
 }
 

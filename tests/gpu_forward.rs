@@ -42,6 +42,7 @@ fn convert_one(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathB
         config: cfg.clone(),
         tokenizer: None,
         outputs: vec![OutputSpec {
+            recipe: None,
             ty,
             path: path.clone(),
         }],
@@ -51,6 +52,7 @@ fn convert_one(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathB
         progress: false,
         model_name: "gpu-test".into(),
         cancel: None,
+        imatrix: None,
     })
     .expect("convert");
     path

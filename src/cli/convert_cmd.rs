@@ -3,6 +3,8 @@
 use super::{parse_types, CliResult};
 use crate::config::GrokConfig;
 use crate::convert::{convert, ConvertOptions, OutputSpec};
+use crate::imatrix::Imatrix;
+use crate::recipe::Recipe;
 use clap::Args;
 use quant::GgmlType;
 use std::path::PathBuf;
@@ -30,7 +32,8 @@ pub struct ConvertArgs {
     /// Output file; with several types, `{type}` in the name is replaced by each type.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Output type(s), comma-separated: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q4_k q5_k q6_k.
+    /// Output type(s), comma-separated: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q4_k q5_k q6_k, or the
+    /// recipes q4_k_m / q5_k_m (more bits where it matters).
     #[arg(long = "type", short = 't', default_value = "q8_0")]
     pub types: String,
     /// `grok-1` (built in) or a JSON config with the fixtures' keys.
@@ -42,6 +45,10 @@ pub struct ConvertArgs {
     /// Type of token_embd (the tied output projection too).
     #[arg(long)]
     pub token_embd_type: Option<String>,
+    /// An importance matrix (`grok1-quant imatrix`, or llama.cpp's GGUF imatrix) for the 4-6 bit
+    /// quantizers.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
     /// Continue an interrupted conversion.
     #[arg(long)]
     pub resume: bool,
@@ -58,11 +65,15 @@ pub struct ConvertArgs {
 
 pub fn run(a: ConvertArgs) -> CliResult {
     let config = GrokConfig::load(&a.config)?;
-    let types = parse_types(&a.types)?;
-    for t in &types {
-        if !CONVERT_TYPES.contains(t) {
-            return Err(format!("convert cannot write {t}").into());
+    let mut types = Vec::new();
+    for name in a.types.split(',').map(str::trim) {
+        let recipe = Recipe::parse(name).ok_or_else(|| {
+            format!("unknown type '{name}' (types: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q4_k q5_k q6_k; recipes: q4_k_m q5_k_m)")
+        })?;
+        if !CONVERT_TYPES.contains(&recipe.base()) {
+            return Err(format!("convert cannot write {}", recipe.base()).into());
         }
+        types.push(recipe);
     }
     let template = a.output.to_string_lossy().to_string();
     if types.len() > 1 && !template.contains("{type}") {
@@ -72,9 +83,13 @@ pub fn run(a: ConvertArgs) -> CliResult {
     }
     let outputs = types
         .iter()
-        .map(|t| OutputSpec {
-            ty: *t,
-            path: PathBuf::from(template.replace("{type}", t.name())),
+        .map(|r| OutputSpec {
+            recipe: match r {
+                Recipe::Pure(_) => None,
+                mixed => Some(*mixed),
+            },
+            ty: r.base(),
+            path: PathBuf::from(template.replace("{type}", &r.name())),
         })
         .collect();
     let token_embd_type = match &a.token_embd_type {
@@ -84,6 +99,10 @@ pub fn run(a: ConvertArgs) -> CliResult {
                 .next()
                 .ok_or("empty --token-embd-type")?,
         ),
+        None => None,
+    };
+    let imatrix = match &a.imatrix {
+        Some(p) => Some(Arc::new(Imatrix::read(p)?)),
         None => None,
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -110,6 +129,7 @@ pub fn run(a: ConvertArgs) -> CliResult {
         progress: !a.quiet,
         model_name: a.name,
         cancel: Some(cancel),
+        imatrix,
     };
     let s = convert(&opts)?;
     eprintln!(

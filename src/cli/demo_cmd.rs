@@ -91,6 +91,7 @@ pub fn run(a: DemoArgs) -> CliResult {
     let outputs: Vec<OutputSpec> = CONVERT_TYPES
         .iter()
         .map(|&ty| OutputSpec {
+            recipe: None,
             ty,
             path: path_for(&a.dir, ty),
         })
@@ -106,6 +107,7 @@ pub fn run(a: DemoArgs) -> CliResult {
         progress: true,
         model_name: "grok1-quant demo".into(),
         cancel: None,
+        imatrix: None,
     })?;
     eprintln!(
         "converted {} tensors to {} files in {:.1} s ({} exact Q8_0 blocks, {} requantized)",

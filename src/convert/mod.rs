@@ -14,7 +14,7 @@ pub use encode::EncodeStats;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, Param};
 use crate::config::GrokConfig;
-use crate::gguf::{GgufError, GgufFileWriter, GgufLayout, TensorSpec};
+use crate::gguf::{GgufArray, GgufError, GgufFileWriter, GgufLayout, GgufValue, TensorSpec};
 use crate::naming::{checkpoint_params, gguf_shape, ParamSpec, Role, StoredAs};
 use crate::tokenizer::{SpmModel, TokenizerError};
 use encode::Band;
@@ -31,6 +31,9 @@ use std::time::UNIX_EPOCH;
 /// One requested output file.
 #[derive(Clone, Debug)]
 pub struct OutputSpec {
+    /// A mixed-precision recipe (q4_k_m, …) instead of one type for every matrix; `ty` is then
+    /// the recipe's base type.
+    pub recipe: Option<crate::recipe::Recipe>,
     pub ty: GgmlType,
     pub path: PathBuf,
 }
@@ -52,6 +55,9 @@ pub struct ConvertOptions {
     pub model_name: String,
     /// Set from a Ctrl-C handler: stop at the next band, leaving a resumable `.part`.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Importance matrix for the quantizers (exact Q8_0 tensors ignore it: they keep the
+    /// checkpoint's values).
+    pub imatrix: Option<Arc<crate::imatrix::Imatrix>>,
 }
 
 /// What a conversion did.
@@ -237,6 +243,18 @@ struct Output {
     journal: Mutex<Journal>,
 }
 
+/// A hash of an importance matrix's statistics (part of the resume plan and the metadata).
+fn imatrix_hash(im: &crate::imatrix::Imatrix) -> u64 {
+    let mut bytes = Vec::new();
+    for (name, e) in &im.entries {
+        bytes.extend_from_slice(name.as_bytes());
+        for v in e.sums.iter().chain(&e.counts) {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
 fn append_ext(p: &Path, ext: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(ext);
@@ -350,14 +368,21 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
     // Plan every output.
     let mut outputs = Vec::new();
     for out in &opts.outputs {
-        let embd = opts
-            .token_embd_type
-            .unwrap_or_else(|| embd_type_for(out.ty));
+        let embd = opts.token_embd_type.unwrap_or_else(|| match out.recipe {
+            Some(r) => r.embd_type(),
+            None => embd_type_for(out.ty),
+        });
         let mut types = Vec::new();
         let mut tensors = Vec::new();
         for spec in &specs {
             let (_, n_in, _, _) = geometry(spec);
-            let (t, note) = tensor_type(spec, out.ty, embd, n_in);
+            let ty = match (out.recipe, spec.layer) {
+                (Some(r), layer) => r
+                    .matrix_type(spec.role, layer.unwrap_or(0), cfg.num_layers)
+                    .unwrap_or(out.ty),
+                (None, _) => out.ty,
+            };
+            let (t, note) = tensor_type(spec, ty, embd, n_in);
             if let Some(n) = note {
                 fallbacks.push(format!("{}: {n}", out.path.display()));
             }
@@ -368,7 +393,27 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                 ty: t,
             });
         }
-        let md = metadata::grok_metadata(cfg, &tok, out.ty, &opts.model_name);
+        let mut md = metadata::grok_metadata(cfg, &tok, out.ty, &opts.model_name);
+        if let Some(r) = out.recipe {
+            md.insert("general.file_type", GgufValue::U32(r.file_type()));
+            md.insert("grok1_quant.recipe", GgufValue::String(r.name()));
+            md.insert(
+                "grok1_quant.tensor_types",
+                GgufValue::Array(GgufArray::String(
+                    tensors
+                        .iter()
+                        .map(|t| format!("{}:{}", t.name, t.ty.name()))
+                        .collect(),
+                )),
+            );
+        }
+        if let Some(im) = &opts.imatrix {
+            md.insert(
+                "grok1_quant.imatrix_datasets",
+                GgufValue::Array(GgufArray::String(im.datasets.clone())),
+            );
+            md.insert("grok1_quant.imatrix_hash", GgufValue::U64(imatrix_hash(im)));
+        }
         let layout = GgufLayout::new(md, tensors, 32).map_err(|source| ConvertError::Gguf {
             path: out.path.clone(),
             source,
@@ -488,6 +533,15 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
         let band_list: Vec<(usize, usize)> = (0..src.experts)
             .flat_map(|e| bands_of_expert(e, src.n_in, src.n_out))
             .collect();
+        // Importance weights of each expert (or of the one matrix) of this tensor.
+        let imatrix_rows: Vec<Option<Vec<f32>>> = (0..src.experts)
+            .map(|e| {
+                opts.imatrix
+                    .as_ref()
+                    .and_then(|im| im.importance(&name, e))
+                    .filter(|w| w.len() == src.n_in)
+            })
+            .collect();
         let hashes: Vec<Mutex<Vec<u64>>> = needed
             .iter()
             .map(|_| Mutex::new(vec![0; band_list.len()]))
@@ -529,7 +583,11 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                                 // Every encoder overwrites the whole band, so a reused buffer
                                 // needs no clearing (it is only zero-filled when it grows).
                                 buf.resize(nrows * row_bytes, 0);
-                                let st = band.encode(ty, buf, None).map_err(|q| {
+                                let weights = match ty {
+                                    GgmlType::Q8_0 => None,
+                                    _ => imatrix_rows[row0 / src.n_out].as_deref(),
+                                };
+                                let st = band.encode(ty, buf, weights).map_err(|q| {
                                     ConvertError::Tensor {
                                         tensor: name.clone(),
                                         what: q.to_string(),

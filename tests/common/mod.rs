@@ -38,6 +38,7 @@ pub fn convert_to(
     let outputs: Vec<OutputSpec> = types
         .iter()
         .map(|t| OutputSpec {
+            recipe: None,
             ty: *t,
             path: out_dir.join(format!("m-{}.gguf", t.name())),
         })
@@ -53,6 +54,7 @@ pub fn convert_to(
         progress: false,
         model_name: "test".into(),
         cancel: None,
+        imatrix: None,
     };
     convert(&opts).expect("convert");
     outputs.into_iter().map(|o| o.path).collect()
