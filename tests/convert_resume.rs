@@ -48,6 +48,8 @@ fn cmd(root: &Path, out: &Path, extra: &[&str]) -> Command {
         .args(["--type", "q8_0", "-q", "--config"])
         .arg(root.join("config.json"))
         .args(extra)
+        // A pause per band, so runs are reliably killed mid-way however fast the machine is.
+        .env("GROK1_QUANT_THROTTLE_MS", "3")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c

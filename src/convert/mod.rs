@@ -506,6 +506,12 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
         indicatif::ProgressBar::hidden()
     };
 
+    // Fault-injection knob for the kill/resume tests: a pause per band makes "killed mid-way"
+    // independent of how fast this machine converts. Never set in normal use.
+    let throttle = std::env::var("GROK1_QUANT_THROTTLE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
     let mut stats = EncodeStats::default();
     for (t, spec) in specs.iter().enumerate() {
         let name = spec.role.gguf_name(spec.layer);
@@ -563,6 +569,9 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                         return Err(ConvertError::Interrupted);
                     }
                     let (row0, nrows) = band_list[bi];
+                    if let Some(d) = throttle {
+                        std::thread::sleep(d);
+                    }
                     let mut band = Band::new(&src, row0, nrows);
                     for (k, out) in needed.iter().enumerate() {
                         let ty = out.types[t];
