@@ -688,6 +688,13 @@ fn model_load_refuses_lying_metadata() {
     m.meta.insert("grok.rope.freq_base", f32::NAN);
     load_err(&m.encode(), "grok.rope.freq_base = NaN");
     let mut m = t();
+    m.meta
+        .insert("grok.attention.layer_norm_rms_epsilon", -1e-5f32);
+    load_err(
+        &m.encode(),
+        "grok.attention.layer_norm_rms_epsilon = -0.00001 is not a finite positive number",
+    );
+    let mut m = t();
     m.meta.insert("tokenizer.ggml.eos_token_id", 1u64 << 32);
     load_err(&m.encode(), "eos_token_id is not a 32-bit unsigned integer");
     // A tensor table entry whose shape needs more bytes than the file holds.

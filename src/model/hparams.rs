@@ -146,7 +146,7 @@ impl HParams {
             }
         }
         let positive = [
-            ("layer_norm_rms_epsilon", self.eps),
+            ("attention.layer_norm_rms_epsilon", self.eps),
             ("rope.freq_base", self.rope_base),
         ];
         for (k, v) in positive {
