@@ -1,6 +1,9 @@
 //! Reading GGUF files: memory-mapped, zero-copy, and validated against the file size before
 //! anything is allocated.
 
+// The parser is safe code; the one exception is the file mapping in `GgufFile::open`.
+#![deny(unsafe_code)]
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -71,18 +74,47 @@ impl GgufFile {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| GgufError::io(&path, e))?;
         let len = file.metadata().map_err(|e| GgufError::io(&path, e))?.len();
-        let name = path.display().to_string();
         if len == 0 {
             return Err(GgufError::NotGguf {
-                file: name,
+                file: path.display().to_string(),
                 found: Vec::new(),
             });
         }
         // SAFETY: the map is read-only; as with any mmap, the file must not be truncated or
         // modified by others while it is open.
+        #[allow(unsafe_code)]
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(&path, e))?;
-        let parsed = parse(&mmap, &name)?;
-        Ok(GgufFile {
+        GgufFile::from_mmap(path, mmap)
+    }
+
+    /// Parse and validate a GGUF held in memory; `name` stands for the file in messages and
+    /// [`GgufFile::path`]. The bytes are copied into an anonymous read-only mapping, so the
+    /// result behaves exactly like a file opened with [`GgufFile::open`].
+    pub fn parse_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
+        let path = name.as_ref().to_path_buf();
+        if bytes.is_empty() {
+            return Err(GgufError::NotGguf {
+                file: path.display().to_string(),
+                found: Vec::new(),
+            });
+        }
+        // Validate before allocating the copy, so hostile input costs no extra memory. The
+        // offsets found are positions in `bytes`, hence equally in the copy.
+        let parsed = parse(bytes, &path.display().to_string())?;
+        let mut anon =
+            memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| GgufError::io(&path, e))?;
+        anon.copy_from_slice(bytes);
+        let mmap = anon.make_read_only().map_err(|e| GgufError::io(&path, e))?;
+        Ok(GgufFile::from_parts(path, mmap, parsed))
+    }
+
+    fn from_mmap(path: PathBuf, mmap: Mmap) -> Result<GgufFile, GgufError> {
+        let parsed = parse(&mmap, &path.display().to_string())?;
+        Ok(GgufFile::from_parts(path, mmap, parsed))
+    }
+
+    fn from_parts(path: PathBuf, mmap: Mmap, parsed: Parsed) -> GgufFile {
+        GgufFile {
             path,
             mmap: Arc::new(mmap),
             version: parsed.version,
@@ -96,7 +128,7 @@ impl GgufFile {
             tensors: parsed.tensors,
             alignment: parsed.alignment,
             data_offset: parsed.data_offset,
-        })
+        }
     }
 
     /// The path this file was opened from.

@@ -61,11 +61,14 @@ impl HParams {
         let emb = u("embedding_length", None)?;
         let n_heads = u("attention.head_count", None)?;
         let head_dim_default = emb.checked_div(n_heads).ok_or("head_count is 0")?;
-        let tok_u32 = |key: &str, default: u32| -> u32 {
-            file.get(key)
-                .and_then(|v| v.to_u64())
-                .map(|x| x as u32)
-                .unwrap_or(default)
+        let tok_u32 = |key: &str, default: u32| -> Result<u32, String> {
+            match file.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .to_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or(format!("{key} is not a 32-bit unsigned integer")),
+            }
         };
         let vocab = match file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
             Some(a) => a.len(),
@@ -89,9 +92,9 @@ impl HParams {
             attn_output_scale: f("grok.attention.output_scale", g.attn_output_multiplier)?,
             softcap: f("grok.attn_logit_softcapping", g.attn_logit_softcap)?,
             ctx_len: u("context_length", Some(g.sequence_len))?,
-            pad_id: tok_u32("tokenizer.ggml.padding_token_id", g.pad_token),
-            bos_id: tok_u32("tokenizer.ggml.bos_token_id", g.bos_token),
-            eos_id: tok_u32("tokenizer.ggml.eos_token_id", g.eos_token),
+            pad_id: tok_u32("tokenizer.ggml.padding_token_id", g.pad_token)?,
+            bos_id: tok_u32("tokenizer.ggml.bos_token_id", g.bos_token)?,
+            eos_id: tok_u32("tokenizer.ggml.eos_token_id", g.eos_token)?,
             add_bos: file
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(|v| v.as_bool())
@@ -112,6 +115,7 @@ impl HParams {
             ("feed_forward_length", self.ffn),
             ("expert_count", self.n_experts),
             ("expert_used_count", self.n_experts_used),
+            ("context_length", self.ctx_len),
         ];
         for (k, v) in dims {
             if v == 0 || v > 1 << 24 {
@@ -132,6 +136,34 @@ impl HParams {
         }
         if self.head_dim % 2 != 0 {
             return Err(format!("key_length {} is odd", self.head_dim));
+        }
+        for (k, v) in [("bos", self.bos_id), ("eos", self.eos_id)] {
+            if v as usize >= self.vocab {
+                return Err(format!(
+                    "tokenizer.ggml.{k}_token_id {v} is outside the vocabulary of {}",
+                    self.vocab
+                ));
+            }
+        }
+        let positive = [
+            ("attention.layer_norm_rms_epsilon", self.eps),
+            ("rope.freq_base", self.rope_base),
+        ];
+        for (k, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("grok.{k} = {v} is not a finite positive number"));
+            }
+        }
+        let finite = [
+            ("embedding_scale", self.embedding_scale),
+            ("logit_scale", self.logit_scale),
+            ("attention.output_scale", self.attn_output_scale),
+            ("attn_logit_softcapping", self.softcap),
+        ];
+        for (k, v) in finite {
+            if !v.is_finite() {
+                return Err(format!("grok.{k} = {v} is not finite"));
+            }
         }
         Ok(())
     }

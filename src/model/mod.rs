@@ -81,6 +81,14 @@ impl Model {
             path: path.to_path_buf(),
             source,
         })?;
+        Model::from_gguf(file)
+    }
+
+    /// Validate an opened grok GGUF (its hyperparameters against the tensors present) and
+    /// take it as a model. Errors name [`GgufFile::path`].
+    pub fn from_gguf(file: GgufFile) -> Result<Model, ModelError> {
+        let path = file.path().to_path_buf();
+        let path = path.as_path();
         let invalid = |what: String| ModelError::Invalid {
             path: path.to_path_buf(),
             what,
@@ -283,12 +291,21 @@ pub fn tokenizer_from_gguf(f: &GgufFile) -> Result<crate::tokenizer::Tokenizer, 
             Some(GgufValue::Array(GgufArray::I32(t))) => t.clone(),
             _ => vec![1; tokens.len()],
         };
-        let id = |k: &str| f.get(k).and_then(|v| v.to_u64()).map(|x| x as u32);
+        let id = |k: &str| -> Result<Option<u32>, ModelError> {
+            match f.get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .to_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("{k} is not a 32-bit unsigned integer"))),
+            }
+        };
         let specials = SpecialIds {
-            bos: id("tokenizer.ggml.bos_token_id"),
-            eos: id("tokenizer.ggml.eos_token_id"),
-            unk: id("tokenizer.ggml.unknown_token_id"),
-            pad: id("tokenizer.ggml.padding_token_id"),
+            bos: id("tokenizer.ggml.bos_token_id")?,
+            eos: id("tokenizer.ggml.eos_token_id")?,
+            unk: id("tokenizer.ggml.unknown_token_id")?,
+            pad: id("tokenizer.ggml.padding_token_id")?,
         };
         let prefix = f
             .get("tokenizer.ggml.add_space_prefix")

@@ -7,6 +7,8 @@
 //! binary heap over a linked list of symbols (O(n log n)). Symbols that are not pieces fall
 //! back to `<0xXX>` byte pieces when the model has them, else to the unknown id.
 
+#![forbid(unsafe_code)]
+
 use super::spm_model::{ModelType, PieceKind, SpmModel, DEFAULT_UNK_SURFACE};
 use super::TokenizerError;
 use std::collections::{BinaryHeap, HashMap};
@@ -176,8 +178,9 @@ impl Tokenizer {
     }
 
     /// Reads a `tokenizer.model` file and builds its tokenizer.
+    /// Errors name the file.
     pub fn from_spm_file(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        Tokenizer::from_spm(&SpmModel::from_file(path)?)
+        Tokenizer::from_spm(&SpmModel::from_file(path)?).map_err(|e| e.in_file(path))
     }
 
     /// Builds a tokenizer from a vocabulary as a GGUF with `tokenizer.ggml.model = llama`

@@ -4,6 +4,8 @@
 //! fields (including deprecated groups, nested to a bounded depth) are skipped. Nothing here
 //! panics on hostile input; every failure is a [`TokenizerError::Protobuf`].
 
+#![forbid(unsafe_code)]
+
 use super::TokenizerError;
 
 pub(crate) const WT_VARINT: u8 = 0;

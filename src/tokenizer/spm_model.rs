@@ -7,6 +7,8 @@
 //! 42 eos_id, 43 pad_id, 44 unk_surface }; NormalizerSpec { 1 name, 2 precompiled_charsmap,
 //! 3 add_dummy_prefix, 4 remove_extra_whitespaces, 5 escape_whitespaces }.
 
+#![forbid(unsafe_code)]
+
 use super::proto::{Reader, Writer, WT_FIXED32, WT_LEN};
 use super::TokenizerError;
 use std::path::Path;
@@ -97,13 +99,13 @@ pub struct SpmModel {
 }
 
 impl SpmModel {
-    /// Reads and parses a `tokenizer.model` file.
+    /// Reads and parses a `tokenizer.model` file. Errors name the file.
     pub fn from_file(path: &Path) -> Result<SpmModel, TokenizerError> {
         let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        SpmModel::parse(&bytes)
+        SpmModel::parse(&bytes).map_err(|e| e.in_file(path))
     }
 
     /// Parses a serialized `ModelProto`. Unknown fields are skipped; malformed input is an
@@ -193,6 +195,19 @@ impl SpmModel {
     /// Number of pieces.
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
+    }
+}
+
+impl TokenizerError {
+    /// The same error with `path` in front of its message (I/O errors already name it).
+    pub(crate) fn in_file(self, path: &Path) -> TokenizerError {
+        let p = path.display();
+        match self {
+            TokenizerError::Protobuf(m) => TokenizerError::Protobuf(format!("{p}: {m}")),
+            TokenizerError::Invalid(m) => TokenizerError::Invalid(format!("{p}: {m}")),
+            TokenizerError::Unsupported(m) => TokenizerError::Unsupported(format!("{p}: {m}")),
+            io @ TokenizerError::Io { .. } => io,
+        }
     }
 }
 

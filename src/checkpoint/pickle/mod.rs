@@ -6,6 +6,8 @@
 //! allocated in proportion to the payloads: only the small structural parts are decoded, with
 //! bounds on the stack, the memo and string lengths.
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
@@ -89,6 +91,12 @@ const MAX_STACK: usize = 4096;
 const MAX_MEMO: usize = 1 << 16;
 const MAX_STR: usize = 4096;
 const MAX_DIMS: usize = 32;
+/// Deepest nesting of tuples accepted. Checkpoint pickles nest at most 3 deep (REDUCE
+/// arguments holding a shape tuple); without a bound, a run of TUPLE1 opcodes builds a chain
+/// whose recursive drop overflows the thread stack.
+const MAX_TUPLE_DEPTH: u32 = 16;
+/// Most entries a dict may hold (a QuantizedWeight8bit state has 2); keeps SETITEM linear.
+const MAX_DICT: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Global {
@@ -116,6 +124,20 @@ struct QuantObj {
 /// A state dict's items in insertion order.
 type DictItems = Vec<(Rc<str>, Value)>;
 
+/// A tuple's items and its nesting depth (1 for a tuple holding no tuple).
+#[derive(Debug)]
+struct TupleObj {
+    items: Vec<Value>,
+    depth: u32,
+}
+
+impl std::ops::Deref for TupleObj {
+    type Target = Vec<Value>;
+    fn deref(&self) -> &Vec<Value> {
+        &self.items
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Value {
     None,
@@ -127,7 +149,7 @@ enum Value {
         offset: usize,
         len: usize,
     },
-    Tuple(Rc<Vec<Value>>),
+    Tuple(Rc<TupleObj>),
     Global(Global),
     Dtype(Rc<RefCell<DtypeObj>>),
     /// `None` until BUILD gives it its state.
@@ -258,6 +280,27 @@ impl<'a> Vm<'a> {
         Ok(self.stack.split_off(m))
     }
 
+    /// A tuple of `items`, refused when it would nest deeper than [`MAX_TUPLE_DEPTH`].
+    fn tuple(&self, items: Vec<Value>) -> Result<Value, PickleError> {
+        let inner = items
+            .iter()
+            .map(|v| match v {
+                Value::Tuple(t) => t.depth,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        if inner >= MAX_TUPLE_DEPTH {
+            return self.err(format!(
+                "tuples nested deeper than {MAX_TUPLE_DEPTH} levels"
+            ));
+        }
+        Ok(Value::Tuple(Rc::new(TupleObj {
+            items,
+            depth: inner + 1,
+        })))
+    }
+
     fn string(&mut self, n: usize) -> Result<Value, PickleError> {
         if n > MAX_STR {
             return self.err(format!("string of {n} bytes is longer than {MAX_STR}"));
@@ -278,6 +321,14 @@ impl<'a> Vm<'a> {
     fn memo_put(&mut self, idx: usize) -> Result<(), PickleError> {
         if idx >= MAX_MEMO {
             return self.err(format!("memo index {idx} exceeds the limit {MAX_MEMO}"));
+        }
+        // Every memo entry costs at least one opcode byte, so a real pickle's indices stay
+        // below the bytes read so far; this keeps the memo proportional to the input.
+        if idx > self.op_at {
+            return self.err(format!(
+                "memo index {idx} at byte {}: more entries than opcodes so far",
+                self.op_at
+            ));
         }
         let v = self.top("a value to memoize")?.clone();
         if self.memo.len() <= idx {
@@ -371,7 +422,10 @@ impl<'a> Vm<'a> {
                     let g = self.global(&module, &name)?;
                     self.push(Value::Global(g))?;
                 }
-                b')' => self.push(Value::Tuple(Rc::new(Vec::new())))?,
+                b')' => {
+                    let t = self.tuple(Vec::new())?;
+                    self.push(t)?
+                }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let mut items = Vec::with_capacity(n);
@@ -379,7 +433,8 @@ impl<'a> Vm<'a> {
                         items.push(self.pop("a tuple item")?);
                     }
                     items.reverse();
-                    self.push(Value::Tuple(Rc::new(items)))?;
+                    let t = self.tuple(items)?;
+                    self.push(t)?;
                 }
                 b'(' => {
                     if self.marks.len() >= MAX_STACK {
@@ -389,7 +444,8 @@ impl<'a> Vm<'a> {
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::new(items)))?;
+                    let t = self.tuple(items)?;
+                    self.push(t)?;
                 }
                 b'}' => self.push(Value::Dict(Rc::new(RefCell::new(Vec::new()))))?,
                 b'u' => {

@@ -48,10 +48,10 @@ impl Vm<'_> {
                 ));
             }
             let mut d = d.borrow_mut();
-            if d.len() >= MAX_STACK {
-                return self.err("dict too large");
-            }
             d.retain(|(old, _)| *old != k);
+            if d.len() >= MAX_DICT {
+                return self.err(format!("dict with more than {MAX_DICT} entries"));
+            }
             d.push((k, v));
         }
         Ok(())
