@@ -148,30 +148,27 @@ fn u32_of(v: usize, what: &str) -> Result<u32, GpuError> {
 impl GpuContext {
     /// The first adapter wgpu offers (any backend), with the adapter's own limits.
     pub fn new() -> Result<GpuContext, GpuError> {
-        let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::PRIMARY,
-            ..Default::default()
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
-            force_fallback_adapter: false,
-            compatible_surface: None,
+            ..Default::default()
         }))
-        .ok_or(GpuError::NoAdapter)?;
+        .map_err(|_| GpuError::NoAdapter)?;
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(
-            &wgpu::DeviceDescriptor {
-                label: Some("grok1-quant"),
-                required_features: wgpu::Features::empty(),
-                required_limits: limits.clone(),
-                memory_hints: wgpu::MemoryHints::Performance,
-            },
-            None,
-        ))
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("grok1-quant"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        }))
         .map_err(|e| GpuError::Device(e.to_string()))?;
         let error = Arc::new(Mutex::new(None));
         let sink = error.clone();
-        device.on_uncaptured_error(Box::new(move |e| {
+        device.on_uncaptured_error(Arc::new(move |e| {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(e.to_string());
@@ -227,7 +224,7 @@ impl GpuContext {
         if let Some(p) = map.get(key) {
             return Ok(p.clone());
         }
-        self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -244,7 +241,7 @@ impl GpuContext {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
+        if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Wgpu {
                 what: format!("compiling kernel {key}"),
                 msg: e.to_string(),
@@ -281,7 +278,7 @@ impl GpuContext {
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
-        if bytes.len() % 4 == 0 && !bytes.is_empty() {
+        if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
             return self
                 .device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -322,14 +319,14 @@ impl GpuContext {
         let (qk, _, _) = layout(w.ty).ok_or(GpuError::Unsupported { ty: w.ty })?;
         let rb =
             w.ty.row_bytes(w.n_in)
-                .filter(|_| w.n_in % qk == 0)
+                .filter(|_| w.n_in.is_multiple_of(qk))
                 .ok_or_else(|| {
                     GpuError::Shape(format!(
                         "{:?} rows of {} values are not whole blocks of {qk}",
                         w.ty, w.n_in
                     ))
                 })?;
-        if unit == 0 || w.n_out % unit != 0 {
+        if unit == 0 || !w.n_out.is_multiple_of(unit) {
             return Err(GpuError::Shape(format!(
                 "{} rows are not whole units of {unit}",
                 w.n_out
@@ -602,7 +599,12 @@ impl GpuContext {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::Maintain::Wait);
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Wgpu {
+                what: "waiting for the GPU".into(),
+                msg: e.to_string(),
+            })?;
         let mapped = rx.recv().map_err(|e| GpuError::Wgpu {
             what: "reading back".into(),
             msg: e.to_string(),
@@ -611,7 +613,12 @@ impl GpuContext {
             what: "mapping the readback buffer".into(),
             msg: e.to_string(),
         })?;
-        let out = bytemuck::cast_slice::<u8, f32>(&slice.get_mapped_range()).to_vec();
+        let view = slice.get_mapped_range().map_err(|e| GpuError::Wgpu {
+            what: "viewing the readback buffer".into(),
+            msg: e.to_string(),
+        })?;
+        let out = bytemuck::pod_collect_to_vec::<u8, f32>(&view);
+        drop(view);
         staging.unmap();
         self.check("reading back")?;
         Ok(out)
@@ -654,7 +661,7 @@ impl GpuContext {
         x: &[f32],
         n: usize,
     ) -> Result<Vec<u8>, GpuError> {
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(GpuError::Shape(format!(
                 "{} values are not rows of {n}",
                 x.len()
@@ -716,7 +723,7 @@ impl GpuContext {
     /// Twin of `cpu::rms_norm` (rows of `scale.len()`).
     pub fn rms_norm(&self, x: &[f32], scale: &[f32], eps: f32) -> Result<Vec<f32>, GpuError> {
         let n = scale.len();
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(GpuError::Shape(format!(
                 "{} values are not rows of {n}",
                 x.len()
@@ -734,7 +741,7 @@ impl GpuContext {
 
     /// Twin of `cpu::softmax_in_place`, for each row of `n`.
     pub fn softmax(&self, x: &[f32], n: usize) -> Result<Vec<f32>, GpuError> {
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(GpuError::Shape(format!(
                 "{} values are not rows of {n}",
                 x.len()
@@ -759,10 +766,10 @@ impl GpuContext {
         inv_freq: &[f32],
     ) -> Result<Vec<f32>, GpuError> {
         if head_dim == 0
-            || head_dim % 2 != 0
+            || !head_dim.is_multiple_of(2)
             || inv_freq.len() != head_dim / 2
             || tokens == 0
-            || x.len() % (tokens * head_dim) != 0
+            || !x.len().is_multiple_of(tokens * head_dim)
         {
             return Err(GpuError::Shape(format!(
                 "rope: {} values, {tokens} tokens, head_dim {head_dim}, {} frequencies",
@@ -806,7 +813,7 @@ impl GpuContext {
         n_exp: usize,
         k: usize,
     ) -> Result<Vec<Vec<(usize, f32)>>, GpuError> {
-        if n_exp == 0 || k == 0 || k > n_exp || logits.len() % n_exp != 0 {
+        if n_exp == 0 || k == 0 || k > n_exp || !logits.len().is_multiple_of(n_exp) {
             return Err(GpuError::Shape(format!(
                 "route: {} logits, {n_exp} experts, top {k}",
                 logits.len()
@@ -880,7 +887,13 @@ impl GpuContext {
                 tokens.len()
             ))
         };
-        if hd == 0 || hd > 256 || nh == 0 || nkv == 0 || nh % nkv != 0 || q.len() % (nh * hd) != 0 {
+        if hd == 0
+            || hd > 256
+            || nh == 0
+            || nkv == 0
+            || !nh.is_multiple_of(nkv)
+            || !q.len().is_multiple_of(nh * hd)
+        {
             return Err(bad());
         }
         let t = q.len() / (nh * hd);
