@@ -58,6 +58,9 @@ fn act_format(ty: GgmlType) -> ActFormat {
     }
 }
 
+/// Tokens per matmul workgroup (TILE in matmul.wgsl).
+const MM_TILE: usize = 8;
+
 const COMMON: &str = include_str!("../../../shaders/mm_common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
@@ -88,12 +91,15 @@ impl GpuWeight {
 pub(crate) enum MatmulKind<'a> {
     /// `x` holds `tokens` rows; out is `tokens × n_out`.
     Dense { tokens: usize },
-    /// Experts: `routing` holds `tokens × slots` expert ids; activation row of slot (t, k) is
-    /// `t*xs_t + k*xs_k` of `x_rows`; out is `(tokens·slots) × unit`.
+    /// Experts, grouped: `groups` is the output of the `group_experts` kernel for `tokens ×
+    /// slots` routing slots over `n_exp` experts (offsets, then slot ids by expert); the
+    /// activation row of slot (t, k) is `t*xs_t + k*xs_k` of `x_rows`; out is
+    /// `(tokens·slots) × unit`. Each expert's rows are read once per tile of its tokens.
     Experts {
-        routing: &'a wgpu::Buffer,
+        groups: &'a wgpu::Buffer,
         tokens: usize,
         slots: usize,
+        n_exp: usize,
         x_rows: usize,
         xs_t: usize,
         xs_k: usize,
@@ -467,42 +473,61 @@ impl GpuContext {
         let q = self.encode_quantize(enc, w.ty, x, w.n_in, x_rows)?;
         let xb = q.as_ref().unwrap_or(x);
         for (r0, rows, buf) in &w.chunks {
-            // [n_in, n_rows, row0, out_stride, tokens, tile, mode, n_slots, e0, e1, xs_t, xs_k]
-            let (params, groups, z, routing) = match kind {
+            // [n_in, n_rows, row0, out_stride, tokens, tile, mode, n_slots, e0, e1, xs_t, xs_k,
+            //  n_exp, tiles_per_e, -, -]
+            let (params, groups, z, bound) = match kind {
                 MatmulKind::Dense { tokens } => (
-                    [w.n_in, *rows, *r0, w.n_out, tokens, 4, 0, 1, 0, 1, 1, 0],
+                    [
+                        w.n_in, *rows, *r0, w.n_out, tokens, MM_TILE, 0, 1, 0, 1, 1, 0, 0, 1, 0, 0,
+                    ],
                     *rows,
-                    tokens.div_ceil(4),
+                    tokens.div_ceil(MM_TILE),
                     dummy,
                 ),
                 MatmulKind::Experts {
-                    routing,
+                    groups,
                     tokens,
                     slots,
+                    n_exp,
                     xs_t,
                     xs_k,
                     ..
-                } => (
-                    [
-                        w.n_in,
+                } => {
+                    // An expert takes each token at most once: ≤ `tokens` slots per expert.
+                    let tiles = tokens.div_ceil(MM_TILE);
+                    let (e0, e1) = (r0 / w.unit, (r0 + rows) / w.unit);
+                    if e1 > n_exp {
+                        return Err(GpuError::Shape(format!(
+                            "expert matrix has {} experts, routing over {n_exp}",
+                            w.n_out / w.unit
+                        )));
+                    }
+                    (
+                        [
+                            w.n_in,
+                            w.unit,
+                            0,
+                            w.unit,
+                            tokens * slots,
+                            MM_TILE,
+                            1,
+                            slots,
+                            e0,
+                            e1,
+                            xs_t,
+                            xs_k,
+                            n_exp,
+                            tiles,
+                            0,
+                            0,
+                        ],
                         w.unit,
-                        0,
-                        w.unit,
-                        tokens * slots,
-                        1,
-                        1,
-                        slots,
-                        r0 / w.unit,
-                        (r0 + rows) / w.unit,
-                        xs_t,
-                        xs_k,
-                    ],
-                    w.unit,
-                    tokens * slots,
-                    routing,
-                ),
+                        (e1 - e0) * tiles,
+                        groups,
+                    )
+                }
             };
-            let mut words = [0u32; 12];
+            let mut words = [0u32; 16];
             for (o, v) in words.iter_mut().zip(params) {
                 *o = u32_of(v, "matmul parameter")?;
             }
@@ -510,7 +535,7 @@ impl GpuContext {
                 enc,
                 &p,
                 bytemuck::cast_slice(&words),
-                &[(1, buf), (2, xb), (3, out), (4, routing)],
+                &[(1, buf), (2, xb), (3, out), (4, bound)],
                 groups,
                 z,
             )?;

@@ -289,6 +289,7 @@ impl GpuModel {
         let router = ctx.scratch("router", t_new * hp.n_experts);
         let gates = ctx.scratch("gates", slots);
         let idx = ctx.scratch("experts", slots);
+        let grp = ctx.scratch("expert groups", hp.n_experts + 1 + slots);
         let g = ctx.scratch("gate", slots * ffn);
         let u = ctx.scratch("up", slots * ffn);
         let d = ctx.scratch("down", slots * emb);
@@ -401,8 +402,10 @@ impl GpuModel {
                 &[(1, &router), (5, &gates), (6, &idx)],
                 t_new.div_ceil(64),
             )?;
+            ctx.encode_op(&mut enc, "group_experts", &base, &[(6, &idx), (8, &grp)], 1)?;
             let per_token = MatmulKind::Experts {
-                routing: &idx,
+                groups: &grp,
+                n_exp: hp.n_experts,
                 tokens: t_new,
                 slots: k_used,
                 x_rows: t_new,
@@ -424,7 +427,8 @@ impl GpuModel {
                 (slots * ffn).div_ceil(64),
             )?;
             let per_slot = MatmulKind::Experts {
-                routing: &idx,
+                groups: &grp,
+                n_exp: hp.n_experts,
                 tokens: t_new,
                 slots: k_used,
                 x_rows: slots,
