@@ -142,6 +142,37 @@ fn tiny_model_gpu_matches_cpu_f32_q8_0_q4_0_q4_k() {
     ctx.set_max_binding(150_000);
     let e = compare(&model, ctx, &long, "q8_0 split at 150 kB", 9);
     assert!(e <= 1e-3, "split: max |Δlogit| {e}");
+
+    // Activation buffers bounded at 8 tokens (2048 bytes per token here): 20 tokens run as
+    // batches of 8, 8, 4 and still match; a KV cache or one token over the limit is a clear
+    // error naming the limit.
+    let mut gm = GpuModel::new(GpuContext::new().unwrap(), &model).unwrap();
+    gm.set_activation_limit(8 * 2048 + 20);
+    assert_eq!(gm.max_batch(true), 8);
+    let mut cs = Session::new(model.hparams(), long.len());
+    let want = model.forward(&mut cs, &long, Logits::All).unwrap();
+    let mut gs = gm.session(long.len()).unwrap();
+    let got = gm.forward(&mut gs, &long, true).unwrap();
+    let e = max_abs(&got, &want);
+    eprintln!("q8_0 in batches of 8: max |Δlogit| {e:.2e}");
+    assert!(e <= 1e-3, "batched: max |Δlogit| {e}");
+    assert_eq!(gs.len(), long.len());
+    let msg = gm
+        .session(100)
+        .err()
+        .expect("KV cache over the limit")
+        .to_string();
+    assert!(
+        msg.contains("max_storage_buffer_binding_size") && msg.contains("at most 64 positions"),
+        "{msg}"
+    );
+    gm.set_activation_limit(1000);
+    let msg = gm
+        .forward(&mut gm.session(2).unwrap(), &[5], false)
+        .err()
+        .expect("one token over the limit")
+        .to_string();
+    assert!(msg.contains("1000 bytes"), "{msg}");
 }
 
 #[test]
