@@ -169,8 +169,7 @@ fn tiny_model_gpu_matches_cpu_f32_q8_0_q4_0_q4_k() {
     gm.set_activation_limit(1000);
     let msg = gm
         .forward(&mut gm.session(2).unwrap(), &[5], false)
-        .err()
-        .expect("one token over the limit")
+        .expect_err("one token over the limit")
         .to_string();
     assert!(msg.contains("1000 bytes"), "{msg}");
 }
