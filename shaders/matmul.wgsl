@@ -1,11 +1,14 @@
 // out[t][r] = Σ_i x[t][i] · W[r][i] for one weight chunk (rows row0.. of the whole matrix),
 // dequantizing in registers. One workgroup per (weight row, tile of up to TILE tokens): the
 // 64 threads stride over the row's blocks, each keeping one partial sum per token, then a
-// tree reduction in workgroup memory.
+// tree reduction in workgroup memory. Each weight row is read once per tile.
 //
-// Expert mode (mode == 1): the "tokens" are routing slots s = t*n_slots + k; slot s uses the
-// expert routing[s]. This chunk holds experts e0..e1 (rows_per_expert rows each); slots routed
-// elsewhere are skipped. Activation row of slot s = t*xs_t + k*xs_k; output row = s.
+// Grouped expert mode (mode == 1): the "tokens" are routing slots s = t*n_slots + k, grouped
+// by expert (see ops.wgsl group_experts): grp[e]..grp[e+1] index grp[n_exp+1+..], the slots
+// routed to expert e in ascending order. This chunk holds experts e0..e1 (n_rows rows each);
+// workgroup z = (e - e0) * tiles_per_e + tile takes up to TILE of expert e's slots, so each
+// expert row is read once per TILE tokens routed to it. Activation row of slot s is
+// t*xs_t + k*xs_k; output row = s.
 
 struct Params {
     n_in: u32,
@@ -20,15 +23,19 @@ struct Params {
     e1: u32,
     xs_t: u32,
     xs_k: u32,
+    n_exp: u32,
+    tiles_per_e: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> routing: array<u32>;
+@group(0) @binding(4) var<storage, read> grp: array<u32>;
 
 const WG: u32 = 64u;
-const TILE: u32 = 4u;
-var<workgroup> partial: array<f32, 256>;
+const TILE: u32 = 8u;
+var<workgroup> partial: array<f32, 512>;
 
 fn act_row_len() -> u32 {
     if (ACT_QUANT == 0u) {
@@ -44,23 +51,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let t0 = wg.z * p.tile;
     let nb = p.n_in / QK;
     let row_bytes = nb * BLOCK_BYTES;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var acc = array<f32, TILE>();
     var wrow = 0u;
     var live = r < p.n_rows;
-    var xrow = array<u32, 4>(0u, 0u, 0u, 0u);
-    let nt = min(p.tile, p.tokens - min(t0, p.tokens));
+    var xrow = array<u32, TILE>();
+    var orow = array<u32, TILE>();
+    var nt = min(p.tile, p.tokens - min(t0, p.tokens));
     if (p.mode == 1u) {
-        let s = t0;
-        let e = routing[s];
-        live = live && e >= p.e0 && e < p.e1;
+        let e = p.e0 + wg.z / p.tiles_per_e;
+        let first = grp[e] + (wg.z % p.tiles_per_e) * TILE;
+        let end = grp[e + 1u];
+        nt = min(TILE, end - min(first, end));
+        live = live && nt > 0u;
         wrow = ((e - p.e0) * p.n_rows + r) * row_bytes;
-        let t = s / p.n_slots;
-        let k = s % p.n_slots;
-        xrow[0] = (t * p.xs_t + k * p.xs_k) * act_row_len();
+        for (var j = 0u; j < TILE; j++) {
+            if (j < nt) {
+                let s = grp[p.n_exp + 1u + first + j];
+                let t = s / p.n_slots;
+                let k = s % p.n_slots;
+                xrow[j] = (t * p.xs_t + k * p.xs_k) * act_row_len();
+                orow[j] = s;
+            }
+        }
     } else {
         wrow = r * row_bytes;
         for (var j = 0u; j < TILE; j++) {
             xrow[j] = (t0 + j) * act_row_len();
+            orow[j] = t0 + j;
         }
     }
     if (live) {
@@ -92,7 +109,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (lid == 0u && live) {
         for (var j = 0u; j < TILE; j++) {
             if (j < nt) {
-                out[(t0 + j) * p.out_stride + p.row0 + r] = partial[j * WG];
+                out[orow[j] * p.out_stride + p.row0 + r] = partial[j * WG];
             }
         }
     }

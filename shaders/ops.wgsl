@@ -25,6 +25,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> e: array<f32>;
 @group(0) @binding(6) var<storage, read_write> idx: array<u32>;
 @group(0) @binding(7) var<storage, read> vc: array<f32>;
+@group(0) @binding(8) var<storage, read_write> grp: array<u32>;
 
 const WG: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
@@ -225,6 +226,41 @@ fn route(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         }
         idx[r * p.k + j] = best;
         e[r * p.k + j] = bv;
+    }
+}
+
+// Group the routing slots (idx: rows × k expert ids) by expert for the grouped expert matmul:
+// grp[0..=n_exp] are offsets (grp[e]..grp[e+1] is expert e's range), grp[n_exp+1+..] the slot
+// ids s = t*k + j, ascending within each expert. One workgroup; thread i counts and fills the
+// experts i, i+64, ...; thread 0 makes the prefix sums in between.
+@compute @workgroup_size(64)
+fn group_experts(@builtin(local_invocation_index) lid: u32) {
+    let slots = p.rows * p.k;
+    for (var ex = lid; ex < p.n_exp; ex += WG) {
+        var c = 0u;
+        for (var s = 0u; s < slots; s++) {
+            c += select(0u, 1u, idx[s] == ex);
+        }
+        grp[ex + 1u] = c;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    if (lid == 0u) {
+        grp[0] = 0u;
+        for (var ex = 0u; ex < p.n_exp; ex++) {
+            grp[ex + 1u] += grp[ex];
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    for (var ex = lid; ex < p.n_exp; ex += WG) {
+        var o = p.n_exp + 1u + grp[ex];
+        for (var s = 0u; s < slots; s++) {
+            if (idx[s] == ex) {
+                grp[o] = s;
+                o += 1u;
+            }
+        }
     }
 }
 

@@ -297,3 +297,23 @@ fn attention_matches_cpu_over_several_tiles_with_pad_masking() {
     assert!(e <= 1e-5, "all-masked attention {e}");
     assert!(ctx.attention(&q, &k, &v[1..], &toks, &sh).is_err());
 }
+
+#[test]
+fn bench_kernels_smoke() {
+    let Some(ctx) = gpu() else { return };
+    let r = grok1_quant::backend::gpu::bench_kernels(ctx, 1024, 64, 2).unwrap();
+    assert_eq!(r.len(), 4);
+    for b in &r {
+        let rb = b.ty.row_bytes(1024).unwrap() as u64;
+        assert_eq!(b.bytes, rb * 64, "{b:?}");
+        assert!(
+            b.seconds > 0.0 && b.gbps.is_finite() && b.gbps > 0.0,
+            "{b:?}"
+        );
+        eprintln!(
+            "{:?} matvec {} B: {:.3} GB/s (lavapipe: smoke test only)",
+            b.ty, b.bytes, b.gbps
+        );
+    }
+    assert!(grok1_quant::backend::gpu::bench_kernels(ctx, 1000, 64, 2).is_err());
+}

@@ -58,6 +58,9 @@ fn act_format(ty: GgmlType) -> ActFormat {
     }
 }
 
+/// Tokens per matmul workgroup (TILE in matmul.wgsl).
+const MM_TILE: usize = 8;
+
 const COMMON: &str = include_str!("../../../shaders/mm_common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
@@ -88,12 +91,15 @@ impl GpuWeight {
 pub(crate) enum MatmulKind<'a> {
     /// `x` holds `tokens` rows; out is `tokens × n_out`.
     Dense { tokens: usize },
-    /// Experts: `routing` holds `tokens × slots` expert ids; activation row of slot (t, k) is
-    /// `t*xs_t + k*xs_k` of `x_rows`; out is `(tokens·slots) × unit`.
+    /// Experts, grouped: `groups` is the output of the `group_experts` kernel for `tokens ×
+    /// slots` routing slots over `n_exp` experts (offsets, then slot ids by expert); the
+    /// activation row of slot (t, k) is `t*xs_t + k*xs_k` of `x_rows`; out is
+    /// `(tokens·slots) × unit`. Each expert's rows are read once per tile of its tokens.
     Experts {
-        routing: &'a wgpu::Buffer,
+        groups: &'a wgpu::Buffer,
         tokens: usize,
         slots: usize,
+        n_exp: usize,
         x_rows: usize,
         xs_t: usize,
         xs_k: usize,
@@ -148,30 +154,27 @@ fn u32_of(v: usize, what: &str) -> Result<u32, GpuError> {
 impl GpuContext {
     /// The first adapter wgpu offers (any backend), with the adapter's own limits.
     pub fn new() -> Result<GpuContext, GpuError> {
-        let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::PRIMARY,
-            ..Default::default()
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
-            force_fallback_adapter: false,
-            compatible_surface: None,
+            ..Default::default()
         }))
-        .ok_or(GpuError::NoAdapter)?;
+        .map_err(|_| GpuError::NoAdapter)?;
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(
-            &wgpu::DeviceDescriptor {
-                label: Some("grok1-quant"),
-                required_features: wgpu::Features::empty(),
-                required_limits: limits.clone(),
-                memory_hints: wgpu::MemoryHints::Performance,
-            },
-            None,
-        ))
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("grok1-quant"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        }))
         .map_err(|e| GpuError::Device(e.to_string()))?;
         let error = Arc::new(Mutex::new(None));
         let sink = error.clone();
-        device.on_uncaptured_error(Box::new(move |e| {
+        device.on_uncaptured_error(Arc::new(move |e| {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(e.to_string());
@@ -227,7 +230,7 @@ impl GpuContext {
         if let Some(p) = map.get(key) {
             return Ok(p.clone());
         }
-        self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -244,7 +247,7 @@ impl GpuContext {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
+        if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Wgpu {
                 what: format!("compiling kernel {key}"),
                 msg: e.to_string(),
@@ -281,7 +284,7 @@ impl GpuContext {
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
-        if bytes.len() % 4 == 0 && !bytes.is_empty() {
+        if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
             return self
                 .device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -322,14 +325,14 @@ impl GpuContext {
         let (qk, _, _) = layout(w.ty).ok_or(GpuError::Unsupported { ty: w.ty })?;
         let rb =
             w.ty.row_bytes(w.n_in)
-                .filter(|_| w.n_in % qk == 0)
+                .filter(|_| w.n_in.is_multiple_of(qk))
                 .ok_or_else(|| {
                     GpuError::Shape(format!(
                         "{:?} rows of {} values are not whole blocks of {qk}",
                         w.ty, w.n_in
                     ))
                 })?;
-        if unit == 0 || w.n_out % unit != 0 {
+        if unit == 0 || !w.n_out.is_multiple_of(unit) {
             return Err(GpuError::Shape(format!(
                 "{} rows are not whole units of {unit}",
                 w.n_out
@@ -470,42 +473,61 @@ impl GpuContext {
         let q = self.encode_quantize(enc, w.ty, x, w.n_in, x_rows)?;
         let xb = q.as_ref().unwrap_or(x);
         for (r0, rows, buf) in &w.chunks {
-            // [n_in, n_rows, row0, out_stride, tokens, tile, mode, n_slots, e0, e1, xs_t, xs_k]
-            let (params, groups, z, routing) = match kind {
+            // [n_in, n_rows, row0, out_stride, tokens, tile, mode, n_slots, e0, e1, xs_t, xs_k,
+            //  n_exp, tiles_per_e, -, -]
+            let (params, groups, z, bound) = match kind {
                 MatmulKind::Dense { tokens } => (
-                    [w.n_in, *rows, *r0, w.n_out, tokens, 4, 0, 1, 0, 1, 1, 0],
+                    [
+                        w.n_in, *rows, *r0, w.n_out, tokens, MM_TILE, 0, 1, 0, 1, 1, 0, 0, 1, 0, 0,
+                    ],
                     *rows,
-                    tokens.div_ceil(4),
+                    tokens.div_ceil(MM_TILE),
                     dummy,
                 ),
                 MatmulKind::Experts {
-                    routing,
+                    groups,
                     tokens,
                     slots,
+                    n_exp,
                     xs_t,
                     xs_k,
                     ..
-                } => (
-                    [
-                        w.n_in,
+                } => {
+                    // An expert takes each token at most once: ≤ `tokens` slots per expert.
+                    let tiles = tokens.div_ceil(MM_TILE);
+                    let (e0, e1) = (r0 / w.unit, (r0 + rows) / w.unit);
+                    if e1 > n_exp {
+                        return Err(GpuError::Shape(format!(
+                            "expert matrix has {} experts, routing over {n_exp}",
+                            w.n_out / w.unit
+                        )));
+                    }
+                    (
+                        [
+                            w.n_in,
+                            w.unit,
+                            0,
+                            w.unit,
+                            tokens * slots,
+                            MM_TILE,
+                            1,
+                            slots,
+                            e0,
+                            e1,
+                            xs_t,
+                            xs_k,
+                            n_exp,
+                            tiles,
+                            0,
+                            0,
+                        ],
                         w.unit,
-                        0,
-                        w.unit,
-                        tokens * slots,
-                        1,
-                        1,
-                        slots,
-                        r0 / w.unit,
-                        (r0 + rows) / w.unit,
-                        xs_t,
-                        xs_k,
-                    ],
-                    w.unit,
-                    tokens * slots,
-                    routing,
-                ),
+                        (e1 - e0) * tiles,
+                        groups,
+                    )
+                }
             };
-            let mut words = [0u32; 12];
+            let mut words = [0u32; 16];
             for (o, v) in words.iter_mut().zip(params) {
                 *o = u32_of(v, "matmul parameter")?;
             }
@@ -513,7 +535,7 @@ impl GpuContext {
                 enc,
                 &p,
                 bytemuck::cast_slice(&words),
-                &[(1, buf), (2, xb), (3, out), (4, routing)],
+                &[(1, buf), (2, xb), (3, out), (4, bound)],
                 groups,
                 z,
             )?;
@@ -602,7 +624,12 @@ impl GpuContext {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::Maintain::Wait);
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Wgpu {
+                what: "waiting for the GPU".into(),
+                msg: e.to_string(),
+            })?;
         let mapped = rx.recv().map_err(|e| GpuError::Wgpu {
             what: "reading back".into(),
             msg: e.to_string(),
@@ -611,7 +638,12 @@ impl GpuContext {
             what: "mapping the readback buffer".into(),
             msg: e.to_string(),
         })?;
-        let out = bytemuck::cast_slice::<u8, f32>(&slice.get_mapped_range()).to_vec();
+        let view = slice.get_mapped_range().map_err(|e| GpuError::Wgpu {
+            what: "viewing the readback buffer".into(),
+            msg: e.to_string(),
+        })?;
+        let out = bytemuck::pod_collect_to_vec::<u8, f32>(&view);
+        drop(view);
         staging.unmap();
         self.check("reading back")?;
         Ok(out)
@@ -654,7 +686,7 @@ impl GpuContext {
         x: &[f32],
         n: usize,
     ) -> Result<Vec<u8>, GpuError> {
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(GpuError::Shape(format!(
                 "{} values are not rows of {n}",
                 x.len()
@@ -716,7 +748,7 @@ impl GpuContext {
     /// Twin of `cpu::rms_norm` (rows of `scale.len()`).
     pub fn rms_norm(&self, x: &[f32], scale: &[f32], eps: f32) -> Result<Vec<f32>, GpuError> {
         let n = scale.len();
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(GpuError::Shape(format!(
                 "{} values are not rows of {n}",
                 x.len()
@@ -734,7 +766,7 @@ impl GpuContext {
 
     /// Twin of `cpu::softmax_in_place`, for each row of `n`.
     pub fn softmax(&self, x: &[f32], n: usize) -> Result<Vec<f32>, GpuError> {
-        if n == 0 || x.len() % n != 0 {
+        if n == 0 || !x.len().is_multiple_of(n) {
             return Err(GpuError::Shape(format!(
                 "{} values are not rows of {n}",
                 x.len()
@@ -759,10 +791,10 @@ impl GpuContext {
         inv_freq: &[f32],
     ) -> Result<Vec<f32>, GpuError> {
         if head_dim == 0
-            || head_dim % 2 != 0
+            || !head_dim.is_multiple_of(2)
             || inv_freq.len() != head_dim / 2
             || tokens == 0
-            || x.len() % (tokens * head_dim) != 0
+            || !x.len().is_multiple_of(tokens * head_dim)
         {
             return Err(GpuError::Shape(format!(
                 "rope: {} values, {tokens} tokens, head_dim {head_dim}, {} frequencies",
@@ -806,7 +838,7 @@ impl GpuContext {
         n_exp: usize,
         k: usize,
     ) -> Result<Vec<Vec<(usize, f32)>>, GpuError> {
-        if n_exp == 0 || k == 0 || k > n_exp || logits.len() % n_exp != 0 {
+        if n_exp == 0 || k == 0 || k > n_exp || !logits.len().is_multiple_of(n_exp) {
             return Err(GpuError::Shape(format!(
                 "route: {} logits, {n_exp} experts, top {k}",
                 logits.len()
@@ -880,7 +912,13 @@ impl GpuContext {
                 tokens.len()
             ))
         };
-        if hd == 0 || hd > 256 || nh == 0 || nkv == 0 || nh % nkv != 0 || q.len() % (nh * hd) != 0 {
+        if hd == 0
+            || hd > 256
+            || nh == 0
+            || nkv == 0
+            || !nh.is_multiple_of(nkv)
+            || !q.len().is_multiple_of(nh * hd)
+        {
             return Err(bad());
         }
         let t = q.len() / (nh * hd);

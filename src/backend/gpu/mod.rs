@@ -7,8 +7,10 @@
 //! and Q6_K weights take activations quantized on the GPU to Q8_0 / Q8_K exactly as the CPU
 //! does.
 
+mod bench;
 mod context;
 mod model;
 
+pub use bench::{bench_forward, bench_kernels, ForwardBench, KernelBench, BENCH_TYPES};
 pub use context::{AttentionShape, GpuContext, GpuError, GpuWeight};
 pub use model::{GpuModel, GpuSession};

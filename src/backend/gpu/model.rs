@@ -34,6 +34,9 @@ pub struct GpuModel {
     inv_freq: wgpu::Buffer,
     layers: Vec<GpuLayer>,
     dummy: wgpu::Buffer,
+    /// Bytes one activation / KV-cache buffer may hold (the adapter's storage binding limit
+    /// unless lowered by [`GpuModel::set_activation_limit`]).
+    act_limit: u64,
 }
 
 /// A generation session on the GPU: its KV cache and the token ids it holds.
@@ -199,7 +202,6 @@ impl GpuModel {
         let dummy = ctx.scratch("dummy", 1);
         ctx.check("uploading the model")?;
         Ok(GpuModel {
-            ctx,
             hp,
             token_embd,
             output,
@@ -207,6 +209,8 @@ impl GpuModel {
             inv_freq,
             layers,
             dummy,
+            act_limit: ctx.max_binding(),
+            ctx,
         })
     }
 
@@ -218,13 +222,57 @@ impl GpuModel {
         &self.ctx
     }
 
+    /// Lower the bytes one activation or KV-cache buffer may hold (tests force small limits
+    /// to exercise batch splitting); never raises it above the adapter's binding limit.
+    pub fn set_activation_limit(&mut self, bytes: u64) {
+        self.act_limit = bytes.clamp(4, self.ctx.max_binding());
+    }
+
+    /// Bytes one activation or KV-cache buffer may hold.
+    pub fn activation_limit(&self) -> u64 {
+        self.act_limit
+    }
+
+    /// Largest activation buffer per token of a forward call, and what it is.
+    fn per_token_bytes(&self, all_logits: bool) -> (u64, &'static str) {
+        let hp = &self.hp;
+        let k = hp.n_experts_used;
+        let mut v = [
+            (hp.emb, "hidden state"),
+            (hp.q_dim(), "query"),
+            (hp.kv_dim(), "key/value"),
+            (hp.n_experts + k, "router"),
+            (k * hp.ffn, "expert hidden"),
+            (k * hp.emb, "expert output"),
+            (if all_logits { hp.vocab } else { 0 }, "logits"),
+        ];
+        v.sort_by_key(|&(n, _)| n);
+        let (n, what) = v[v.len() - 1];
+        ((n * 4) as u64, what)
+    }
+
+    /// Most tokens one forward call can take under the activation limit (more are run in
+    /// several batches by [`GpuModel::forward`]).
+    pub fn max_batch(&self, all_logits: bool) -> usize {
+        let (per, _) = self.per_token_bytes(all_logits);
+        // The expert grouping buffer also holds n_experts + 1 offsets.
+        let fixed = ((self.hp.n_experts + 1) * 4) as u64;
+        (self.act_limit.saturating_sub(fixed) / per) as usize
+    }
+
     /// An empty session holding at most `capacity` positions.
     pub fn session(&self, capacity: usize) -> Result<GpuSession, GpuError> {
         let per_layer = capacity.max(1) * self.hp.kv_dim();
-        if (per_layer * 4) as u64 > self.ctx.max_binding() {
+        let row = (self.hp.kv_dim() * 4) as u64;
+        if (per_layer * 4) as u64 > self.act_limit {
             return Err(GpuError::Shape(format!(
-                "a KV cache of {capacity} positions × {} is over the binding limit",
-                self.hp.kv_dim()
+                "a KV cache of {capacity} positions × {} values is {} bytes per layer, over the \
+                 storage binding limit (max_storage_buffer_binding_size) of {} bytes: at most {} \
+                 positions fit",
+                self.hp.kv_dim(),
+                per_layer * 4,
+                self.act_limit,
+                self.act_limit / row
             )));
         }
         let ctx = &self.ctx;
@@ -269,6 +317,27 @@ impl GpuModel {
         if t_new == 0 {
             return Ok(Vec::new());
         }
+        let fit = self.max_batch(want_all_logits);
+        if fit == 0 {
+            let (per, what) = self.per_token_bytes(want_all_logits);
+            return Err(GpuError::Shape(format!(
+                "one token's {what} buffer is {per} bytes, over the storage binding limit \
+                 (max_storage_buffer_binding_size) of {} bytes",
+                self.act_limit
+            )));
+        }
+        if t_new > fit {
+            // Several batches over the same session (the KV cache makes them one prompt).
+            let mut out = Vec::new();
+            for (i, part) in tokens.chunks(fit).enumerate() {
+                let last = (i + 1) * fit >= t_new;
+                let l = self.forward(session, part, want_all_logits)?;
+                if want_all_logits || last {
+                    out.extend_from_slice(&l);
+                }
+            }
+            return Ok(out);
+        }
         let (emb, q_dim, kv_dim) = (hp.emb, hp.q_dim(), hp.kv_dim());
         let (k_used, ffn) = (hp.n_experts_used, hp.ffn);
         let slots = t_new * k_used;
@@ -289,6 +358,7 @@ impl GpuModel {
         let router = ctx.scratch("router", t_new * hp.n_experts);
         let gates = ctx.scratch("gates", slots);
         let idx = ctx.scratch("experts", slots);
+        let grp = ctx.scratch("expert groups", hp.n_experts + 1 + slots);
         let g = ctx.scratch("gate", slots * ffn);
         let u = ctx.scratch("up", slots * ffn);
         let d = ctx.scratch("down", slots * emb);
@@ -401,8 +471,10 @@ impl GpuModel {
                 &[(1, &router), (5, &gates), (6, &idx)],
                 t_new.div_ceil(64),
             )?;
+            ctx.encode_op(&mut enc, "group_experts", &base, &[(6, &idx), (8, &grp)], 1)?;
             let per_token = MatmulKind::Experts {
-                routing: &idx,
+                groups: &grp,
+                n_exp: hp.n_experts,
                 tokens: t_new,
                 slots: k_used,
                 x_rows: t_new,
@@ -424,7 +496,8 @@ impl GpuModel {
                 (slots * ffn).div_ceil(64),
             )?;
             let per_slot = MatmulKind::Experts {
-                routing: &idx,
+                groups: &grp,
+                n_exp: hp.n_experts,
                 tokens: t_new,
                 slots: k_used,
                 x_rows: slots,
