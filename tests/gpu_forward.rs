@@ -183,6 +183,9 @@ fn grok_tiny_reference_logits() {
     }
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/grok-tiny");
     if !fx.exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{} is missing and CI is set", fx.display());
+        }
         eprintln!("note: {} missing, skipping", fx.display());
         return;
     }
@@ -190,28 +193,76 @@ fn grok_tiny_reference_logits() {
     let dir = tempfile::tempdir().unwrap();
     let path = convert_one(&fx.join("ckpt-0"), &cfg, dir.path(), GgmlType::F32);
     let model = Model::load(&path).unwrap();
-    let prompts: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/prompts.json")).unwrap())
-            .unwrap();
-    let p = &prompts["prompts"][0];
-    let ids: Vec<u32> = p["token_ids"]
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fx.join(name)).unwrap()).unwrap()
+    };
+    let ids_of = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let argmax = |x: &[f32]| -> usize {
+        let mut b = 0;
+        for (i, &v) in x.iter().enumerate() {
+            if v > x[b] {
+                b = i;
+            }
+        }
+        b
+    };
+    let prompts = read("reference/prompts.json");
+    let greedy = read("reference/greedy.json");
+    let gm = GpuModel::new(GpuContext::new().unwrap(), &model).unwrap();
+    let vocab = cfg.vocab_size;
+    for (p, g) in prompts["prompts"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let reference: Vec<f32> = std::fs::read(fx.join(p["logits_f32"]["file"].as_str().unwrap()))
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let gm = GpuModel::new(GpuContext::new().unwrap(), &model).unwrap();
-    let mut s = gm.session(ids.len()).unwrap();
-    let got = gm.forward(&mut s, &ids, true).unwrap();
-    let e = max_abs(&got, &reference);
-    eprintln!(
-        "grok-tiny prompt 0 ({} tokens): GPU vs reference f32 max |Δlogit| {e:.2e}",
-        ids.len()
-    );
-    assert!(e <= 1e-3, "max |Δlogit| {e}");
+        .zip(greedy["prompts"].as_array().unwrap())
+    {
+        let ids = ids_of(&p["token_ids"]);
+        let reference: Vec<f32> = std::fs::read(fx.join(p["logits_f32"]["file"].as_str().unwrap()))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut cs = grok1_quant::model::Session::new(model.hparams(), ids.len());
+        let cpu = model
+            .forward(&mut cs, &ids, grok1_quant::model::Logits::All)
+            .unwrap();
+        let want = ids_of(&g["full_recompute_f32"]);
+        let mut s = gm.session(ids.len() + want.len()).unwrap();
+        let got = gm.forward(&mut s, &ids, true).unwrap();
+        let e_ref = max_abs(&got, &reference);
+        let e_cpu = max_abs(&got, &cpu);
+        for t in 0..ids.len() {
+            let r = t * vocab..(t + 1) * vocab;
+            assert_eq!(
+                argmax(&got[r.clone()]),
+                argmax(&reference[r]),
+                "prompt {} position {t}",
+                p["index"]
+            );
+        }
+        // Greedy decode on the GPU with its KV cache equals the reference's full recompute.
+        let mut last = got[(ids.len() - 1) * vocab..].to_vec();
+        let mut decoded = Vec::new();
+        for _ in 0..want.len() {
+            let next = argmax(&last) as u32;
+            decoded.push(next);
+            last = gm.forward(&mut s, &[next], false).unwrap();
+        }
+        eprintln!(
+            "grok-tiny prompt {} ({} tokens): GPU vs reference f32 max |Δlogit| {e_ref:.2e}, vs CPU {e_cpu:.2e}; greedy {}/{}",
+            p["index"],
+            ids.len(),
+            decoded.iter().zip(&want).filter(|(a, b)| a == b).count(),
+            want.len()
+        );
+        assert!(e_ref <= 1e-3, "max |Δlogit| vs reference {e_ref}");
+        assert!(e_cpu <= 1e-3, "max |Δlogit| vs CPU {e_cpu}");
+        assert_eq!(decoded, want, "prompt {}: GPU greedy decode", p["index"]);
+    }
 }

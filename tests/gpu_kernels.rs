@@ -56,8 +56,10 @@ fn matmul_all_types_decode_and_prefill() {
         GgmlType::Q4_K,
         GgmlType::Q6_K,
     ] {
-        // Odd row counts and tokens not a multiple of the 4-token tile.
+        // Odd row counts and tokens not a multiple of the 4-token tile; one row.
         check_matmul(ctx, ty, 512, 67, 1);
+        check_matmul(ctx, ty, 256, 1, 1);
+        check_matmul(ctx, ty, 256, 1, 5);
         check_matmul(ctx, ty, 256, 131, 7);
     }
 }

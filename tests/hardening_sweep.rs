@@ -248,7 +248,7 @@ fn smallest_quantized(dir: &Path) -> PathBuf {
         let bytes = std::fs::read(&p).unwrap();
         if let Ok(PickleObject::Quantized { .. }) = pickle::parse(&bytes) {
             let len = bytes.len() as u64;
-            if best.as_ref().map_or(true, |(l, _)| len < *l) {
+            if best.as_ref().is_none_or(|(l, _)| len < *l) {
                 best = Some((len, p));
             }
         }

@@ -35,8 +35,27 @@ pub fn run(a: BenchArgs) -> CliResult {
     a.cache.apply(&mut model, true)?;
     let engine = crate::engine::Engine::select(&model, a.device)?;
     let r = crate::bench::bench(&model, &engine, a.prefill, a.decode, a.reps, a.seed)?;
-    if engine.is_gpu() {
-        eprintln!("note: on a software adapter (lavapipe) GPU figures are a smoke test only");
+    if let crate::engine::Engine::Gpu(gm) = &engine {
+        let ctx = gm.context();
+        if ctx.is_software() {
+            eprintln!(
+                "note: {} is a software adapter: GPU figures are a smoke test only",
+                ctx.adapter_name()
+            );
+        }
+        let iters = if ctx.is_software() { 2 } else { 50 };
+        for k in crate::backend::gpu::bench_kernels(ctx, 4096, 1024, iters)? {
+            println!(
+                "gpu kernel {} {:>5} {}×{}: {:.3} GB/s of weights ({} bytes, {:.2} ms)",
+                k.name,
+                k.ty.name(),
+                k.n_out,
+                k.n_in,
+                k.gbps,
+                k.bytes,
+                k.seconds * 1e3
+            );
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -57,10 +57,22 @@ impl Journal {
         })
     }
 
-    /// Open an existing journal and check it belongs to `plan`.
+    /// Open an existing journal and check it belongs to `plan`. A journal that is missing, or
+    /// whose header was torn while it was being created (a prefix of the header this plan
+    /// writes), records no finished tensor: it is started afresh.
     pub fn open(path: &Path, plan: u64) -> Result<Journal, JournalError> {
         let io_err = |e| JournalError::Io(path.to_path_buf(), e);
-        let text = std::fs::read(path).map_err(io_err)?;
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Journal::create(path, plan)
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        let header = format!("{MAGIC}\nplan {plan:016x}\n");
+        if text.len() < header.len() && header.as_bytes().starts_with(&text) {
+            return Journal::create(path, plan);
+        }
         let complete = match text.iter().rposition(|&b| b == b'\n') {
             Some(end) => &text[..=end],
             None => &text[..0],
@@ -155,6 +167,29 @@ mod tests {
         assert!(matches!(
             Journal::open(&p, 43),
             Err(JournalError::PlanMismatch(_))
+        ));
+    }
+
+    #[test]
+    fn torn_or_missing_header_starts_afresh_but_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        // Missing.
+        assert!(Journal::open(&p, 7).unwrap().done().is_empty());
+        // Torn at every point of the header.
+        let header = format!("{MAGIC}\nplan {:016x}\n", 7u64);
+        for cut in 0..header.len() {
+            std::fs::write(&p, &header.as_bytes()[..cut]).unwrap();
+            let mut j = Journal::open(&p, 7).unwrap();
+            assert!(j.done().is_empty(), "cut {cut}");
+            j.record(1, 2).unwrap();
+            assert_eq!(Journal::open(&p, 7).unwrap().done().len(), 1, "cut {cut}");
+        }
+        // Not a prefix of our header: refused.
+        std::fs::write(&p, b"something else").unwrap();
+        assert!(matches!(
+            Journal::open(&p, 7),
+            Err(JournalError::Corrupt(..))
         ));
     }
 }

@@ -433,21 +433,31 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
             if !part.exists() {
                 return Err(ConvertError::NothingToResume(part));
             }
+            let journal = Journal::open(&jpath, plan)?;
             let found = std::fs::metadata(&part).map_err(io_err(&part))?.len();
-            if found != layout.file_size() {
-                return Err(ConvertError::PartSize {
-                    path: part,
+            let opened = if found != layout.file_size() {
+                Err(ConvertError::PartSize {
+                    path: part.clone(),
                     expected: layout.file_size(),
                     found,
-                });
-            }
-            let journal = Journal::open(&jpath, plan)?;
-            let writer = GgufFileWriter::open_existing(&part, layout).map_err(|source| {
-                ConvertError::Gguf {
-                    path: part.clone(),
-                    source,
+                })
+            } else {
+                GgufFileWriter::open_existing(&part, layout.clone()).map_err(|source| {
+                    ConvertError::Gguf {
+                        path: part.clone(),
+                        source,
+                    }
+                })
+            };
+            let writer = match opened {
+                Ok(w) => w,
+                // Killed while the .part was being created: nothing was finished, so
+                // nothing is lost by laying it out again.
+                Err(_) if journal.done().is_empty() => {
+                    GgufFileWriter::create(&part, layout).map_err(gguf_err(&part))?
                 }
-            })?;
+                Err(e) => return Err(e),
+            };
             (writer, journal)
         } else {
             if part.exists() && !opts.force {
@@ -462,8 +472,10 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                     });
                 }
             }
+            // The journal first: a kill right after leaves no .part, so nothing to resume.
+            let journal = Journal::create(&jpath, plan)?;
             let writer = GgufFileWriter::create(&part, layout).map_err(gguf_err(&part))?;
-            (writer, Journal::create(&jpath, plan)?)
+            (writer, journal)
         };
         outputs.push(Output {
             spec: out.clone(),
