@@ -225,8 +225,11 @@ def main():
             for k in allk:
                 ns = kinds[k]
                 def agg(E, i, j):
-                    num = sum(E[n][i] for n in ns)
-                    den = sum(E[n][j] for n in ns)
+                    # weighted columns: only tensors the imatrix covers (token_embd has no entry
+                    # unless the imatrix was collected with the output projection)
+                    m = [n for n in ns if np.isfinite(E[n][i])]
+                    num = sum(E[n][i] for n in m)
+                    den = sum(E[n][j] for n in m)
                     return float(np.sqrt(num / den)) if den and np.isfinite(den) else float("nan")
                 lr, orr = agg(el, 0, 1), agg(eo, 0, 1)
                 lw, ow = agg(el, 2, 3), agg(eo, 2, 3)
