@@ -46,7 +46,7 @@ if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
 fi
 
 # 3. only the targets we use
-TARGETS=(llama llama-quantize llama-perplexity llama-bench llama-simple llama-tokenize)
+TARGETS=(llama llama-quantize llama-perplexity llama-bench llama-simple llama-tokenize llama-imatrix)
 cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]}" >&2
 
 # 4. report

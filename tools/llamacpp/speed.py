@@ -52,7 +52,9 @@ def llama_bench(f, threads, pp, tg):
 
 
 def our_bench(f, threads, pp, tg):
-    rc, o, e = C.run([C.ours(), "--threads", str(threads), "bench", f, "--json"], timeout=3000)
+    # same work as llama-bench -p PP -n TG -r 1: one repetition of each
+    rc, o, e = C.run([C.ours(), "--threads", str(threads), "bench", f, "-p", str(pp), "-n", str(tg),
+                      "--reps", "1", "--json"], timeout=3000)
     if rc != 0:
         raise RuntimeError(f"grok1-quant bench rc={rc}: {e.strip()[-200:]}")
     d = json.loads(o[o.index("{"):])
