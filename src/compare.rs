@@ -3,7 +3,8 @@
 //! top-1 agreement and RMS Δp of the true token.
 
 use crate::model::{Model, ModelError, Session};
-use crate::perplexity::{chunk_count, score_chunk, summarize};
+use crate::perplexity::{chunk_count, first_scored, score_chunk, summarize};
+use crate::sampling::argmax;
 
 /// One file's figures.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -49,16 +50,6 @@ struct Acc {
     dp2: f64,
 }
 
-fn argmax(x: &[f32]) -> usize {
-    let mut b = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[b] {
-            b = i;
-        }
-    }
-    b
-}
-
 /// Compare `candidates` against `base` over the chunks of `tokens`; `on_chunk(done, total)`
 /// reports progress.
 pub fn compare(
@@ -89,7 +80,7 @@ pub fn compare(
         .collect();
     for c in 0..chunks {
         let b = score_chunk(base, &mut sessions[0], tokens, n_ctx, c, true)?;
-        let first = n_ctx / 2;
+        let first = first_scored(n_ctx);
         accs[0].nll.extend_from_slice(&b.nll);
         for (k, m) in candidates.iter().enumerate() {
             let q = score_chunk(m, &mut sessions[k + 1], tokens, n_ctx, c, true)?;
@@ -110,7 +101,7 @@ pub fn compare(
                 if argmax(lb) == argmax(lq) {
                     acc.top1 += 1;
                 }
-                let tok = tokens[c * n_ctx + first.max(1) + j] as usize;
+                let tok = tokens[c * n_ctx + first + j] as usize;
                 let dp = (lq[tok] as f64).exp() - (lb[tok] as f64).exp();
                 acc.dp2 += dp * dp;
             }

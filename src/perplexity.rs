@@ -34,6 +34,12 @@ pub fn chunk_count(n_tokens: usize, n_ctx: usize) -> usize {
     n_tokens.checked_div(n_ctx).unwrap_or(0)
 }
 
+/// The first scored position of a chunk of `n_ctx` (the second half; never position 0, which
+/// has nothing before it).
+pub fn first_scored(n_ctx: usize) -> usize {
+    (n_ctx / 2).max(1)
+}
+
 /// Log-softmax of one row, in f64 for the normaliser.
 pub fn log_softmax(row: &[f32], out: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -60,7 +66,7 @@ pub fn score_chunk(
     }
     session.clear();
     let vocab = hp.vocab;
-    let first = (n_ctx / 2).max(1);
+    let first = first_scored(n_ctx);
     // Logits of positions first-1 .. n_ctx-2 predict tokens first .. n_ctx-1.
     let logits = model.forward(session, &chunk, Logits::From(first - 1))?;
     let mut nll = Vec::with_capacity(n_ctx - first);

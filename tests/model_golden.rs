@@ -7,15 +7,7 @@ use grok1_quant::model::{Logits, Model, Session};
 use quant::GgmlType;
 use serde_json::Value;
 
-fn argmax(x: &[f32]) -> usize {
-    let mut b = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[b] {
-            b = i;
-        }
-    }
-    b
-}
+use grok1_quant::sampling::argmax;
 
 #[test]
 fn tiny_logits_match_reference_f32_and_q8_0_matches_f32() {
