@@ -554,6 +554,10 @@ mod search_tests {
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (registers only).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn hsum_ps(v: __m256) -> f32 {
@@ -565,6 +569,10 @@ pub(crate) mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (registers only).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn hsum_epi32(v: __m256i) -> i32 {
@@ -578,6 +586,11 @@ pub(crate) mod x86 {
     /// `maddubs` on |x| and y·sign(x). Exact provided no y byte is -128 (activations from
     /// `quantize_activation` are within ±127); x may be -128 (|x| = 128 read as unsigned and
     /// pair sums stay ≤ 2·128·127 < 2^15).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (registers only).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_i8_ps(x: __m256i, y: __m256i) -> __m256 {
@@ -586,6 +599,11 @@ pub(crate) mod x86 {
     }
 
     /// Hint the line `off` bytes past `p` into cache (a hint only: never faults).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else:
+    /// the address is formed with `wrapping_add` and a prefetch never faults.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn prefetch(p: *const u8, off: usize) {
@@ -594,6 +612,11 @@ pub(crate) mod x86 {
 
     /// Q4_K/Q5_K packed 6-bit scales and mins (12 bytes at `p`) as eight i16 scales (low
     /// 128 bits) and eight i16 mins (high 128 bits).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `p` must be
+    /// readable for 12 bytes.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn k_scales_mins(p: *const u8) -> __m256i {
@@ -608,6 +631,11 @@ pub(crate) mod x86 {
     }
 
     /// Broadcast i16 lane `j` (0..8) of the low 128 bits of `v` to all 16 lanes.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (registers only).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn bcast_i16<const J: i32>(v128: __m256i) -> __m256i {
@@ -619,6 +647,11 @@ pub(crate) mod x86 {
     }
 
     /// f16 bits at `p` (unaligned) widened with F16C.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `p` must be
+    /// readable for 2 bytes.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn f16_load(p: *const u8) -> f32 {
@@ -627,6 +660,11 @@ pub(crate) mod x86 {
     }
 
     /// 16 packed bytes of nibbles -> 32 bytes: low nibbles in the low lane, high in the high lane.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `p` must be
+    /// readable for 16 bytes.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn unpack_nibbles_16(p: *const u8) -> __m256i {
@@ -638,6 +676,11 @@ pub(crate) mod x86 {
     }
 
     /// 32 bits -> 32 bytes, 0xFF where the bit is set (bit i -> byte i).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (registers only).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn bits_to_bytes(bits: u32) -> __m256i {
@@ -655,6 +698,11 @@ pub(crate) mod x86 {
 
     /// Round half away from zero (exactly like the scalar `round_away`), map NaN to 0, clamp
     /// to `[lo, hi]`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (registers only).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn level_ps(y: __m256, lo: __m256, hi: __m256) -> __m256 {
@@ -671,6 +719,11 @@ pub(crate) mod x86 {
     /// Per-candidate sums of the signed search, candidate `c` in lane `c % 8` of group `c / 8`;
     /// each lane adds the elements in order with separate multiplies and adds (no FMA), exactly
     /// as the scalar loop does.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (slices only, indexed within bounds).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn signed_sums(
         x: &[f32],
@@ -707,6 +760,11 @@ pub(crate) mod x86 {
     }
 
     /// Lane-parallel sums of the asymmetric search (see [`signed_sums`]).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (slices only, indexed within bounds).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn min_sums(
         x: &[f32],
@@ -751,6 +809,11 @@ pub(crate) mod x86 {
     }
 
     /// Lane-parallel weighted squared errors of the asymmetric search's fits.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (slices only, indexed within bounds).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn min_errs(
         x: &[f32],

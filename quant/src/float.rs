@@ -77,9 +77,19 @@ pub fn vec_dot_scalar(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let es = if kind == Kind::F32 { 4 } else { 2 };
+    assert!(
+        w.len() / es >= n && a.len() / 4 >= n,
+        "float vec_dot: {n} elements need {} weight and {} activation bytes, got {} and {}",
+        n * es,
+        n * 4,
+        w.len(),
+        a.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if crate::common::has_avx2() {
-        // SAFETY: features checked; buffer sizes validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads n elements of `w` and
+        // `a`, both long enough (asserted above).
         return unsafe { avx2::vec_dot(kind, n, w, a) };
     }
     vec_dot_scalar(kind, n, w, a)
@@ -88,7 +98,8 @@ pub fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub fn dequantize(kind: Kind, src: &[u8], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::common::has_avx2() && kind != Kind::F32 {
-        // SAFETY: features checked; buffer sizes validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel converts
+        // min(dst.len(), src.len() / 2) elements, in bounds of both slices.
         unsafe { avx2::dequantize(kind, src, dst) };
         return;
     }
@@ -105,6 +116,10 @@ mod avx2 {
     use crate::common::x86::*;
     use std::arch::x86_64::*;
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `p` must be
+    /// readable for 8 elements of `kind` starting at element `i`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load8(kind: Kind, p: *const u8, i: usize) -> __m256 {
@@ -118,6 +133,10 @@ mod avx2 {
         }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must hold
+    /// `n` elements of `kind` and `a` `n` little-endian `f32`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
         // One loop per kind, so the element conversion is not re-dispatched per load.
@@ -128,6 +147,10 @@ mod avx2 {
         }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must hold
+    /// `n` elements of `kind` and `a` `n` little-endian `f32`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_kind<const K: u8>(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -157,6 +180,10 @@ mod avx2 {
         sum
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (converts `min(dst.len(), src.len() / 2)` elements).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(kind: Kind, src: &[u8], dst: &mut [f32]) {
         let n = dst.len().min(src.len() / 2);

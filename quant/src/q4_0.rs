@@ -86,9 +86,16 @@ pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / BLOCK_BYTES;
+    assert!(
+        dst.len() >= nb * QK,
+        "q4_0 dequantize: {nb} blocks need {} outputs, got {}",
+        nb * QK,
+        dst.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; whole blocks validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel writes nb·QK outputs (asserted above).
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
@@ -114,9 +121,16 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * crate::q8_0::BLOCK_BYTES,
+        "q4_0 vec_dot: {nb} weight blocks need {} activation bytes, got {}",
+        nb * crate::q8_0::BLOCK_BYTES,
+        a.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; equal block counts validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
@@ -130,12 +144,21 @@ mod avx2 {
     const AB: usize = crate::q8_0::BLOCK_BYTES;
 
     /// Four blocks per iteration, four accumulators, weights prefetched ahead.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `a` must hold
+    /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
         let eight = _mm256_set1_epi8(8);
         let mut acc = [_mm256_setzero_ps(); 4];
+        /// # Safety
+        ///
+        /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `wb` must
+        /// point to one readable weight block and `ab` to one readable activation block.
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn block(wb: *const u8, ab: *const u8, eight: __m256i, acc: &mut __m256) {
@@ -164,6 +187,10 @@ mod avx2 {
         ))
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `dst` must hold
+    /// at least one block's worth of values per whole block of `src`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
         let nb = src.len() / BLOCK_BYTES;
@@ -176,6 +203,11 @@ mod avx2 {
     }
 
     /// Store 32 signed bytes as f32 multiplied by `d`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `o` must be
+    /// writable for 32 `f32`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn store_i8x32_scaled(q: __m256i, d: __m256, o: *mut f32) {

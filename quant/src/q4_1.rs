@@ -70,9 +70,16 @@ pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / BLOCK_BYTES;
+    assert!(
+        dst.len() >= nb * QK,
+        "q4_1 dequantize: {nb} blocks need {} outputs, got {}",
+        nb * QK,
+        dst.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; whole blocks validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel writes nb·QK outputs (asserted above).
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
@@ -98,9 +105,16 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * crate::q8_1::BLOCK_BYTES,
+        "q4_1 vec_dot: {nb} weight blocks need {} activation bytes, got {}",
+        nb * crate::q8_1::BLOCK_BYTES,
+        a.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; equal block counts validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
@@ -115,6 +129,11 @@ mod avx2 {
 
     /// Four blocks per iteration, four accumulators; the offset terms m·s of four blocks are
     /// widened together with F16C and kept in a vector accumulator.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `a` must hold
+    /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
@@ -122,6 +141,10 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut accm = _mm_setzero_ps();
+        /// # Safety
+        ///
+        /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `wb` must
+        /// point to one readable weight block and `ab` to one readable activation block.
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn block(wb: *const u8, ab: *const u8, ones: __m256i, acc: &mut __m256) {
@@ -184,6 +207,10 @@ mod avx2 {
         )) + (_mm_cvtss_f32(accm) + summ)
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `dst` must hold
+    /// at least one block's worth of values per whole block of `src`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
         let nb = src.len() / BLOCK_BYTES;

@@ -141,9 +141,16 @@ pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / BLOCK_BYTES;
+    assert!(
+        dst.len() >= nb * QK_K,
+        "q4_k dequantize: {nb} blocks need {} outputs, got {}",
+        nb * QK_K,
+        dst.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; whole blocks validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel writes nb·QK_K outputs (asserted above).
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
@@ -180,9 +187,16 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * crate::q8_k::BLOCK_BYTES,
+        "q4_k vec_dot: {nb} weight blocks need {} activation bytes, got {}",
+        nb * crate::q8_k::BLOCK_BYTES,
+        a.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; equal block counts validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
@@ -196,6 +210,11 @@ mod avx2 {
 
     /// Per super-block: exact integer sums (scales unpacked with word operations, the mins
     /// term from `bsums` in one `madd`), then the same float steps as the scalar reference.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `a` must hold
+    /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
@@ -248,6 +267,10 @@ mod avx2 {
         sum
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `dst` must hold
+    /// at least one block's worth of values per whole block of `src`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
         let nb = src.len() / BLOCK_BYTES;
@@ -272,6 +295,11 @@ mod avx2 {
     }
 
     /// Store 32 unsigned bytes q as `dl*q - ml` (multiply then subtract, no fusing).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `o` must be
+    /// writable for 32 `f32`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn store_u8x32_affine(v: __m256i, dl: __m256, ml: __m256, o: *mut f32) {

@@ -84,9 +84,16 @@ pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / BLOCK_BYTES;
+    assert!(
+        dst.len() >= nb * QK,
+        "q5_0 dequantize: {nb} blocks need {} outputs, got {}",
+        nb * QK,
+        dst.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; whole blocks validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel writes nb·QK outputs (asserted above).
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
@@ -111,9 +118,16 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * crate::q8_0::BLOCK_BYTES,
+        "q5_0 vec_dot: {nb} weight blocks need {} activation bytes, got {}",
+        nb * crate::q8_0::BLOCK_BYTES,
+        a.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; equal block counts validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
@@ -127,6 +141,11 @@ mod avx2 {
     const AB: usize = crate::q8_0::BLOCK_BYTES;
 
     /// The 32 unsigned 5-bit values of a block.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `p` must point
+    /// to one readable Q5_0 block (22 bytes).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load_q(p: *const u8) -> __m256i {
@@ -136,12 +155,21 @@ mod avx2 {
     }
 
     /// Four blocks per iteration, four accumulators, weights prefetched ahead.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `a` must hold
+    /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
         let sixteen = _mm256_set1_epi8(16);
         let mut acc = [_mm256_setzero_ps(); 4];
+        /// # Safety
+        ///
+        /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `wb` must
+        /// point to one readable weight block and `ab` to one readable activation block.
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn block(wb: *const u8, ab: *const u8, sixteen: __m256i, acc: &mut __m256) {
@@ -175,6 +203,10 @@ mod avx2 {
         ))
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `dst` must hold
+    /// at least one block's worth of values per whole block of `src`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
         let nb = src.len() / BLOCK_BYTES;

@@ -77,9 +77,16 @@ pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / BLOCK_BYTES;
+    assert!(
+        dst.len() >= nb * QK_K,
+        "q5_k dequantize: {nb} blocks need {} outputs, got {}",
+        nb * QK_K,
+        dst.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; whole blocks validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel writes nb·QK_K outputs (asserted above).
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
@@ -113,9 +120,16 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * crate::q8_k::BLOCK_BYTES,
+        "q5_k vec_dot: {nb} weight blocks need {} activation bytes, got {}",
+        nb * crate::q8_k::BLOCK_BYTES,
+        a.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; equal block counts validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
@@ -128,6 +142,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// The 32 five-bit values of sub-blocks 2c and 2c+1.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `b` must point
+    /// to one readable Q5_K block and `c` must be below 4.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load_pair(b: *const u8, qh: __m256i, c: usize) -> (__m256i, __m256i) {
@@ -144,6 +163,11 @@ mod avx2 {
     }
 
     /// As Q4_K's kernel, with the fifth bits merged in per pair of sub-blocks.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `a` must hold
+    /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
@@ -191,6 +215,10 @@ mod avx2 {
         sum
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `dst` must hold
+    /// at least one block's worth of values per whole block of `src`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
         let nb = src.len() / BLOCK_BYTES;

@@ -70,9 +70,16 @@ pub fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / BLOCK_BYTES;
+    assert!(
+        dst.len() >= nb * QK,
+        "q8_0 dequantize: {nb} blocks need {} outputs, got {}",
+        nb * QK,
+        dst.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; lengths validated by the caller (whole blocks).
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel writes nb·QK outputs (asserted above).
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
@@ -99,9 +106,16 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * crate::q8_0::BLOCK_BYTES,
+        "q8_0 vec_dot: {nb} weight blocks need {} activation bytes, got {}",
+        nb * crate::q8_0::BLOCK_BYTES,
+        a.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; equal block counts validated by the caller.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
@@ -123,9 +137,17 @@ pub fn vec_dot_f32_scalar(w: &[u8], x: &[f32]) -> f32 {
 
 /// [`vec_dot_f32_scalar`] with the best SIMD path.
 pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
+    let nb = w.len() / BLOCK_BYTES;
+    assert!(
+        x.len() >= nb * QK,
+        "q8_0 vec_dot_f32: {nb} blocks need {} activations, got {}",
+        nb * QK,
+        x.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: features checked; the caller validated x.len() == 32 × blocks.
+        // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and
+        // nb·32 values of `x` (asserted above).
         return unsafe { avx2::vec_dot_f32(w, x) };
     }
     vec_dot_f32_scalar(w, x)
@@ -138,6 +160,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// Four blocks per iteration into four independent accumulators; prefetches ahead.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `a` must hold
+    /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
@@ -178,11 +205,20 @@ mod avx2 {
 
     /// Each weight byte is widened to f32, scaled by its block's d, and multiplied into one of
     /// eight accumulators (one per 8-lane slice of two blocks): no per-block reduction chain.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `x` must hold
+    /// at least 32 values per whole block of `w`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 8];
+        /// # Safety
+        ///
+        /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `wb` must
+        /// point to one readable Q8_0 block and `xb` to 32 readable `f32`.
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn block(wb: *const u8, xb: *const f32, acc: &mut [__m256]) {
@@ -210,6 +246,10 @@ mod avx2 {
         hsum_ps(_mm256_add_ps(s0, s1))
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `dst` must hold
+    /// at least one block's worth of values per whole block of `src`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
         let nb = src.len() / BLOCK_BYTES;

@@ -28,6 +28,10 @@ pub fn gemm_tile_scalar(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 and FMA (callers check `is_x86_feature_detected!` first); nothing
+    /// else (registers only).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -39,6 +43,12 @@ mod avx2 {
 
     /// Dot products of `nr` (≤ 2) weight rows with `nt` (≤ 4) token rows. Index loops keep the
     /// register tile explicit.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 and FMA (callers check `is_x86_feature_detected!` first); rows
+    /// `r0..r0+nr` of `w` and `t0..t0+nt` of `x` (each `n` long) must lie inside the slices, `nr ≤
+    /// 2`, `nt ≤ 4`.
     #[inline]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma")]
@@ -81,6 +91,10 @@ mod avx2 {
         }
     }
 
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 and FMA (callers check `is_x86_feature_detected!` first); nothing
+    /// else (sizes are asserted).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)]
     pub unsafe fn gemm_tile(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
