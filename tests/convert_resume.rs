@@ -115,15 +115,24 @@ fn assert_identical(s: &Setup) {
     assert!(!with_ext(&s.out, ".journal").exists());
 }
 
+/// SIGKILL at ≥ 20 pseudo-random moments in all. The kills form chains: each chain starts a
+/// fresh conversion, is killed and resumed (killed again, …) until a run gets through, and its
+/// result must be the uninterrupted run's bytes; then the next chain starts from nothing.
 #[test]
 fn sigkill_at_random_moments_then_resume_is_byte_identical() {
+    const KILLS: usize = 20;
+    const PER_CHAIN: usize = 5;
     let s = setup();
     let mut rng = Rng(0x5eed_1234);
     // Short delays so that most runs die mid-way even as the remaining work shrinks.
     let span = (s.full.as_millis() as u64 / 4).max(50);
     let mut kills = 0;
+    let mut chains = 0;
     let mut journals_with_work = 0;
-    for round in 0..12 {
+    for round in 0..120 {
+        if kills >= KILLS {
+            break;
+        }
         let extra: &[&str] = if with_ext(&s.out, ".part").exists() {
             &["--resume"]
         } else {
@@ -138,25 +147,34 @@ fn sigkill_at_random_moments_then_resume_is_byte_identical() {
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap_or(()); // SIGKILL
         let status = child.wait().unwrap();
-        if !finished && !status.success() {
+        let killed = !finished && !status.success();
+        if killed {
             kills += 1;
+            let j = with_ext(&s.out, ".journal");
+            if std::fs::read_to_string(&j).is_ok_and(|t| t.contains("done ")) {
+                journals_with_work += 1;
+            }
         }
-        if s.out.exists() || kills >= 6 {
-            break;
-        }
-        let j = with_ext(&s.out, ".journal");
-        if std::fs::read_to_string(&j).is_ok_and(|t| t.contains("done ")) {
-            journals_with_work += 1;
+        // End the chain when a run got through or after enough kills: resume to the end,
+        // compare, and start the next chain from an empty directory.
+        let chain_kills = kills - chains * PER_CHAIN;
+        if s.out.exists() || chain_kills >= PER_CHAIN || kills >= KILLS {
+            if !s.out.exists() {
+                let msg = finish(&s);
+                assert!(!msg.contains("panicked"), "{msg}");
+            }
+            assert_identical(&s);
+            std::fs::remove_file(&s.out).unwrap();
+            chains = kills.div_ceil(PER_CHAIN).max(chains + 1);
         }
     }
-    assert!(kills >= 5, "only {kills} runs were killed mid-way");
+    eprintln!("{kills} SIGKILLs in {chains} chains; {journals_with_work} left finished tensors");
+    assert!(kills >= KILLS, "only {kills} runs were killed mid-way");
+    assert!(chains >= 4, "only {chains} kill/resume chains");
     assert!(
-        journals_with_work >= 1,
-        "no kill left finished tensors behind"
+        journals_with_work >= 4,
+        "only {journals_with_work} kills left finished tensors behind"
     );
-    let msg = finish(&s);
-    assert!(!msg.contains("panicked"), "{msg}");
-    assert_identical(&s);
 }
 
 #[test]
