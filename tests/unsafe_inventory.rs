@@ -25,7 +25,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn sources() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for d in ["src", "quant/src", "quant/benches"] {
+    for d in ["src", "quant/src", "quant/benches", "quant/examples"] {
         rust_files(&root.join(d), &mut files);
     }
     assert!(files.len() > 20, "found only {} source files", files.len());

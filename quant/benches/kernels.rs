@@ -164,20 +164,32 @@ fn main() {
                 a
             })
             .collect();
+        // Decode's shape: tasks of 32 consecutive rows through the rows entry points (which
+        // pick the multi-row kernels), one activation reused for every row.
+        const TASK: usize = 32;
         let dot = |r: &[u8]| -> f32 {
+            let mut out = [0f32; TASK];
+            let k = r.len() / rb;
             match name {
-                "q8_0×f32" => vec_dot_f32(ty, n, r, &x).unwrap(),
+                "q8_0×f32" => vec_dot_f32_rows(ty, n, r, &x, &mut out[..k]).unwrap(),
                 "q4_k×4" => {
                     let refs: Vec<&[u8]> = acts4.iter().map(|a| &a[..]).collect();
-                    let mut out = [0f32; 4];
-                    vec_dot_multi(ty, n, r, &refs, &mut out).unwrap();
-                    out[0]
+                    let mut o4 = [0f32; 4];
+                    for row in r.chunks_exact(rb) {
+                        vec_dot_multi(ty, n, row, &refs, &mut o4).unwrap();
+                        out[0] += o4[0];
+                    }
                 }
-                _ => vec_dot(ty, n, r, &act).unwrap(),
+                _ => vec_dot_rows(ty, n, r, &act, &mut out[..k]).unwrap(),
             }
+            out.iter().sum()
         };
-        let (dot1, tri1) = paired(&mut tri, false, reps, gb, || w.chunks(rb).map(dot).sum());
-        let (dotn, trin) = paired(&mut tri, true, reps, gb, || w.par_chunks(rb).map(dot).sum());
+        let (dot1, tri1) = paired(&mut tri, false, reps, gb, || {
+            w.chunks(TASK * rb).map(dot).sum()
+        });
+        let (dotn, trin) = paired(&mut tri, true, reps, gb, || {
+            w.par_chunks(TASK * rb).map(dot).sum()
+        });
         let srows = (rows / 16).max(1);
         // vec_dot_f32 has no public scalar entry point; multi is compared with vec_dot above.
         let dots = if name.contains('×') {

@@ -351,6 +351,10 @@ pub fn vec_dot_rows(
     if let Some(first) = w.get(..rb) {
         check_dot(weight_ty, n, first, act)?;
     }
+    if weight_ty == GgmlType::Q4_0 {
+        q4_0::vec_dot_rows(w, rb, act, out);
+        return Ok(());
+    }
     for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
         *o = dot_unchecked(weight_ty, n, row, act, true);
     }

@@ -136,6 +136,48 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes (whole blocks) against one Q8_0
+/// activation `a`. Eight rows at a time go through a kernel that loads each activation block
+/// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
+/// row by row. Equal to [`vec_dot`] per row up to float summation order.
+pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
+        "q4_0 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        out.len(),
+        out.len() * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * crate::q8_0::BLOCK_BYTES,
+        "q4_0 vec_dot_rows: {nb} blocks per row need {} activation bytes, got {}",
+        nb * crate::q8_0::BLOCK_BYTES,
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && out.len() >= 8 && nb > 0 {
+        let prep = crate::q8_0::PreparedQ8::new(&a[..nb * crate::q8_0::BLOCK_BYTES]);
+        while r + 8 <= out.len() {
+            let mut o = [0f32; 8];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w` (asserted:
+            // w holds out.len() rows) and `prep` describes nb activation blocks.
+            unsafe {
+                avx2::vec_dot_8rows(w.as_ptr().add(r * row_bytes), row_bytes, nb, &prep, &mut o)
+            };
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
+        }
+    }
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes))
+    {
+        *o = vec_dot(row, a);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -145,6 +187,78 @@ mod avx2 {
 
     /// Four blocks per iteration, four accumulators, weights prefetched ahead.
     ///
+    /// Eight rows against one activation. For each block column the eight rows' 16 nibble
+    /// bytes are transposed in 4-byte groups, so one vector holds four consecutive values of
+    /// every row; `maddubs` against the broadcast activation bytes then sums each row in its own
+    /// lane (unsigned 0..15 weights, exact i16 partial sums ≤ 8·2·15·128 < 2^15), the −8 offset
+    /// is applied once per block as 8·Σa, and the eight rows' f16 scales convert together.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
+    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks, and `prep` must describe at
+    /// least `nb` activation blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_8rows(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        prep: &crate::q8_0::PreparedQ8,
+        out: &mut [f32; 8],
+    ) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let (qs, ds, sums) = (prep.qs.as_ptr(), prep.d.as_ptr(), prep.sum.as_ptr());
+        debug_assert!(prep.blocks() >= nb);
+        for b in 0..nb {
+            let off = b * BLOCK_BYTES;
+            if b % 4 == 0 {
+                for p in &rows {
+                    prefetch(p.add(off), 384);
+                }
+            }
+            let ld = |r: usize| _mm_loadu_si128(rows[r].add(off + 2) as *const __m128i);
+            let pair =
+                |r: usize| _mm256_inserti128_si256(_mm256_castsi128_si256(ld(r)), ld(r + 4), 1);
+            let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
+            let t0 = _mm256_unpacklo_epi32(r04, r15);
+            let t1 = _mm256_unpackhi_epi32(r04, r15);
+            let t2 = _mm256_unpacklo_epi32(r26, r37);
+            let t3 = _mm256_unpackhi_epi32(r26, r37);
+            let v = [
+                _mm256_unpacklo_epi64(t0, t2),
+                _mm256_unpackhi_epi64(t0, t2),
+                _mm256_unpacklo_epi64(t1, t3),
+                _mm256_unpackhi_epi64(t1, t3),
+            ];
+            let ab = qs.add(b * 32) as *const i32;
+            let mut s16 = _mm256_setzero_si256();
+            for (k, vk) in v.iter().enumerate() {
+                let lo = _mm256_and_si256(*vk, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(*vk, 4), m4);
+                let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
+                let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, alo));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, ahi));
+            }
+            let isum = _mm256_sub_epi32(
+                _mm256_madd_epi16(s16, ones),
+                _mm256_set1_epi32(8 * *sums.add(b)),
+            );
+            // The eight f16 scales packed with integer shifts (idle ALU ports), then one
+            // conversion for all rows.
+            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
+            let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+            let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+            let dw = _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64));
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(*ds.add(b)));
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    }
+
     /// # Safety
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `a` must hold

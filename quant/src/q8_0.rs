@@ -153,6 +153,38 @@ pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
     vec_dot_f32_scalar(w, x)
 }
 
+/// A Q8_0 activation unpacked for multi-row kernels: the 32 values of each block contiguous,
+/// the scales as f32 and the per-block sums Σq, computed once per activation and reused for
+/// every weight row.
+pub struct PreparedQ8 {
+    pub qs: Vec<i8>,
+    pub d: Vec<f32>,
+    pub sum: Vec<i32>,
+}
+
+impl PreparedQ8 {
+    /// Unpack the whole blocks of `a` (a trailing partial block is ignored).
+    pub fn new(a: &[u8]) -> Self {
+        let nb = a.len() / BLOCK_BYTES;
+        let mut p = PreparedQ8 {
+            qs: Vec::with_capacity(nb * QK),
+            d: Vec::with_capacity(nb),
+            sum: Vec::with_capacity(nb),
+        };
+        for blk in a.chunks_exact(BLOCK_BYTES) {
+            p.d.push(f16_at(blk, 0));
+            let q = bytemuck::cast_slice::<u8, i8>(&blk[2..]);
+            p.sum.push(q.iter().map(|&v| v as i32).sum());
+            p.qs.extend_from_slice(q);
+        }
+        p
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.d.len()
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;

@@ -253,3 +253,70 @@ fn every_kernel_matches_scalar_on_many_rows() {
         }
     }
 }
+
+#[test]
+fn rows_entry_points_match_scalar_per_row() {
+    // vec_dot_rows / vec_dot_f32_rows take the multi-row kernels (eight rows at a time, the
+    // rest row by row): every row must equal the scalar reference up to float summation order,
+    // for row counts around the group size and block counts that are not multiples of 8.
+    for ty in WEIGHT_TYPES {
+        let bs = ty.block_size();
+        for (case, (rows, nblk)) in [
+            (1usize, 1usize),
+            (7, 3),
+            (8, 1),
+            (9, 5),
+            (16, 7),
+            (19, 2),
+            (24, 33),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let n = nblk * bs.max(32);
+            let n = n.div_ceil(bs) * bs;
+            let seed = 1000 + case as u64;
+            let mut w = Vec::new();
+            let mut xs_rows = Vec::new();
+            for r in 0..rows {
+                // Rows of very different magnitudes so a lane mix-up cannot hide.
+                let scale = 10f32.powi((r % 5) as i32 - 2);
+                let x = row(seed * 31 + r as u64, n, scale);
+                w.extend_from_slice(&quant(ty, &x, None));
+                xs_rows.push(x);
+            }
+            let xs = row(seed ^ 0x77, n, 1.0);
+            let mut act = Vec::new();
+            quantize_activation(ty, &xs, &mut act).unwrap();
+            let mut out = vec![0f32; rows];
+            vec_dot_rows(ty, n, &w, &act, &mut out).unwrap();
+            let mut out_f32 = vec![0f32; rows];
+            vec_dot_f32_rows(ty, n, &w, &xs, &mut out_f32).unwrap();
+            let rb = ty.row_bytes(n).unwrap();
+            for (r, wr) in w.chunks_exact(rb).enumerate() {
+                let b = vec_dot_scalar(ty, n, wr, &act).unwrap();
+                let mut x = vec![0f32; n];
+                dequantize_row(ty, wr, &mut x).unwrap();
+                let mut y = vec![0f32; n];
+                dequantize_row(vec_dot_type(ty), &act, &mut y).unwrap();
+                let mag: f32 = x.iter().zip(&y).map(|(p, q)| (p * q).abs()).sum();
+                assert!(
+                    (out[r] - b).abs() <= 1e-5 * mag + 1e-30,
+                    "{ty} rows {rows} n {n} row {r}: {} vs scalar {b}",
+                    out[r]
+                );
+                let exact: f64 = x.iter().zip(&xs).map(|(p, q)| *p as f64 * *q as f64).sum();
+                let magf: f64 = x
+                    .iter()
+                    .zip(&xs)
+                    .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                    .sum();
+                assert!(
+                    (out_f32[r] as f64 - exact).abs() <= 1e-5 * magf + 1e-30,
+                    "{ty} f32 rows {rows} n {n} row {r}: {} vs {exact}",
+                    out_f32[r]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! In-cache kernel throughput measured in this thread's CPU time (from
+//! CLOCK_THREAD_CPUTIME_ID), so a loaded machine does not distort it much: how fast each
+//! `vec_dot` runs when memory is not the limit. `cargo run --release -p quant --example incache
+//! [KiB]` (default 192 KiB of weights, inside a Zen 3 core's 512 KiB L2).
+use quant::*;
+
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn main() {
+    let kib: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(192);
+    let n = 8192;
+    let mut seed = 0x1234_5678u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        ((seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+    };
+    let x: Vec<f32> = (0..n).map(|_| rnd()).collect();
+    println!("{kib} KiB of weights per pass, rows of {n}, one thread, CPU time");
+    println!("{:<10} {:>10} {:>12}", "type", "GB/s", "ns/block32");
+    let types = [
+        ("f32", GgmlType::F32),
+        ("f16", GgmlType::F16),
+        ("bf16", GgmlType::BF16),
+        ("q8_0", GgmlType::Q8_0),
+        ("q4_0", GgmlType::Q4_0),
+        ("q4_1", GgmlType::Q4_1),
+        ("q5_0", GgmlType::Q5_0),
+        ("q4_k", GgmlType::Q4_K),
+        ("q5_k", GgmlType::Q5_K),
+        ("q6_k", GgmlType::Q6_K),
+    ];
+    let only = std::env::var("QUANT_BENCH_ONLY").unwrap_or_default();
+    for (name, ty) in types.iter().copied().chain([("q8_0×f32", GgmlType::Q8_0)]) {
+        if !only.is_empty() && !only.split(',').any(|o| o == name) {
+            continue;
+        }
+        let rb = ty.row_bytes(n).unwrap();
+        let rows = (kib * 1024 / rb).max(1);
+        let src: Vec<f32> = (0..rows * n).map(|_| rnd()).collect();
+        let mut w = vec![0u8; rows * rb];
+        quantize_rows(ty, &src, n, &mut w, None).unwrap();
+        let mut act = Vec::new();
+        quantize_activation(ty, &x, &mut act).unwrap();
+        let mut out = vec![0f32; rows];
+        let f32_path = name == "q8_0×f32";
+        let pass = |out: &mut [f32]| {
+            if f32_path {
+                vec_dot_f32_rows(ty, n, &w, &x, out).unwrap();
+            } else {
+                vec_dot_rows(ty, n, &w, &act, out).unwrap();
+            }
+        };
+        pass(&mut out);
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let reps = (64 << 20) / w.len().max(1) + 1;
+            let t0 = cpu_ns();
+            for _ in 0..reps {
+                pass(&mut out);
+                std::hint::black_box(&out);
+            }
+            let dt = (cpu_ns() - t0) as f64 / reps as f64;
+            best = best.min(dt);
+        }
+        let gbs = w.len() as f64 / best;
+        let blocks32 = (rows * n / 32) as f64;
+        println!("{name:<10} {gbs:>10.2} {:>12.3}", best / blocks32);
+    }
+}
