@@ -377,9 +377,7 @@ pub fn vec_dot_f32_rows(
         }
         return Ok(());
     }
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
-        *o = q8_0::vec_dot_f32(row, x);
-    }
+    q8_0::vec_dot_f32_rows(w, rb, x, out);
     Ok(())
 }
 

@@ -153,6 +153,52 @@ pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
     vec_dot_f32_scalar(w, x)
 }
 
+/// `out[r] = w_r · x` (f32 activations, the exact path) for consecutive rows of `row_bytes`
+/// bytes. Eight rows at a time share each activation load and convert their scales together;
+/// the rest go row by row. Equal to [`vec_dot_f32`] per row up to float summation order.
+pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
+        "q8_0 vec_dot_f32_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        out.len(),
+        out.len() * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    assert!(
+        x.len() >= nb * QK,
+        "q8_0 vec_dot_f32_rows: {nb} blocks per row need {} activations, got {}",
+        nb * QK,
+        x.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && nb > 0 {
+        while r + 8 <= out.len() {
+            let mut o = [0f32; 8];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w` (asserted:
+            // w holds out.len() rows of nb blocks) and `x` holds nb·32 values (asserted).
+            unsafe {
+                avx2::vec_dot_f32_8rows(
+                    w.as_ptr().add(r * row_bytes),
+                    row_bytes,
+                    nb,
+                    x.as_ptr(),
+                    &mut o,
+                )
+            };
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
+        }
+    }
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes))
+    {
+        *o = vec_dot_f32(row, x);
+    }
+}
+
 /// A Q8_0 activation unpacked for multi-row kernels: the 32 values of each block contiguous,
 /// the scales as f32 and the per-block sums Σq, computed once per activation and reused for
 /// every weight row.
@@ -233,6 +279,66 @@ mod avx2 {
             _mm256_add_ps(acc[0], acc[1]),
             _mm256_add_ps(acc[2], acc[3]),
         ))
+    }
+
+    /// Eight rows against f32 activations: per block column the eight rows' f16 scales are
+    /// packed with integer shifts and converted at once, the activation's four vectors are
+    /// loaded once for all rows, and each row keeps its own accumulator
+    /// (`acc_r += d_r · Σ_k q_rk·x_k`, the block's inner sum before the scale).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
+    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks and `x` for `nb·32` values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_f32_8rows(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        x: *const f32,
+        out: &mut [f32; 8],
+    ) {
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut ds = [0f32; 8];
+        for b in 0..nb {
+            let off = b * BLOCK_BYTES;
+            if b % 2 == 0 {
+                for p in &rows {
+                    prefetch(p.add(off), 384);
+                }
+            }
+            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
+            let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+            let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+            _mm256_storeu_ps(
+                ds.as_mut_ptr(),
+                _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64)),
+            );
+            let xb = x.add(b * QK);
+            let xv = [
+                _mm256_loadu_ps(xb),
+                _mm256_loadu_ps(xb.add(8)),
+                _mm256_loadu_ps(xb.add(16)),
+                _mm256_loadu_ps(xb.add(24)),
+            ];
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let q = rows[r].add(off + 2);
+                let f = |k: usize| {
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                        q.add(8 * k) as *const __m128i
+                    )))
+                };
+                let mut t = _mm256_mul_ps(f(0), xv[0]);
+                t = _mm256_fmadd_ps(f(1), xv[1], t);
+                t = _mm256_fmadd_ps(f(2), xv[2], t);
+                t = _mm256_fmadd_ps(f(3), xv[3], t);
+                *acc_r = _mm256_fmadd_ps(_mm256_broadcast_ss(&ds[r]), t, *acc_r);
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum_ps(a);
+        }
     }
 
     /// Each weight byte is widened to f32, scaled by its block's d, and multiplied into one of
