@@ -95,6 +95,39 @@ pub fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(kind, n, w, a)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `n` elements of `kind` against one f32
+/// activation (`a`, little-endian f32 bytes). Eight rows at a time share every activation load
+/// and stream from eight places at once; the rest go row by row. Equal to [`vec_dot`] per row
+/// up to float summation order.
+pub fn vec_dot_rows(kind: Kind, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let es = if kind == Kind::F32 { 4 } else { 2 };
+    let rb = n * es;
+    assert!(
+        w.len() / rb.max(1) >= out.len() && a.len() / 4 >= n,
+        "float vec_dot_rows: {} rows of {n} need {} weight and {} activation bytes, got {} and {}",
+        out.len(),
+        out.len() * rb,
+        n * 4,
+        w.len(),
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::common::has_avx2() && n >= 8 {
+        while r + 8 <= out.len() {
+            let mut o = [0f32; 8];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (n elements each) lie
+            // inside `w` and `a` holds n f32 (asserted above).
+            unsafe { avx2::vec_dot_8rows(kind, n, w.as_ptr().add(r * rb), rb, a.as_ptr(), &mut o) };
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
+        }
+    }
+    for (o, row) in out[r..].iter_mut().zip(w[r * rb..].chunks_exact(rb.max(1))) {
+        *o = vec_dot(kind, n, row, a);
+    }
+}
+
 pub fn dequantize(kind: Kind, src: &[u8], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::common::has_avx2() && kind != Kind::F32 {
@@ -178,6 +211,72 @@ mod avx2 {
             sum += vec_dot_scalar(kind, n - i, &w[i * es..], &a[4 * i..]);
         }
         sum
+    }
+
+    /// Eight rows against one f32 activation: each 8-wide activation slice is loaded once and
+    /// multiplied into eight per-row accumulators; the tail (n mod 8) is added per row.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
+    /// `w + r·rb` for r < 8 must each hold `n` elements of `kind` and `a` `n` f32 (bytes, any
+    /// alignment).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_8rows(
+        kind: Kind,
+        n: usize,
+        w: *const u8,
+        rb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        match kind {
+            Kind::F32 => rows_kind::<0>(n, w, rb, a, out),
+            Kind::F16 => rows_kind::<1>(n, w, rb, a, out),
+            Kind::BF16 => rows_kind::<2>(n, w, rb, a, out),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`], with `K` the kind's index (0 F32, 1 F16, 2 BF16).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn rows_kind<const K: u8>(
+        n: usize,
+        w: *const u8,
+        rb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        let kind = [Kind::F32, Kind::F16, Kind::BF16][K as usize];
+        let es = if K == 0 { 4 } else { 2 };
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let ap = a as *const f32;
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let n8 = n / 8 * 8;
+        let mut i = 0;
+        while i < n8 {
+            if i % 32 == 0 {
+                for p in &rows {
+                    prefetch(p.add(i * es), 768);
+                }
+            }
+            let x = _mm256_loadu_ps(ap.add(i));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                *acc_r = _mm256_fmadd_ps(load8(kind, rows[r], i), x, *acc_r);
+            }
+            i += 8;
+        }
+        for (r, (o, acc_r)) in out.iter_mut().zip(acc).enumerate() {
+            let mut s = hsum_ps(acc_r);
+            if n8 < n {
+                let wr = std::slice::from_raw_parts(rows[r].add(n8 * es), (n - n8) * es);
+                let ar = std::slice::from_raw_parts(a.add(n8 * 4), (n - n8) * 4);
+                s += vec_dot_scalar(kind, n - n8, wr, ar);
+            }
+            *o = s;
+        }
     }
 
     /// # Safety

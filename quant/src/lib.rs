@@ -351,8 +351,23 @@ pub fn vec_dot_rows(
     if let Some(first) = w.get(..rb) {
         check_dot(weight_ty, n, first, act)?;
     }
-    if weight_ty == GgmlType::Q4_0 {
-        q4_0::vec_dot_rows(w, rb, act, out);
+    let rows_kernel = match weight_ty {
+        GgmlType::Q4_0 => {
+            q4_0::vec_dot_rows(w, rb, act, out);
+            true
+        }
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            let kind = match weight_ty {
+                GgmlType::F32 => float::Kind::F32,
+                GgmlType::F16 => float::Kind::F16,
+                _ => float::Kind::BF16,
+            };
+            float::vec_dot_rows(kind, n, w, act, out);
+            true
+        }
+        _ => false,
+    };
+    if rows_kernel {
         return Ok(());
     }
     for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
