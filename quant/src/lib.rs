@@ -336,6 +336,19 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
     })
 }
 
+/// An activation made ready, once, for many row-group kernel calls (decode dots one activation
+/// with every row of several matrices; each call gets a chunk of rows). Holds what the weight
+/// type's multi-row kernel wants beyond the activation bytes (for Q4_0: the Q8_0 blocks
+/// unpacked, f32 scales, block sums); nothing for the other types.
+pub struct ActPrep(Option<q8_0::PreparedQ8>);
+
+impl ActPrep {
+    /// Prepare `act` (as made by [`quantize_activation`] for `weight_ty`).
+    pub fn new(weight_ty: GgmlType, act: &[u8]) -> Self {
+        ActPrep((weight_ty == GgmlType::Q4_0).then(|| q8_0::PreparedQ8::new(act)))
+    }
+}
+
 /// Dot every row of `w` (consecutive rows of `n` elements) with one activation: `out[r] = w_r ·
 /// act`. Sizes are checked once, then the rows stream through the SIMD kernel (decode's inner
 /// loop: no per-row dispatch).
@@ -346,6 +359,18 @@ pub fn vec_dot_rows(
     act: &[u8],
     out: &mut [f32],
 ) -> Result<(), QuantError> {
+    vec_dot_rows_with(weight_ty, n, w, act, None, out)
+}
+
+/// [`vec_dot_rows`] with the activation prepared once by [`ActPrep::new`] (from this `act`).
+pub fn vec_dot_rows_with(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    act: &[u8],
+    prep: Option<&ActPrep>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     let rb = check_aligned(weight_ty, n)?;
     check_bytes(weight_ty, n * out.len(), w.len())?;
     if let Some(first) = w.get(..rb) {
@@ -353,7 +378,7 @@ pub fn vec_dot_rows(
     }
     let rows_kernel = match weight_ty {
         GgmlType::Q4_0 => {
-            q4_0::vec_dot_rows(w, rb, act, out);
+            q4_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
             true
         }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
@@ -372,6 +397,75 @@ pub fn vec_dot_rows(
     }
     for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
         *o = dot_unchecked(weight_ty, n, row, act, true);
+    }
+    Ok(())
+}
+
+/// Dot every row of `w` (consecutive rows of `n` elements) with several activations (batched
+/// prefill): `out[r·acts.len() + t] = w_r · acts[t]`. Sizes are checked once; Q4_0 goes through
+/// a kernel that unpacks each weight block once for four tokens and eight rows, the other types
+/// row by row with each row hot in cache across the tokens.
+pub fn vec_dot_rows_multi(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    acts: &[&[u8]],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    vec_dot_rows_multi_with(weight_ty, n, w, acts, None, out)
+}
+
+/// [`vec_dot_rows_multi`] with the activations prepared once by [`ActPrep::new`] (one per
+/// activation, in order).
+pub fn vec_dot_rows_multi_with(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    acts: &[&[u8]],
+    preps: Option<&[ActPrep]>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let rb = check_aligned(weight_ty, n)?;
+    let tokens = acts.len();
+    if tokens == 0 || out.len() % tokens != 0 {
+        return Err(QuantError::OutLen {
+            expected: tokens.max(1) * (out.len() / tokens.max(1)),
+            found: out.len(),
+        });
+    }
+    let rows = out.len() / tokens;
+    check_bytes(weight_ty, n * rows, w.len())?;
+    if let Some(first) = w.get(..rb) {
+        for a in acts {
+            check_dot(weight_ty, n, first, a)?;
+        }
+    }
+    if weight_ty == GgmlType::Q4_0 {
+        let unpacked: Option<Vec<&q8_0::PreparedQ8>> =
+            preps.and_then(|ps| ps.iter().map(|p| p.0.as_ref()).collect());
+        match unpacked {
+            Some(u) if u.len() == acts.len() => {
+                q4_0::vec_dot_rows_multi(w, rb, acts, Some(&u), out)
+            }
+            _ => q4_0::vec_dot_rows_multi(w, rb, acts, None, out),
+        }
+        return Ok(());
+    }
+    if !weight_ty.is_quantized() {
+        // Float weights have a multi-row decode kernel: take it per token so both paths agree.
+        let mut one = vec![0f32; rows];
+        for (t, a) in acts.iter().enumerate() {
+            vec_dot_rows(weight_ty, n, w, a, &mut one)?;
+            for (r, v) in one.iter().enumerate() {
+                out[r * tokens + t] = *v;
+            }
+        }
+        return Ok(());
+    }
+    for (res, row) in out.chunks_exact_mut(tokens).zip(w.chunks_exact(rb)) {
+        for (o, a) in res.iter_mut().zip(acts) {
+            *o = dot_unchecked(weight_ty, n, row, a, true);
+        }
     }
     Ok(())
 }

@@ -140,7 +140,16 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 /// activation `a`. Eight rows at a time go through a kernel that loads each activation block
 /// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
 /// row by row. Equal to [`vec_dot`] per row up to float summation order.
-pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+///
+/// `prep` is `a` unpacked by [`crate::q8_0::PreparedQ8::new`] (pass it when the same activation
+/// meets many row groups, as in decode; `None` unpacks it here). It must describe `a`.
+pub fn vec_dot_rows(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[u8],
+    prep: Option<&crate::q8_0::PreparedQ8>,
+    out: &mut [f32],
+) {
     assert!(
         row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
         "q4_0 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
@@ -158,15 +167,33 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && out.len() >= 8 && nb > 0 {
-        let prep = crate::q8_0::PreparedQ8::new(&a[..nb * crate::q8_0::BLOCK_BYTES]);
+        let own;
+        let prep = match prep {
+            Some(p) => p,
+            None => {
+                own = crate::q8_0::PreparedQ8::new(&a[..nb * crate::q8_0::BLOCK_BYTES]);
+                &own
+            }
+        };
+        assert!(
+            prep.blocks() >= nb,
+            "q4_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
+            prep.blocks()
+        );
         while r + 8 <= out.len() {
-            let mut o = [0f32; 8];
+            let mut o = [[0f32; 8]; 1];
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w` (asserted:
             // w holds out.len() rows) and `prep` describes nb activation blocks.
             unsafe {
-                avx2::vec_dot_8rows(w.as_ptr().add(r * row_bytes), row_bytes, nb, &prep, &mut o)
+                avx2::vec_dot_8rows::<1>(
+                    w.as_ptr().add(r * row_bytes),
+                    row_bytes,
+                    nb,
+                    [prep],
+                    &mut o,
+                )
             };
-            out[r..r + 8].copy_from_slice(&o);
+            out[r..r + 8].copy_from_slice(&o[0]);
             r += 8;
         }
     }
@@ -175,6 +202,113 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
         .zip(w[r * row_bytes..].chunks_exact(row_bytes))
     {
         *o = vec_dot(row, a);
+    }
+}
+
+/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
+/// consecutive rows of `row_bytes` bytes. Eight rows × up to four tokens per kernel call, so
+/// each weight block is unpacked once for four tokens; numerically each entry equals
+/// [`vec_dot_rows`] for that token (same integer sums and float steps).
+///
+/// `preps`, when given, holds each activation unpacked by [`crate::q8_0::PreparedQ8::new`].
+pub fn vec_dot_rows_multi(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[&[u8]],
+    preps: Option<&[&crate::q8_0::PreparedQ8]>,
+    out: &mut [f32],
+) {
+    let tokens = acts.len();
+    assert!(
+        tokens > 0 && out.len() % tokens == 0,
+        "q4_0 vec_dot_rows_multi: {} outputs for {tokens} activations",
+        out.len()
+    );
+    let rows = out.len() / tokens;
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= rows,
+        "q4_0 vec_dot_rows_multi: {rows} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        rows * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    let need = nb * crate::q8_0::BLOCK_BYTES;
+    for (t, a) in acts.iter().enumerate() {
+        assert!(
+            a.len() >= need,
+            "q4_0 vec_dot_rows_multi: activation {t} has {} bytes, {nb} blocks need {need}",
+            a.len()
+        );
+    }
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && rows >= 8 && nb > 0 {
+        let own: Vec<crate::q8_0::PreparedQ8>;
+        let own_refs: Vec<&crate::q8_0::PreparedQ8>;
+        let preps = match preps {
+            Some(p) => p,
+            None => {
+                own = acts
+                    .iter()
+                    .map(|a| crate::q8_0::PreparedQ8::new(&a[..need]))
+                    .collect();
+                own_refs = own.iter().collect();
+                &own_refs
+            }
+        };
+        assert!(
+            preps.len() == tokens && preps.iter().all(|p| p.blocks() >= nb),
+            "q4_0 vec_dot_rows_multi: {} prepared activations for {tokens} tokens of {nb} blocks",
+            preps.len()
+        );
+        while r + 8 <= rows {
+            let wr = w[r * row_bytes..].as_ptr();
+            let mut t0 = 0;
+            while t0 < tokens {
+                let k = (tokens - t0).min(4);
+                let mut o = [[0f32; 8]; 4];
+                // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w`
+                // (asserted) and every prepared activation holds nb blocks (asserted above).
+                unsafe {
+                    match k {
+                        4 => {
+                            let p = [preps[t0], preps[t0 + 1], preps[t0 + 2], preps[t0 + 3]];
+                            avx2::vec_dot_8rows::<4>(wr, row_bytes, nb, p, &mut o)
+                        }
+                        3 => {
+                            let p = [preps[t0], preps[t0 + 1], preps[t0 + 2]];
+                            let mut o3 = [[0f32; 8]; 3];
+                            avx2::vec_dot_8rows::<3>(wr, row_bytes, nb, p, &mut o3);
+                            o[..3].copy_from_slice(&o3);
+                        }
+                        2 => {
+                            let p = [preps[t0], preps[t0 + 1]];
+                            let mut o2 = [[0f32; 8]; 2];
+                            avx2::vec_dot_8rows::<2>(wr, row_bytes, nb, p, &mut o2);
+                            o[..2].copy_from_slice(&o2);
+                        }
+                        _ => {
+                            let mut o1 = [[0f32; 8]; 1];
+                            avx2::vec_dot_8rows::<1>(wr, row_bytes, nb, [preps[t0]], &mut o1);
+                            o[0] = o1[0];
+                        }
+                    }
+                }
+                for (dt, ot) in o.iter().take(k).enumerate() {
+                    for (dr, v) in ot.iter().enumerate() {
+                        out[(r + dr) * tokens + t0 + dt] = *v;
+                    }
+                }
+                t0 += k;
+            }
+            r += 8;
+        }
+    }
+    for rr in r..rows {
+        let row = &w[rr * row_bytes..(rr + 1) * row_bytes];
+        for (t, a) in acts.iter().enumerate() {
+            out[rr * tokens + t] = vec_dot(row, a);
+        }
     }
 }
 
@@ -197,21 +331,22 @@ mod avx2 {
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
     /// `w + r·rb` for r < 8 must each be readable for `nb` blocks, and `prep` must describe at
-    /// least `nb` activation blocks.
+    /// least `nb` activation blocks (each of `preps`).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows(
+    pub unsafe fn vec_dot_8rows<const T: usize>(
         w: *const u8,
         rb: usize,
         nb: usize,
-        prep: &crate::q8_0::PreparedQ8,
-        out: &mut [f32; 8],
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
     ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); T];
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
-        let (qs, ds, sums) = (prep.qs.as_ptr(), prep.d.as_ptr(), prep.sum.as_ptr());
-        debug_assert!(prep.blocks() >= nb);
+        for p in &preps {
+            debug_assert!(p.blocks() >= nb);
+        }
         for b in 0..nb {
             let off = b * BLOCK_BYTES;
             if b % 4 == 0 {
@@ -233,30 +368,35 @@ mod avx2 {
                 _mm256_unpacklo_epi64(t1, t3),
                 _mm256_unpackhi_epi64(t1, t3),
             ];
-            let ab = qs.add(b * 32) as *const i32;
-            let mut s16 = _mm256_setzero_si256();
-            for (k, vk) in v.iter().enumerate() {
-                let lo = _mm256_and_si256(*vk, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(*vk, 4), m4);
-                let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
-                let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, alo));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, ahi));
-            }
-            let isum = _mm256_sub_epi32(
-                _mm256_madd_epi16(s16, ones),
-                _mm256_set1_epi32(8 * *sums.add(b)),
-            );
+            let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
+            let hi: [__m256i; 4] =
+                std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
             // The eight f16 scales packed with integer shifts (idle ALU ports), then one
             // conversion for all rows.
             let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
-            let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
-            let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
-            let dw = _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64));
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(*ds.add(b)));
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
+            let hlo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+            let hhi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+            let dw = _mm256_cvtph_ps(_mm_set_epi64x(hhi as i64, hlo as i64));
+            for (t, p) in preps.iter().enumerate() {
+                let ab = p.qs.as_ptr().add(b * 32) as *const i32;
+                let mut s16 = _mm256_setzero_si256();
+                for k in 0..4 {
+                    let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
+                    let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], alo));
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], ahi));
+                }
+                let isum = _mm256_sub_epi32(
+                    _mm256_madd_epi16(s16, ones),
+                    _mm256_set1_epi32(8 * *p.sum.get_unchecked(b)),
+                );
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*p.d.get_unchecked(b)));
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
+            }
         }
-        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        for (o, a) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr(), a);
+        }
     }
 
     /// # Safety

@@ -71,24 +71,6 @@ impl PreparedActivations {
     fn token(&self, t: usize) -> &[u8] {
         &self.data[t * self.stride..(t + 1) * self.stride]
     }
-
-    /// Dot of weight row `w` with token `t`.
-    #[inline]
-    fn dot(&self, w: &[u8], t: usize) -> Result<f32, QuantError> {
-        let a = self.token(t);
-        if self.weight_ty == GgmlType::Q8_0 {
-            // f32 activations; bytes from a Vec<u8> need not be 4-aligned, so decode if not.
-            if let Ok(x) = bytemuck::try_cast_slice::<u8, f32>(a) {
-                return quant::vec_dot_f32(self.weight_ty, self.n_in, w, x);
-            }
-            let x: Vec<f32> = a
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            return quant::vec_dot_f32(self.weight_ty, self.n_in, w, &x);
-        }
-        quant::vec_dot(self.weight_ty, self.n_in, w, a)
-    }
 }
 
 /// Rows of W handed to one task.
@@ -119,6 +101,8 @@ pub fn matmul(
     }
     if t == 1 {
         let act = acts.token(0);
+        // Unpacked once here, reused by every task's rows.
+        let prep = quant::ActPrep::new(w.ty, act);
         let x32: Option<Vec<f32>> = (w.ty == GgmlType::Q8_0).then(|| {
             act.chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -132,7 +116,7 @@ pub fn matmul(
                 let rows = &w.data[r0 * row_bytes..(r0 + chunk.len()) * row_bytes];
                 match &x32 {
                     Some(x) => quant::vec_dot_f32_rows(w.ty, n_in, rows, x, chunk),
-                    None => quant::vec_dot_rows(w.ty, n_in, rows, act, chunk),
+                    None => quant::vec_dot_rows_with(w.ty, n_in, rows, act, Some(&prep), chunk),
                 }
             });
     }
@@ -160,16 +144,15 @@ pub fn matmul(
                 Ok(())
             })?;
     } else {
+        let toks: Vec<&[u8]> = (0..t).map(|k| acts.token(k)).collect();
+        let preps: Vec<quant::ActPrep> =
+            toks.iter().map(|a| quant::ActPrep::new(w.ty, a)).collect();
         tmp.par_chunks_mut(ROWS_PER_TASK * t)
             .enumerate()
             .try_for_each(|(c, chunk)| -> Result<(), QuantError> {
-                for (k, res) in chunk.chunks_exact_mut(t).enumerate() {
-                    let row = w.row(c * ROWS_PER_TASK + k);
-                    for (tok, o) in res.iter_mut().enumerate() {
-                        *o = acts.dot(row, tok)?;
-                    }
-                }
-                Ok(())
+                let r0 = c * ROWS_PER_TASK;
+                let rows = &w.data[r0 * row_bytes..(r0 + chunk.len() / t) * row_bytes];
+                quant::vec_dot_rows_multi_with(w.ty, n_in, rows, &toks, Some(&preps), chunk)
             })?;
     }
     for r in 0..n_out {
