@@ -1,7 +1,7 @@
 //! A small f32 GEMM micro-kernel for batched prefill: a tile of weight rows (already
 //! dequantized to f32) times a batch of token rows, `out[r][t] = Σ_i w[r][i]·x[t][i]`.
-//! AVX2+FMA computes 2 rows × 4 tokens per pass with 8 accumulators; the scalar path is the
-//! reference.
+//! AVX2+FMA: k-blocked (256), tokens packed k-major 16 at a time, a 6-row × 16-token register
+//! tile (12 accumulators, weights broadcast); the scalar path is the reference.
 
 /// `w`: `rows × n`, `x`: `tokens × n`, `out`: `rows × tokens`.
 pub fn gemm_tile(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
@@ -28,66 +28,43 @@ pub fn gemm_tile_scalar(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// # Safety
-    ///
-    /// The CPU must support AVX2 and FMA (callers check `is_x86_feature_detected!` first); nothing
-    /// else (registers only).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
+    /// Elements of the k dimension per pass.
+    const KC: usize = 256;
+    /// Tokens per register tile (two 8-lane vectors).
+    const NR: usize = 16;
+    /// Weight rows per register tile (6 × 2 accumulators + 2 token vectors + 1 broadcast).
+    const MR: usize = 6;
 
-    /// Dot products of `nr` (≤ 2) weight rows with `nt` (≤ 4) token rows. Index loops keep the
-    /// register tile explicit.
+    /// `acc[r] = Σ_k w[r][k0 + k] · pack[k][0..16]` for `M` rows: the packed token slice
+    /// (k-major, 16 tokens per k) is loaded once per k and multiplied by each row's weight,
+    /// broadcast, into 2·M accumulators.
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2 and FMA (callers check `is_x86_feature_detected!` first); rows
-    /// `r0..r0+nr` of `w` and `t0..t0+nt` of `x` (each `n` long) must lie inside the slices, `nr ≤
-    /// 2`, `nt ≤ 4`.
+    /// The CPU must support AVX2 and FMA (callers check `is_x86_feature_detected!` first);
+    /// `w + r·n + k` must be readable for r < M, k < kc, and `pack` must hold `kc · 16` floats.
     #[inline]
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block(
-        w: &[f32],
-        x: &[f32],
+    unsafe fn micro<const M: usize>(
+        w: *const f32,
         n: usize,
-        r0: usize,
-        nr: usize,
-        t0: usize,
-        nt: usize,
-        res: &mut [[f32; 4]; 2],
+        pack: *const f32,
+        kc: usize,
+        res: &mut [[f32; NR]; MR],
     ) {
-        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
-        let n8 = n / 8 * 8;
-        let wp = w.as_ptr();
-        let xp = x.as_ptr();
-        let mut i = 0;
-        while i < n8 {
-            let mut wv = [_mm256_setzero_ps(); 2];
-            for (r, v) in wv.iter_mut().enumerate().take(nr) {
-                *v = _mm256_loadu_ps(wp.add((r0 + r) * n + i));
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        for k in 0..kc {
+            let x0 = _mm256_loadu_ps(pack.add(k * NR));
+            let x1 = _mm256_loadu_ps(pack.add(k * NR + 8));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let b = _mm256_broadcast_ss(&*w.add(r * n + k));
+                a[0] = _mm256_fmadd_ps(b, x0, a[0]);
+                a[1] = _mm256_fmadd_ps(b, x1, a[1]);
             }
-            for t in 0..nt {
-                let xv = _mm256_loadu_ps(xp.add((t0 + t) * n + i));
-                for r in 0..nr {
-                    acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-                }
-            }
-            i += 8;
         }
-        for r in 0..nr {
-            for t in 0..nt {
-                let mut s = hsum(acc[r][t]);
-                for k in n8..n {
-                    s += w[(r0 + r) * n + k] * x[(t0 + t) * n + k];
-                }
-                res[r][t] = s;
-            }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(res[r].as_mut_ptr(), a[0]);
+            _mm256_storeu_ps(res[r].as_mut_ptr().add(8), a[1]);
         }
     }
 
@@ -101,15 +78,44 @@ mod avx2 {
         let rows = w.len() / n;
         let tokens = x.len() / n;
         assert!(out.len() >= rows * tokens && w.len() == rows * n && x.len() == tokens * n);
-        let mut res = [[0f32; 4]; 2];
-        for r0 in (0..rows).step_by(2) {
-            let nr = (rows - r0).min(2);
-            for t0 in (0..tokens).step_by(4) {
-                let nt = (tokens - t0).min(4);
-                block(w, x, n, r0, nr, t0, nt, &mut res);
-                for r in 0..nr {
-                    for t in 0..nt {
-                        out[(r0 + r) * tokens + t0 + t] = res[r][t];
+        out[..rows * tokens].iter_mut().for_each(|o| *o = 0.0);
+        let mut pack = vec![0f32; KC * NR];
+        let mut res = [[0f32; NR]; MR];
+        for k0 in (0..n).step_by(KC) {
+            let kc = KC.min(n - k0);
+            for t0 in (0..tokens).step_by(NR) {
+                let nt = NR.min(tokens - t0);
+                // Pack tokens t0.. (k-major, zero lanes past the last token) so the micro
+                // kernel reads one contiguous 64-byte row per k from L1.
+                for j in 0..NR {
+                    if j < nt {
+                        let xr = &x[(t0 + j) * n + k0..(t0 + j) * n + k0 + kc];
+                        for (k, v) in xr.iter().enumerate() {
+                            pack[k * NR + j] = *v;
+                        }
+                    } else {
+                        for k in 0..kc {
+                            pack[k * NR + j] = 0.0;
+                        }
+                    }
+                }
+                for r0 in (0..rows).step_by(MR) {
+                    let mr = MR.min(rows - r0);
+                    let wp = w.as_ptr().add(r0 * n + k0);
+                    let pp = pack.as_ptr();
+                    match mr {
+                        6 => micro::<6>(wp, n, pp, kc, &mut res),
+                        5 => micro::<5>(wp, n, pp, kc, &mut res),
+                        4 => micro::<4>(wp, n, pp, kc, &mut res),
+                        3 => micro::<3>(wp, n, pp, kc, &mut res),
+                        2 => micro::<2>(wp, n, pp, kc, &mut res),
+                        _ => micro::<1>(wp, n, pp, kc, &mut res),
+                    }
+                    for r in 0..mr {
+                        let o = &mut out[(r0 + r) * tokens + t0..(r0 + r) * tokens + t0 + nt];
+                        for (ov, rv) in o.iter_mut().zip(&res[r]) {
+                            *ov += rv;
+                        }
                     }
                 }
             }
@@ -123,7 +129,14 @@ mod tests {
 
     #[test]
     fn simd_matches_scalar_on_odd_shapes() {
-        for (rows, tokens, n) in [(1, 1, 8), (3, 5, 40), (16, 9, 256), (2, 4, 13)] {
+        for (rows, tokens, n) in [
+            (1, 1, 8),
+            (3, 5, 40),
+            (16, 9, 256),
+            (2, 4, 13),
+            (5, 7, 777),
+            (32, 33, 2048),
+        ] {
             let w: Vec<f32> = (0..rows * n)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
                 .collect();
