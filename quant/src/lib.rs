@@ -339,13 +339,18 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
 /// An activation made ready, once, for many row-group kernel calls (decode dots one activation
 /// with every row of several matrices; each call gets a chunk of rows). Holds what the weight
 /// type's multi-row kernel wants beyond the activation bytes (for Q4_0: the Q8_0 blocks
-/// unpacked, f32 scales, block sums); nothing for the other types.
+/// unpacked, f32 scales, block sums; Q4_1 the same from Q8_1 plus its `s`); nothing for the
+/// other types.
 pub struct ActPrep(Option<q8_0::PreparedQ8>);
 
 impl ActPrep {
     /// Prepare `act` (as made by [`quantize_activation`] for `weight_ty`).
     pub fn new(weight_ty: GgmlType, act: &[u8]) -> Self {
-        ActPrep((weight_ty == GgmlType::Q4_0).then(|| q8_0::PreparedQ8::new(act)))
+        ActPrep(match weight_ty {
+            GgmlType::Q4_0 => Some(q8_0::PreparedQ8::new(act)),
+            GgmlType::Q4_1 => Some(q8_0::PreparedQ8::from_q8_1(act)),
+            _ => None,
+        })
     }
 }
 
@@ -379,6 +384,10 @@ pub fn vec_dot_rows_with(
     let rows_kernel = match weight_ty {
         GgmlType::Q4_0 => {
             q4_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
+            true
+        }
+        GgmlType::Q4_1 => {
+            q4_1::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
             true
         }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
@@ -451,8 +460,9 @@ pub fn vec_dot_rows_multi_with(
         }
         return Ok(());
     }
-    if !weight_ty.is_quantized() {
-        // Float weights have a multi-row decode kernel: take it per token so both paths agree.
+    if !weight_ty.is_quantized() || weight_ty == GgmlType::Q4_1 {
+        // These have a multi-row decode kernel but no batched one: take it per token so both
+        // paths agree.
         let mut one = vec![0f32; rows];
         for (t, a) in acts.iter().enumerate() {
             vec_dot_rows(weight_ty, n, w, a, &mut one)?;

@@ -120,6 +120,72 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_1 activation:
+/// eight rows at a time through the shared nibble kernel (see `q4_0::vec_dot_rows`), the rest
+/// row by row. `prep`, when given, is `a` unpacked by
+/// [`crate::q8_0::PreparedQ8::from_q8_1`].
+pub fn vec_dot_rows(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[u8],
+    prep: Option<&crate::q8_0::PreparedQ8>,
+    out: &mut [f32],
+) {
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
+        "q4_1 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        out.len(),
+        out.len() * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    let need = nb * crate::q8_1::BLOCK_BYTES;
+    assert!(
+        a.len() >= need,
+        "q4_1 vec_dot_rows: {nb} blocks per row need {need} activation bytes, got {}",
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && out.len() >= 8 && nb > 0 {
+        let own;
+        let prep = match prep {
+            Some(p) => p,
+            None => {
+                own = crate::q8_0::PreparedQ8::from_q8_1(&a[..need]);
+                &own
+            }
+        };
+        assert!(
+            prep.blocks() >= nb && prep.s.len() >= nb,
+            "q4_1 vec_dot_rows: prepared Q8_1 activation has {} blocks, rows need {nb}",
+            prep.s.len()
+        );
+        while r + 8 <= out.len() {
+            let mut o = [[0f32; 8]; 1];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb Q4_1 blocks lie
+            // inside `w` (asserted) and `prep` holds nb blocks with `s` (asserted).
+            unsafe {
+                crate::q4_0::nib_8rows::<1, true>(
+                    w.as_ptr().add(r * row_bytes),
+                    row_bytes,
+                    nb,
+                    [prep],
+                    &mut o,
+                )
+            };
+            out[r..r + 8].copy_from_slice(&o[0]);
+            r += 8;
+        }
+    }
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes))
+    {
+        *o = vec_dot(row, a);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
