@@ -347,7 +347,7 @@ impl ActPrep {
     /// Prepare `act` (as made by [`quantize_activation`] for `weight_ty`).
     pub fn new(weight_ty: GgmlType, act: &[u8]) -> Self {
         ActPrep(match weight_ty {
-            GgmlType::Q4_0 => Some(q8_0::PreparedQ8::new(act)),
+            GgmlType::Q4_0 | GgmlType::Q5_0 => Some(q8_0::PreparedQ8::new(act)),
             GgmlType::Q4_1 => Some(q8_0::PreparedQ8::from_q8_1(act)),
             _ => None,
         })
@@ -388,6 +388,10 @@ pub fn vec_dot_rows_with(
         }
         GgmlType::Q4_1 => {
             q4_1::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
+            true
+        }
+        GgmlType::Q5_0 => {
+            q5_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
             true
         }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
@@ -460,7 +464,7 @@ pub fn vec_dot_rows_multi_with(
         }
         return Ok(());
     }
-    if !weight_ty.is_quantized() || weight_ty == GgmlType::Q4_1 {
+    if !weight_ty.is_quantized() || matches!(weight_ty, GgmlType::Q4_1 | GgmlType::Q5_0) {
         // These have a multi-row decode kernel but no batched one: take it per token so both
         // paths agree.
         let mut one = vec![0f32; rows];

@@ -133,12 +133,202 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_0 activation:
+/// eight rows at a time through a kernel that transposes the rows' nibbles and fifth bits so
+/// each row sums in its own lane (see `q4_0::vec_dot_rows`), the rest row by row. `prep`, when
+/// given, is `a` unpacked by [`crate::q8_0::PreparedQ8::new`].
+pub fn vec_dot_rows(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[u8],
+    prep: Option<&crate::q8_0::PreparedQ8>,
+    out: &mut [f32],
+) {
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
+        "q5_0 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        out.len(),
+        out.len() * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    let need = nb * crate::q8_0::BLOCK_BYTES;
+    assert!(
+        a.len() >= need,
+        "q5_0 vec_dot_rows: {nb} blocks per row need {need} activation bytes, got {}",
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && out.len() >= 8 && nb > 0 {
+        let own;
+        let prep = match prep {
+            Some(p) => p,
+            None => {
+                own = crate::q8_0::PreparedQ8::new(&a[..need]);
+                &own
+            }
+        };
+        assert!(
+            prep.blocks() >= nb,
+            "q5_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
+            prep.blocks()
+        );
+        while r + 8 <= out.len() {
+            let mut o = [0f32; 8];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks lie inside
+            // `w` (asserted) and `prep` holds nb blocks (asserted).
+            unsafe {
+                avx2::vec_dot_8rows(w.as_ptr().add(r * row_bytes), row_bytes, nb, prep, &mut o)
+            };
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
+        }
+    }
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes))
+    {
+        *o = vec_dot(row, a);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
     use crate::common::x86::*;
     use std::arch::x86_64::*;
     const AB: usize = crate::q8_0::BLOCK_BYTES;
+
+    /// Eight rows against one activation: the rows' nibble bytes transposed in 4-byte groups
+    /// (as in the Q4_0 kernel), the fifth bits taken from the eight `qh` words held one per lane
+    /// (byte replicated, bit tested, 0x10 or'ed in), unsigned 0..31 values × activation with
+    /// `maddubs` in two i16 halves (≤ 4·2·31·128 < 2^15 each), −16 applied as 16·Σa.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
+    /// `w + r·rb` for r < 8 must each be readable for `nb` Q5_0 blocks and `prep` must describe
+    /// at least `nb` activation blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_8rows(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        prep: &crate::q8_0::PreparedQ8,
+        out: &mut [f32; 8],
+    ) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let x10 = _mm256_set1_epi8(0x10);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        // For a step over values v..v+3 (v = 4k, or 16 + 4k for the high nibbles) the fifth
+        // bits are bits v..v+3 of qh: byte v/8 replicated over the lane's 4 bytes, then tested
+        // against 1, 2, 4, 8 shifted by v mod 8.
+        let rep = |byte: i8| {
+            let b = byte;
+            _mm256_setr_epi8(
+                b,
+                b,
+                b,
+                b,
+                4 + b,
+                4 + b,
+                4 + b,
+                4 + b,
+                8 + b,
+                8 + b,
+                8 + b,
+                8 + b,
+                12 + b,
+                12 + b,
+                12 + b,
+                12 + b,
+                b,
+                b,
+                b,
+                b,
+                4 + b,
+                4 + b,
+                4 + b,
+                4 + b,
+                8 + b,
+                8 + b,
+                8 + b,
+                8 + b,
+                12 + b,
+                12 + b,
+                12 + b,
+                12 + b,
+            )
+        };
+        let bitmask = |sh: i32| _mm256_set1_epi32(0x0804_0201 << sh);
+        let (reps, masks): ([__m256i; 8], [__m256i; 8]) = (
+            std::array::from_fn(
+                |s| rep(((if s < 4 { 4 * s } else { 16 + 4 * (s - 4) }) / 8) as i8),
+            ),
+            std::array::from_fn(|s| bitmask(((4 * s) % 8) as i32)),
+        );
+        for b in 0..nb {
+            let off = b * BLOCK_BYTES;
+            if b % 4 == 0 {
+                for p in &rows {
+                    prefetch(p.add(off), 384);
+                }
+            }
+            let ld = |r: usize| _mm_loadu_si128(rows[r].add(off + 6) as *const __m128i);
+            let pair =
+                |r: usize| _mm256_inserti128_si256(_mm256_castsi128_si256(ld(r)), ld(r + 4), 1);
+            let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
+            let t0 = _mm256_unpacklo_epi32(r04, r15);
+            let t1 = _mm256_unpackhi_epi32(r04, r15);
+            let t2 = _mm256_unpacklo_epi32(r26, r37);
+            let t3 = _mm256_unpackhi_epi32(r26, r37);
+            let v = [
+                _mm256_unpacklo_epi64(t0, t2),
+                _mm256_unpackhi_epi64(t0, t2),
+                _mm256_unpacklo_epi64(t1, t3),
+                _mm256_unpackhi_epi64(t1, t3),
+            ];
+            // qh of rows 0..3 in the low lane, 4..7 in the high lane, matching `v`.
+            let qh = |r: usize| std::ptr::read_unaligned(rows[r].add(off + 2) as *const u32) as u64;
+            let qv = _mm256_setr_epi64x(
+                (qh(0) | qh(1) << 32) as i64,
+                (qh(2) | qh(3) << 32) as i64,
+                (qh(4) | qh(5) << 32) as i64,
+                (qh(6) | qh(7) << 32) as i64,
+            );
+            let fifth = |s: usize| {
+                let bits = _mm256_and_si256(_mm256_shuffle_epi8(qv, reps[s]), masks[s]);
+                _mm256_and_si256(_mm256_cmpeq_epi8(bits, masks[s]), x10)
+            };
+            let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
+            let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for (k, vk) in v.iter().enumerate() {
+                let lo = _mm256_or_si256(_mm256_and_si256(*vk, m4), fifth(k));
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(*vk, 4), m4),
+                    fifth(4 + k),
+                );
+                let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
+                let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
+                slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(lo, alo));
+                shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(hi, ahi));
+            }
+            let isum = _mm256_sub_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(slo, ones), _mm256_madd_epi16(shi, ones)),
+                _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
+            );
+            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
+            let hlo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+            let hhi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+            let dw = _mm256_cvtph_ps(_mm_set_epi64x(hhi as i64, hlo as i64));
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    }
 
     /// The 32 unsigned 5-bit values of a block.
     ///
