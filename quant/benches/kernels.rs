@@ -1,8 +1,10 @@
 //! Kernel throughput: `cargo bench -p quant --bench kernels` (QUANT_BENCH_MIB sets the working
 //! set, default 512; QUANT_BENCH_REPS the repetitions, default 5; QUANT_BENCH_ONLY a
 //! comma-separated list of lines to run). GB/s counts quantized weight bytes read, over a
-//! weight matrix of rows of 8192 much larger than L3 (rows split across threads by rayon, one
-//! activation vector reused for every row, as in the runner's decode). The machine is shared,
+//! weight matrix of rows of 8192 much larger than L3 (tasks of 32 rows split across threads by
+//! rayon through `vec_dot_rows`, one activation vector reused for every row, as in the
+//! runner's decode; `×4` lines: four activations per pass through `vec_dot_rows_multi`, as in
+//! batched prefill). The machine is shared,
 //! so every kernel timing is paired with a STREAM-like triad a[i] = b[i] + s*c[i] (3 arrays
 //! counted) taken back to back with it, and the ratio of the best of each is reported.
 use quant::*;
@@ -103,7 +105,7 @@ fn main() {
         "quant rows/s"
     );
     let n = 8192usize; // row length (Grok-1 hidden size is 6144; 8192 keeps all types aligned)
-    let lines: [(&str, GgmlType); 12] = [
+    let lines: [(&str, GgmlType); 13] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -115,6 +117,7 @@ fn main() {
         ("q4_k", GgmlType::Q4_K),
         ("q5_k", GgmlType::Q5_K),
         ("q6_k", GgmlType::Q6_K),
+        ("q4_0×4", GgmlType::Q4_0),
         ("q4_k×4", GgmlType::Q4_K),
     ];
     // Gaussian-ish weights (sum of uniforms), like trained weights.
@@ -172,13 +175,12 @@ fn main() {
             let k = r.len() / rb;
             match name {
                 "q8_0×f32" => vec_dot_f32_rows(ty, n, r, &x, &mut out[..k]).unwrap(),
-                "q4_k×4" => {
+                "q4_0×4" | "q4_k×4" => {
+                    // Batched prefill: four activations per weight pass.
                     let refs: Vec<&[u8]> = acts4.iter().map(|a| &a[..]).collect();
-                    let mut o4 = [0f32; 4];
-                    for row in r.chunks_exact(rb) {
-                        vec_dot_multi(ty, n, row, &refs, &mut o4).unwrap();
-                        out[0] += o4[0];
-                    }
+                    let mut o4 = [0f32; 4 * TASK];
+                    vec_dot_rows_multi(ty, n, r, &refs, &mut o4[..4 * k]).unwrap();
+                    out[0] = o4.iter().sum();
                 }
                 _ => vec_dot_rows(ty, n, r, &act, &mut out[..k]).unwrap(),
             }
