@@ -394,6 +394,10 @@ pub fn vec_dot_rows_with(
             q5_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
             true
         }
+        GgmlType::Q4_K => {
+            q4_k::vec_dot_rows(w, rb, act, out);
+            true
+        }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
             let kind = match weight_ty {
                 GgmlType::F32 => float::Kind::F32,
