@@ -135,6 +135,52 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_K activation:
+/// four rows at a time, interleaved super-block by super-block (more memory streams in flight),
+/// each row's result bit-identical to [`vec_dot`].
+pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
+        "q5_k vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        out.len(),
+        out.len() * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * q8_k::BLOCK_BYTES,
+        "q5_k vec_dot_rows: {nb} blocks per row need {} activation bytes, got {}",
+        nb * q8_k::BLOCK_BYTES,
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        while r + 4 <= out.len() {
+            let mut o = [0f32; 4];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+4 of nb blocks lie inside
+            // `w` and `a` holds nb Q8_K blocks (asserted above).
+            unsafe {
+                avx2::vec_dot_4rows(
+                    w.as_ptr().add(r * row_bytes),
+                    row_bytes,
+                    nb,
+                    a.as_ptr(),
+                    &mut o,
+                )
+            };
+            out[r..r + 4].copy_from_slice(&o);
+            r += 4;
+        }
+    }
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes.max(1)))
+    {
+        *o = vec_dot(row, a);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -162,6 +208,54 @@ mod avx2 {
         (lo, hi)
     }
 
+    /// One super-block's contribution to the dot product (exact integer sums, then the scalar
+    /// reference's float steps).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `bp` must
+    /// point to one readable Q5_K block and `ap` to one readable Q8_K block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn superblock(bp: *const u8, ap: *const u8) -> f32 {
+        prefetch(bp, 2 * BLOCK_BYTES);
+        prefetch(bp, 2 * BLOCK_BYTES + 64);
+        prefetch(bp, 2 * BLOCK_BYTES + 128);
+        let sm = k_scales_mins(bp.add(4));
+        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
+        let mins = _mm256_permute2x128_si256(sm, sm, 0x11);
+        let mins2 = _mm256_blend_epi32(
+            _mm256_unpacklo_epi16(mins, mins),
+            _mm256_unpackhi_epi16(mins, mins),
+            0xF0,
+        );
+        let summ_v = _mm256_madd_epi16(bs, mins2);
+        let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
+        let yp = ap.add(q8_k::QS_OFF);
+        let qh = _mm256_loadu_si256(bp.add(16) as *const __m256i);
+        let mut acc0 = _mm256_setzero_si256();
+        let mut acc1 = _mm256_setzero_si256();
+        macro_rules! pair {
+            ($c:literal, $j0:literal, $j1:literal) => {{
+                let (lo, hi) = load_pair(bp, qh, $c);
+                let y0 = _mm256_loadu_si256(yp.add(64 * $c) as *const __m256i);
+                let y1 = _mm256_loadu_si256(yp.add(64 * $c + 32) as *const __m256i);
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), bcast_i16::<$j0>(scl));
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), bcast_i16::<$j1>(scl));
+                acc0 = _mm256_add_epi32(acc0, p0);
+                acc1 = _mm256_add_epi32(acc1, p1);
+            }};
+        }
+        pair!(0, 0, 1);
+        pair!(1, 2, 3);
+        pair!(2, 4, 5);
+        pair!(3, 6, 7);
+        let isum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
+        let summ = hsum_epi32(summ_v);
+        let da = (ap as *const f32).read_unaligned();
+        da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32
+    }
+
     /// As Q4_K's kernel, with the fifth bits merged in per pair of sub-blocks.
     ///
     /// # Safety
@@ -173,46 +267,37 @@ mod avx2 {
         let nb = w.len() / BLOCK_BYTES;
         let mut sum = 0.0f32;
         for i in 0..nb {
-            let bp = w.as_ptr().add(i * BLOCK_BYTES);
-            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
-            prefetch(bp, 2 * BLOCK_BYTES);
-            prefetch(bp, 2 * BLOCK_BYTES + 64);
-            prefetch(bp, 2 * BLOCK_BYTES + 128);
-            let sm = k_scales_mins(bp.add(4));
-            let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
-            let mins = _mm256_permute2x128_si256(sm, sm, 0x11);
-            let mins2 = _mm256_blend_epi32(
-                _mm256_unpacklo_epi16(mins, mins),
-                _mm256_unpackhi_epi16(mins, mins),
-                0xF0,
+            sum += superblock(
+                w.as_ptr().add(i * BLOCK_BYTES),
+                a.as_ptr().add(i * q8_k::BLOCK_BYTES),
             );
-            let summ_v = _mm256_madd_epi16(bs, mins2);
-            let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
-            let yp = ap.add(q8_k::QS_OFF);
-            let qh = _mm256_loadu_si256(bp.add(16) as *const __m256i);
-            let mut acc0 = _mm256_setzero_si256();
-            let mut acc1 = _mm256_setzero_si256();
-            macro_rules! pair {
-                ($c:literal, $j0:literal, $j1:literal) => {{
-                    let (lo, hi) = load_pair(bp, qh, $c);
-                    let y0 = _mm256_loadu_si256(yp.add(64 * $c) as *const __m256i);
-                    let y1 = _mm256_loadu_si256(yp.add(64 * $c + 32) as *const __m256i);
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), bcast_i16::<$j0>(scl));
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), bcast_i16::<$j1>(scl));
-                    acc0 = _mm256_add_epi32(acc0, p0);
-                    acc1 = _mm256_add_epi32(acc1, p1);
-                }};
-            }
-            pair!(0, 0, 1);
-            pair!(1, 2, 3);
-            pair!(2, 4, 5);
-            pair!(3, 6, 7);
-            let isum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
-            let summ = hsum_epi32(summ_v);
-            let da = (ap as *const f32).read_unaligned();
-            sum += da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32;
         }
         sum
+    }
+
+    /// Four rows against one activation, super-block by super-block: four weight streams in
+    /// flight at once, each row's sum built in the same order as [`vec_dot`] (bit-identical).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
+    /// `w + r·rb` for r < 4 must each be readable for `nb` blocks and `a` for `nb` Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_4rows(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 4],
+    ) {
+        let mut sum = [0.0f32; 4];
+        for i in 0..nb {
+            let ap = a.add(i * q8_k::BLOCK_BYTES);
+            for (r, s) in sum.iter_mut().enumerate() {
+                *s += superblock(w.add(r * rb + i * BLOCK_BYTES), ap);
+            }
+        }
+        *out = sum;
     }
 
     /// # Safety

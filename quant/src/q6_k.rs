@@ -165,6 +165,52 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_K activation:
+/// four rows at a time, interleaved super-block by super-block (more memory streams in flight),
+/// each row's result bit-identical to [`vec_dot`].
+pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
+        "q6_k vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        out.len(),
+        out.len() * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * q8_k::BLOCK_BYTES,
+        "q6_k vec_dot_rows: {nb} blocks per row need {} activation bytes, got {}",
+        nb * q8_k::BLOCK_BYTES,
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        while r + 4 <= out.len() {
+            let mut o = [0f32; 4];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+4 of nb blocks lie inside
+            // `w` and `a` holds nb Q8_K blocks (asserted above).
+            unsafe {
+                avx2::vec_dot_4rows(
+                    w.as_ptr().add(r * row_bytes),
+                    row_bytes,
+                    nb,
+                    a.as_ptr(),
+                    &mut o,
+                )
+            };
+            out[r..r + 4].copy_from_slice(&o);
+            r += 4;
+        }
+    }
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes.max(1)))
+    {
+        *o = vec_dot(row, a);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -197,6 +243,48 @@ mod avx2 {
         ]
     }
 
+    /// One super-block's contribution to the dot product (exact integer sums, then the scalar
+    /// reference's float steps).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `bp` must
+    /// point to one readable Q6_K block and `ap` to one readable Q8_K block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn superblock(bp: *const u8, ap: *const u8) -> f32 {
+        for k in 0..4 {
+            prefetch(bp, 2 * BLOCK_BYTES + 64 * k);
+        }
+        let yp = ap.add(q8_k::QS_OFF);
+        let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
+        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
+        let off = _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8));
+        let mut acc0 = _mm256_setzero_si256();
+        let mut acc1 = _mm256_sub_epi32(acc0, _mm256_slli_epi32(off, 5));
+        for h in 0..2 {
+            let qs = load_half(bp, h);
+            for (k, q) in qs.iter().enumerate() {
+                let g = (8 * h + 2 * k) as u8;
+                let y = _mm256_loadu_si256(yp.add(128 * h + 32 * k) as *const __m256i);
+                let p = _mm256_maddubs_epi16(*q, y);
+                // scale g for the first 16 products, g + 1 for the next 16
+                let shuf = _mm_set_epi64x(
+                    (0x0101_0101_0101_0101u64 * (g + 1) as u64) as i64,
+                    (0x0101_0101_0101_0101u64 * g as u64) as i64,
+                );
+                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, shuf));
+                if k % 2 == 0 {
+                    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p, sc));
+                } else {
+                    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p, sc));
+                }
+            }
+        }
+        let da = (ap as *const f32).read_unaligned();
+        da * f16_load(bp.add(208)) * hsum_epi32(_mm256_add_epi32(acc0, acc1)) as f32
+    }
+
     /// Unsigned 6-bit products with `maddubs`; the -32 offset is applied once per super-block
     /// as 32·Σ scale·bsum (exact integers, so the result equals the scalar reference bit for
     /// bit).
@@ -210,40 +298,37 @@ mod avx2 {
         let nb = w.len() / BLOCK_BYTES;
         let mut sum = 0.0f32;
         for i in 0..nb {
-            let bp = w.as_ptr().add(i * BLOCK_BYTES);
-            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
-            for k in 0..4 {
-                prefetch(bp, 2 * BLOCK_BYTES + 64 * k);
-            }
-            let yp = ap.add(q8_k::QS_OFF);
-            let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
-            let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
-            let off = _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8));
-            let mut acc0 = _mm256_setzero_si256();
-            let mut acc1 = _mm256_sub_epi32(acc0, _mm256_slli_epi32(off, 5));
-            for h in 0..2 {
-                let qs = load_half(bp, h);
-                for (k, q) in qs.iter().enumerate() {
-                    let g = (8 * h + 2 * k) as u8;
-                    let y = _mm256_loadu_si256(yp.add(128 * h + 32 * k) as *const __m256i);
-                    let p = _mm256_maddubs_epi16(*q, y);
-                    // scale g for the first 16 products, g + 1 for the next 16
-                    let shuf = _mm_set_epi64x(
-                        (0x0101_0101_0101_0101u64 * (g + 1) as u64) as i64,
-                        (0x0101_0101_0101_0101u64 * g as u64) as i64,
-                    );
-                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, shuf));
-                    if k % 2 == 0 {
-                        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p, sc));
-                    } else {
-                        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p, sc));
-                    }
-                }
-            }
-            let da = (ap as *const f32).read_unaligned();
-            sum += da * f16_load(bp.add(208)) * hsum_epi32(_mm256_add_epi32(acc0, acc1)) as f32;
+            sum += superblock(
+                w.as_ptr().add(i * BLOCK_BYTES),
+                a.as_ptr().add(i * q8_k::BLOCK_BYTES),
+            );
         }
         sum
+    }
+
+    /// Four rows against one activation, super-block by super-block: four weight streams in
+    /// flight at once, each row's sum built in the same order as [`vec_dot`] (bit-identical).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
+    /// `w + r·rb` for r < 4 must each be readable for `nb` blocks and `a` for `nb` Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_4rows(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 4],
+    ) {
+        let mut sum = [0.0f32; 4];
+        for i in 0..nb {
+            let ap = a.add(i * q8_k::BLOCK_BYTES);
+            for (r, s) in sum.iter_mut().enumerate() {
+                *s += superblock(w.add(r * rb + i * BLOCK_BYTES), ap);
+            }
+        }
+        *out = sum;
     }
 
     /// # Safety
