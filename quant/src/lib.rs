@@ -394,6 +394,10 @@ pub fn vec_dot_rows_with(
             q5_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
             true
         }
+        GgmlType::Q8_0 => {
+            q8_0::vec_dot_rows(w, rb, act, out);
+            true
+        }
         GgmlType::Q4_K => {
             q4_k::vec_dot_rows(w, rb, act, out);
             true
@@ -476,7 +480,9 @@ pub fn vec_dot_rows_multi_with(
         }
         return Ok(());
     }
-    if !weight_ty.is_quantized() || matches!(weight_ty, GgmlType::Q4_1 | GgmlType::Q5_0) {
+    if !weight_ty.is_quantized()
+        || matches!(weight_ty, GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0)
+    {
         // These have a multi-row decode kernel but no batched one: take it per token so both
         // paths agree.
         let mut one = vec![0f32; rows];

@@ -153,6 +153,53 @@ pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
     vec_dot_f32_scalar(w, x)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_0 activation:
+/// eight rows at a time share each activation block load (eight weight streams in flight, one
+/// accumulator per row), the rest row by row. Equal to [`vec_dot`] per row up to float
+/// summation order.
+pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+    assert!(
+        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
+        "q8_0 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        out.len(),
+        out.len() * row_bytes,
+        w.len()
+    );
+    let nb = row_bytes / BLOCK_BYTES;
+    assert!(
+        a.len() >= nb * BLOCK_BYTES,
+        "q8_0 vec_dot_rows: {nb} blocks per row need {} activation bytes, got {}",
+        nb * BLOCK_BYTES,
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        while r + 8 <= out.len() {
+            let mut o = [0f32; 8];
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks lie inside
+            // `w` and `a` holds nb blocks (asserted above).
+            unsafe {
+                avx2::vec_dot_8rows(
+                    w.as_ptr().add(r * row_bytes),
+                    row_bytes,
+                    nb,
+                    a.as_ptr(),
+                    &mut o,
+                )
+            };
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
+        }
+    }
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes.max(1)))
+    {
+        *o = vec_dot(row, a);
+    }
+}
+
 /// `out[r] = w_r · x` (f32 activations, the exact path) for consecutive rows of `row_bytes`
 /// bytes. Eight rows at a time share each activation load and convert their scales together;
 /// the rest go row by row. Equal to [`vec_dot_f32`] per row up to float summation order.
@@ -302,6 +349,53 @@ mod avx2 {
             _mm256_add_ps(acc[0], acc[1]),
             _mm256_add_ps(acc[2], acc[3]),
         ))
+    }
+
+    /// Eight rows against one Q8_0 activation: per block the activation's 32 bytes and scale
+    /// are loaded once, each row's block dotted with the sign trick into its own accumulator
+    /// (scales of the eight rows converted together).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
+    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks and `a` for `nb` blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_8rows(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut ds = [0f32; 8];
+        for b in 0..nb {
+            let off = b * BLOCK_BYTES;
+            if b % 2 == 0 {
+                for p in &rows {
+                    prefetch(p.add(off), 384);
+                }
+            }
+            let ab = a.add(off);
+            let av = _mm256_loadu_si256(ab.add(2) as *const __m256i);
+            let da = f16_load(ab);
+            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
+            let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+            let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+            let d = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64)),
+                _mm256_set1_ps(da),
+            );
+            _mm256_storeu_ps(ds.as_mut_ptr(), d);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let q = _mm256_loadu_si256(rows[r].add(off + 2) as *const __m256i);
+                *acc_r = _mm256_fmadd_ps(_mm256_broadcast_ss(&ds[r]), dot_i8_ps(q, av), *acc_r);
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum_ps(a);
+        }
     }
 
     /// Eight rows against f32 activations: per block column the eight rows' f16 scales are
