@@ -129,20 +129,25 @@ pub fn matmul(
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        // One tile buffer per worker, reused across its tasks (a fresh 32-row tile per task
+        // would be a fresh mapping: page faults and kernel zeroing on every task).
         tmp.par_chunks_mut(ROWS_PER_TASK * t)
             .enumerate()
-            .try_for_each(|(c, chunk)| -> Result<(), QuantError> {
-                let rows = chunk.len() / t;
-                let r0 = c * ROWS_PER_TASK;
-                let mut tile = vec![0f32; rows * n_in];
-                quant::dequantize_row(
-                    w.ty,
-                    &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
-                    &mut tile,
-                )?;
-                super::gemm::gemm_tile(&tile, &x, n_in, chunk);
-                Ok(())
-            })?;
+            .try_for_each_init(
+                Vec::new,
+                |tile: &mut Vec<f32>, (c, chunk)| -> Result<(), QuantError> {
+                    let rows = chunk.len() / t;
+                    let r0 = c * ROWS_PER_TASK;
+                    tile.resize(rows * n_in, 0.0);
+                    quant::dequantize_row(
+                        w.ty,
+                        &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
+                        &mut tile[..rows * n_in],
+                    )?;
+                    super::gemm::gemm_tile(&tile[..rows * n_in], &x, n_in, chunk);
+                    Ok(())
+                },
+            )?;
     } else {
         let toks: Vec<&[u8]> = (0..t).map(|k| acts.token(k)).collect();
         let preps: Vec<quant::ActPrep> =
