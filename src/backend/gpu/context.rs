@@ -34,7 +34,24 @@ fn layout(ty: GgmlType) -> Option<(usize, usize, &'static str)> {
         BF16 => (8, 16, include_str!("../../../shaders/type_bf16.wgsl")),
         Q8_0 => (32, 34, include_str!("../../../shaders/type_q8_0.wgsl")),
         Q4_0 => (32, 18, include_str!("../../../shaders/type_q4_0.wgsl")),
-        Q4_K => (256, 144, include_str!("../../../shaders/type_q4_k.wgsl")),
+        Q4_1 => (32, 20, include_str!("../../../shaders/type_q4_1.wgsl")),
+        Q5_0 => (32, 22, include_str!("../../../shaders/type_q5_0.wgsl")),
+        Q4_K => (
+            256,
+            144,
+            concat!(
+                include_str!("../../../shaders/k_scales.wgsl"),
+                include_str!("../../../shaders/type_q4_k.wgsl")
+            ),
+        ),
+        Q5_K => (
+            256,
+            176,
+            concat!(
+                include_str!("../../../shaders/k_scales.wgsl"),
+                include_str!("../../../shaders/type_q5_k.wgsl")
+            ),
+        ),
         Q6_K => (256, 210, include_str!("../../../shaders/type_q6_k.wgsl")),
         _ => return None,
     })
@@ -46,14 +63,17 @@ enum ActFormat {
     F32,
     /// Q8_0 blocks as 9 words per 32 values.
     Q8_0,
+    /// Q8_1 blocks as 10 words per 32 values.
+    Q8_1,
     /// Q8_K blocks as 65 words per 256 values.
     Q8K,
 }
 
 fn act_format(ty: GgmlType) -> ActFormat {
     match ty {
-        GgmlType::Q4_0 => ActFormat::Q8_0,
-        GgmlType::Q4_K | GgmlType::Q6_K => ActFormat::Q8K,
+        GgmlType::Q4_0 | GgmlType::Q5_0 => ActFormat::Q8_0,
+        GgmlType::Q4_1 => ActFormat::Q8_1,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => ActFormat::Q8K,
         _ => ActFormat::F32,
     }
 }
@@ -438,6 +458,7 @@ impl GpuContext {
         let (entry, qk, words) = match act_format(ty) {
             ActFormat::F32 => return Ok(None),
             ActFormat::Q8_0 => ("q8_0", 32, 9),
+            ActFormat::Q8_1 => ("q8_1", 32, 10),
             ActFormat::Q8K => ("q8_k", 256, 65),
         };
         let p = self.pipeline(&format!("quantize/{entry}"), entry, || QUANTIZE.to_string())?;
@@ -701,24 +722,32 @@ impl GpuContext {
         self.submit(enc, "quantizing")?;
         let (qk, words) = match act_format(ty) {
             ActFormat::Q8_0 => (32, 9),
+            ActFormat::Q8_1 => (32, 10),
             _ => (256, 65),
         };
         let blocks = n / qk * rows;
         let raw = self.read_f32(&q, 0, blocks * words)?;
         let raw: &[u32] = bytemuck::cast_slice(&raw);
+        let f16_bytes = |w: u32| half::f16::from_f32(f32::from_bits(w)).to_le_bytes();
         let mut out = Vec::new();
         for b in raw.chunks_exact(words) {
-            let d = f32::from_bits(b[0]);
-            let qs: &[u8] = bytemuck::cast_slice(&b[1..]);
-            if qk == 32 {
-                out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
-                out.extend_from_slice(qs);
-            } else {
-                out.extend_from_slice(&d.to_le_bytes());
-                out.extend_from_slice(qs);
-                for g in qs.chunks_exact(16) {
-                    let s: i16 = g.iter().map(|&v| v as i8 as i16).sum();
-                    out.extend_from_slice(&s.to_le_bytes());
+            match words {
+                9 | 10 => {
+                    // d (and s) were rounded to f16 on the GPU: converting back is exact.
+                    let heads = words - 8;
+                    for &w in &b[..heads] {
+                        out.extend_from_slice(&f16_bytes(w));
+                    }
+                    out.extend_from_slice(bytemuck::cast_slice(&b[heads..]));
+                }
+                _ => {
+                    let qs: &[u8] = bytemuck::cast_slice(&b[1..]);
+                    out.extend_from_slice(&b[0].to_le_bytes());
+                    out.extend_from_slice(qs);
+                    for g in qs.chunks_exact(16) {
+                        let s: i16 = g.iter().map(|&v| v as i8 as i16).sum();
+                        out.extend_from_slice(&s.to_le_bytes());
+                    }
                 }
             }
         }
