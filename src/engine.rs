@@ -1,7 +1,8 @@
 //! Device selection: the same forward pass on the CPU backend or on the GPU (wgpu), behind one
 //! small interface the commands use.
 
-use crate::backend::gpu::{GpuContext, GpuModel, GpuSession};
+use crate::backend::gpu::GpuContext;
+use crate::model::gpu::{GpuModel, GpuSession};
 use crate::model::{HParams, Logits, Model, Session};
 
 /// `--device`.

@@ -4,10 +4,11 @@
 mod gpu_common;
 
 use gpu_common::{gpu, max_abs};
-use grok1_quant::backend::gpu::{GpuContext, GpuModel};
+use grok1_quant::backend::gpu::GpuContext;
 use grok1_quant::checkpoint::write_checkpoint;
 use grok1_quant::config::GrokConfig;
 use grok1_quant::convert::{convert, ConvertOptions, OutputSpec};
+use grok1_quant::model::gpu::GpuModel;
 use grok1_quant::model::{Logits, Model, Session};
 use grok1_quant::tokenizer::SpmModel;
 use quant::GgmlType;

@@ -21,8 +21,6 @@ pub enum GpuError {
     Shape(String),
     #[error("GPU error while {what}: {msg}")]
     Wgpu { what: String, msg: String },
-    #[error("{0}")]
-    Model(String),
 }
 
 /// Values per block and bytes per block of the weight types the kernels read.
@@ -152,7 +150,7 @@ pub struct AttentionShape {
     pub head_dim: usize,
     /// Position of the first query row.
     pub p0: usize,
-    /// Score multiplier (Grok's attn_output_multiplier).
+    /// Score multiplier applied before the soft-cap.
     pub scale: f32,
     pub softcap: f32,
     pub pad_id: u32,
