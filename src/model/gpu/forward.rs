@@ -1,10 +1,11 @@
 //! [`GpuModel::forward`]: one batch of tokens through every layer on the GPU, activations on
 //! the device between kernels, one submit per layer, only the logits read back.
 
-use super::{u32_of, GpuModel, GpuModelError, GpuSession};
+use super::experts::ExpertBuffers;
+use super::{u32_of, Experts, GpuModel, GpuModelError, GpuSession};
 use crate::backend::gpu::{MatmulKind, OpParams};
 
-impl GpuModel {
+impl GpuModel<'_> {
     /// Run `tokens` after what `session` holds; returns the logits of every new token
     /// (`tokens × vocab`) or of the last one only.
     pub fn forward(
@@ -75,6 +76,8 @@ impl GpuModel {
         let gates = ctx.scratch("gates", slots);
         let idx = ctx.scratch("experts", slots);
         let grp = ctx.scratch("expert groups", hp.n_experts + 1 + slots);
+        // gelu(gate) ⊙ up of the tiered path (the resident path works in place in `g`).
+        let mut a_buf: Option<wgpu::Buffer> = None;
         let g = ctx.scratch("gate", slots * ffn);
         let u = ctx.scratch("up", slots * ffn);
         let d = ctx.scratch("down", slots * emb);
@@ -187,40 +190,61 @@ impl GpuModel {
                 &[(1, &router), (5, &gates), (6, &idx)],
                 t_new.div_ceil(64),
             )?;
-            ctx.encode_op(&mut enc, "group_experts", &base, &[(6, &idx), (8, &grp)], 1)?;
-            let per_token = MatmulKind::Experts {
-                groups: &grp,
-                n_exp: hp.n_experts,
-                tokens: t_new,
-                slots: k_used,
-                x_rows: t_new,
-                xs_t: 1,
-                xs_k: 0,
-            };
-            ctx.encode_matmul(&mut enc, &ly.gate_exps, &x, &g, per_token, &self.dummy)?;
-            ctx.encode_matmul(&mut enc, &ly.up_exps, &x, &u, per_token, &self.dummy)?;
-            let pg = OpParams {
-                n: u32_of(slots * ffn, "expert activations")?,
-                rows: 1,
-                ..base
-            };
-            ctx.encode_op(
-                &mut enc,
-                "gelu_mul",
-                &pg,
-                &[(1, &g), (2, &u)],
-                (slots * ffn).div_ceil(64),
-            )?;
-            let per_slot = MatmulKind::Experts {
-                groups: &grp,
-                n_exp: hp.n_experts,
-                tokens: t_new,
-                slots: k_used,
-                x_rows: slots,
-                xs_t: k_used,
-                xs_k: 1,
-            };
-            ctx.encode_matmul(&mut enc, &ly.down_exps, &g, &d, per_slot, &self.dummy)?;
+            match &self.experts {
+                Experts::Resident(w) => {
+                    let [gate, up, down] = &w[l];
+                    ctx.encode_op(&mut enc, "group_experts", &base, &[(6, &idx), (8, &grp)], 1)?;
+                    let per_token = MatmulKind::Experts {
+                        groups: &grp,
+                        n_exp: hp.n_experts,
+                        tokens: t_new,
+                        slots: k_used,
+                        x_rows: t_new,
+                        xs_t: 1,
+                        xs_k: 0,
+                    };
+                    ctx.encode_matmul(&mut enc, gate, &x, &g, per_token, &self.dummy)?;
+                    ctx.encode_matmul(&mut enc, up, &x, &u, per_token, &self.dummy)?;
+                    let pg = OpParams {
+                        n: u32_of(slots * ffn, "expert activations")?,
+                        rows: 1,
+                        ..base
+                    };
+                    ctx.encode_op(
+                        &mut enc,
+                        "gelu_mul",
+                        &pg,
+                        &[(1, &g), (2, &u)],
+                        (slots * ffn).div_ceil(64),
+                    )?;
+                    let per_slot = MatmulKind::Experts {
+                        groups: &grp,
+                        n_exp: hp.n_experts,
+                        tokens: t_new,
+                        slots: k_used,
+                        x_rows: slots,
+                        xs_t: k_used,
+                        xs_k: 1,
+                    };
+                    ctx.encode_matmul(&mut enc, down, &g, &d, per_slot, &self.dummy)?;
+                }
+                Experts::Tiered(tier) => {
+                    // The host places the routed experts in VRAM slots: read the routing back.
+                    ctx.submit(enc, &format!("layer {l} attention and router"))?;
+                    let ids = ctx.read_u32(&idx, 0, slots)?;
+                    let a = a_buf.get_or_insert_with(|| ctx.scratch("gelu", slots * ffn));
+                    let bufs = ExpertBuffers {
+                        x: &x,
+                        g: &g,
+                        u: &u,
+                        a,
+                        d: &d,
+                        dummy: &self.dummy,
+                    };
+                    tier.run_layer(ctx, l, &ids, t_new, &base, &bufs)?;
+                    enc = ctx.encoder();
+                }
+            }
             let pc = OpParams { n: n_emb, ..base };
             ctx.encode_op(
                 &mut enc,

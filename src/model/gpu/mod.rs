@@ -4,17 +4,27 @@
 //! over a per-session KV cache; MoE with router softmax, top-k (gates not renormalised) and
 //! `(gelu_tanh(x·gate) ⊙ (x·up))·down` per chosen expert.
 //!
+//! Experts are either all resident (the default) or, under `--vram-budget`, held in a fixed
+//! pool of device slots managed by the VRAM tier ([`experts`]): the dense part is uploaded
+//! first and reported separately, and the experts a batch routes to are uploaded on demand
+//! from the RAM tier (or the mmap).
+//!
 //! The backend (`crate::backend::gpu`) only holds the device, the kernels and the buffers; this
 //! module is where they are put together into Grok.
 
 mod bench;
+mod experts;
 mod forward;
 
 pub use bench::{bench_forward, ForwardBench};
 
 use crate::backend::gpu::{GpuContext, GpuError, GpuWeight};
 use crate::backend::WeightMatrix;
+use crate::cache::fmt_size;
+use crate::cache::vram::VramStats;
+use crate::cache::PolicyKind;
 use crate::model::{HParams, Model};
+use experts::VramTier;
 
 /// A failure of the GPU model: the backend's, or the model's own (shapes, tokens, context).
 #[derive(Debug, thiserror::Error)]
@@ -34,14 +44,19 @@ struct GpuLayer {
     attn_output_norm: wgpu::Buffer,
     ffn_norm: wgpu::Buffer,
     ffn_gate_inp: GpuWeight,
-    gate_exps: GpuWeight,
-    up_exps: GpuWeight,
-    down_exps: GpuWeight,
     layer_output_norm: wgpu::Buffer,
 }
 
-/// A model resident on the GPU.
-pub struct GpuModel {
+/// Where the expert weights live.
+enum Experts<'m> {
+    /// Per layer: gate, up and down of every expert, uploaded once.
+    Resident(Vec<[GpuWeight; 3]>),
+    /// A pool of slots under `--vram-budget`, filled on demand.
+    Tiered(Box<VramTier<'m>>),
+}
+
+/// A model on the GPU: the dense part resident, the experts resident or in the VRAM tier.
+pub struct GpuModel<'m> {
     ctx: GpuContext,
     hp: HParams,
     token_embd: GpuWeight,
@@ -50,6 +65,10 @@ pub struct GpuModel {
     output_norm: wgpu::Buffer,
     inv_freq: wgpu::Buffer,
     layers: Vec<GpuLayer>,
+    experts: Experts<'m>,
+    /// Bytes of the dense part (every tensor but the expert tensors) and of all experts.
+    dense_bytes: u64,
+    expert_bytes: u64,
     dummy: wgpu::Buffer,
     /// Bytes one activation / KV-cache buffer may hold (the adapter's storage binding limit
     /// unless lowered by [`GpuModel::set_activation_limit`]).
@@ -92,14 +111,26 @@ pub(super) fn u32_of(v: usize, what: &str) -> Result<u32, GpuError> {
     u32::try_from(v).map_err(|_| GpuError::Shape(format!("{what} = {v} exceeds 32 bits")))
 }
 
-impl GpuModel {
+impl<'m> GpuModel<'m> {
     /// Upload every weight of `model` through `ctx`.
-    pub fn new(ctx: GpuContext, model: &Model) -> Result<GpuModel, GpuModelError> {
+    pub fn new(ctx: GpuContext, model: &'m Model) -> Result<GpuModel<'m>, GpuModelError> {
+        GpuModel::open(ctx, model, None, PolicyKind::Lru)
+    }
+
+    /// Upload the dense part of `model`, then the experts: all of them without a budget, or
+    /// into a VRAM tier of `vram_budget` bytes evicting by `policy`, filled on demand (through
+    /// the model's expert cache when it has one, else straight from the mmap).
+    pub fn open(
+        ctx: GpuContext,
+        model: &'m Model,
+        vram_budget: Option<u64>,
+        policy: PolicyKind,
+    ) -> Result<GpuModel<'m>, GpuModelError> {
         let hp = model.hparams().clone();
         let file = model.gguf();
         let bad =
             |what: String| GpuModelError::Model(format!("{}: {what}", model.path().display()));
-        let matrix = |name: &str| -> Result<WeightMatrix<'_>, GpuModelError> {
+        let matrix = |name: &str| -> Result<WeightMatrix<'m>, GpuModelError> {
             let t = file
                 .tensor(name)
                 .ok_or_else(|| bad(format!("tensor '{name}' is missing")))?;
@@ -149,12 +180,67 @@ impl GpuModel {
                 attn_output_norm: vector(&n("attn_output_norm"))?,
                 ffn_norm: vector(&n("ffn_norm"))?,
                 ffn_gate_inp: upload(&n("ffn_gate_inp"), 1)?,
-                gate_exps: upload(&n("ffn_gate_exps"), hp.ffn)?,
-                up_exps: upload(&n("ffn_up_exps"), hp.ffn)?,
-                down_exps: upload(&n("ffn_down_exps"), hp.emb)?,
                 layer_output_norm: vector(&n("layer_output_norm"))?,
             });
         }
+        // The expert tensors: views into the file, uploaded whole or left to the VRAM tier.
+        let mut expert_mats = Vec::with_capacity(hp.n_layers);
+        for l in 0..hp.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            let mats = [
+                matrix(&n("ffn_gate_exps"))?,
+                matrix(&n("ffn_up_exps"))?,
+                matrix(&n("ffn_down_exps"))?,
+            ];
+            let want = [
+                (hp.emb, hp.ffn * hp.n_experts),
+                (hp.emb, hp.ffn * hp.n_experts),
+                (hp.ffn, hp.emb * hp.n_experts),
+            ];
+            for (p, (m, (n_in, n_out))) in mats.iter().zip(want).enumerate() {
+                if m.n_in != n_in || m.n_out != n_out {
+                    return Err(bad(format!(
+                        "blk.{l}.{}: {}×{}, expected {n_in}×{n_out}",
+                        ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"][p],
+                        m.n_in,
+                        m.n_out
+                    )));
+                }
+            }
+            expert_mats.push(mats);
+        }
+        let expert_bytes: u64 = expert_mats
+            .iter()
+            .flatten()
+            .map(|m| m.data.len() as u64)
+            .sum();
+        let all_bytes: u64 = file.tensors().iter().map(|t| t.size).sum();
+        let dense_bytes = all_bytes.saturating_sub(expert_bytes);
+        let experts = match vram_budget {
+            None => {
+                let mut v = Vec::with_capacity(hp.n_layers);
+                for (l, [g, u, d]) in expert_mats.iter().enumerate() {
+                    let up = |m: &WeightMatrix, unit: usize, what: &str| {
+                        ctx.upload_weight(m, unit)
+                            .map_err(|e| bad(format!("tensor 'blk.{l}.{what}.weight': {e}")))
+                    };
+                    v.push([
+                        up(g, hp.ffn, "ffn_gate_exps")?,
+                        up(u, hp.ffn, "ffn_up_exps")?,
+                        up(d, hp.emb, "ffn_down_exps")?,
+                    ]);
+                }
+                Experts::Resident(v)
+            }
+            Some(budget) => Experts::Tiered(Box::new(VramTier::new(
+                &ctx,
+                model,
+                expert_mats,
+                budget,
+                policy,
+                dense_bytes,
+            )?)),
+        };
         // Shapes the kernels rely on (the CPU loader validated the same against metadata).
         let check = |w: &GpuWeight, n_in: usize, n_out: usize, what: &str| {
             if w.n_in != n_in || w.n_out != n_out {
@@ -186,24 +272,6 @@ impl GpuModel {
                 e,
                 &format!("blk.{l}.ffn_gate_inp"),
             )?;
-            check(
-                &ly.gate_exps,
-                hp.emb,
-                hp.ffn * e,
-                &format!("blk.{l}.ffn_gate_exps"),
-            )?;
-            check(
-                &ly.up_exps,
-                hp.emb,
-                hp.ffn * e,
-                &format!("blk.{l}.ffn_up_exps"),
-            )?;
-            check(
-                &ly.down_exps,
-                hp.ffn,
-                hp.emb * e,
-                &format!("blk.{l}.ffn_down_exps"),
-            )?;
         }
         if hp.head_dim > 256 {
             return Err(bad(format!(
@@ -226,6 +294,9 @@ impl GpuModel {
             output_norm,
             inv_freq,
             layers,
+            experts,
+            dense_bytes,
+            expert_bytes,
             dummy,
             act_limit: ctx.max_binding(),
             ctx,
@@ -234,6 +305,44 @@ impl GpuModel {
 
     pub fn hparams(&self) -> &HParams {
         &self.hp
+    }
+
+    /// Bytes of the dense part (uploaded once) and of all experts in the file.
+    pub fn weight_split(&self) -> (u64, u64) {
+        (self.dense_bytes, self.expert_bytes)
+    }
+
+    /// The VRAM tier's counters (`None` when every expert is resident).
+    pub fn vram_stats(&self) -> Option<VramStats> {
+        match &self.experts {
+            Experts::Resident(_) => None,
+            Experts::Tiered(t) => Some(t.stats()),
+        }
+    }
+
+    /// One line on where the weights went, for the start of a run.
+    pub fn memory_report(&self) -> String {
+        let head = format!(
+            "GPU memory: dense part {} uploaded; experts {}",
+            fmt_size(self.dense_bytes),
+            fmt_size(self.expert_bytes)
+        );
+        match &self.experts {
+            Experts::Resident(_) => format!(
+                "{head} all resident (no --vram-budget; wgpu reports no free-VRAM figure, so the                  default is no budget)"
+            ),
+            Experts::Tiered(t) => {
+                let s = t.stats();
+                format!(
+                    "{head} under --vram-budget {}: {} slots of {} ({}), uploaded on demand from {}",
+                    fmt_size(s.budget),
+                    s.slots,
+                    fmt_size(s.slot_bytes),
+                    s.policy,
+                    t.source_name()
+                )
+            }
+        }
     }
 
     pub fn context(&self) -> &GpuContext {
@@ -273,9 +382,17 @@ impl GpuModel {
     /// several batches by [`GpuModel::forward`]).
     pub fn max_batch(&self, all_logits: bool) -> usize {
         let (per, _) = self.per_token_bytes(all_logits);
-        // The expert grouping buffer also holds n_experts + 1 offsets.
-        let fixed = ((self.hp.n_experts + 1) * 4) as u64;
+        // The expert grouping buffer also holds one offset per expert (or slot) and one more.
+        let fixed = ((self.group_width() + 1) * 4) as u64;
         (self.act_limit.saturating_sub(fixed) / per) as usize
+    }
+
+    /// Experts (or VRAM slots) the grouped expert matmul indexes.
+    fn group_width(&self) -> usize {
+        match &self.experts {
+            Experts::Resident(_) => self.hp.n_experts,
+            Experts::Tiered(t) => t.slots(),
+        }
     }
 
     /// An empty session holding at most `capacity` positions.
