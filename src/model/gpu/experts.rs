@@ -33,11 +33,12 @@ pub(super) struct VramTier<'m> {
 pub(super) struct ExpertBuffers<'a> {
     /// Normed hidden states, `tokens × emb`.
     pub x: &'a wgpu::Buffer,
-    /// Gate and up outputs, then `gelu(gate) ⊙ up`, `slots × ffn` each.
+    /// Gate and up outputs, and `a` = gelu(gate) ⊙ up, `(tokens·k) × ffn` each (one row per
+    /// route, not per VRAM slot).
     pub g: &'a wgpu::Buffer,
     pub u: &'a wgpu::Buffer,
     pub a: &'a wgpu::Buffer,
-    /// Down outputs, `slots × emb`.
+    /// Down outputs, `(tokens·k) × emb`.
     pub d: &'a wgpu::Buffer,
     pub dummy: &'a wgpu::Buffer,
 }
