@@ -1,22 +1,11 @@
 // Q4_K: 144-byte super-blocks of 256 values: f16 d, f16 dmin, 12 bytes of 6-bit scales and
-// mins for 8 sub-blocks of 32, then 128 nibble bytes (byte group c of 32 holds sub-block 2c in
-// its low nibbles and 2c+1 in its high ones); value = d*sc*q - dmin*m. Dotted with Q8_K
-// activations as the CPU does. Activation block = 65 words: d (f32), 256 i8.
+// mins for 8 sub-blocks of 32 (k_scales.wgsl), then 128 nibble bytes (byte group c of 32 holds
+// sub-block 2c in its low nibbles and 2c+1 in its high ones); value = d*sc*q - dmin*m. Dotted
+// with Q8_K activations as the CPU does. Activation block = 65 words: d (f32), 256 i8.
 const QK: u32 = 256u;
 const BLOCK_BYTES: u32 = 144u;
 const ACT_QUANT: u32 = 2u;
 const ACT_WORDS: u32 = 65u;
-
-// Scale (x) and min (y) of sub-block j.
-fn scale_min(b: u32, j: u32) -> vec2<u32> {
-    let s = b + 4u;
-    if (j < 4u) {
-        return vec2(w_byte(s + j) & 63u, w_byte(s + j + 4u) & 63u);
-    }
-    let hi = w_byte(s + j + 4u);
-    return vec2((hi & 15u) | ((w_byte(s + j - 4u) >> 6u) << 4u),
-                (hi >> 4u) | ((w_byte(s + j) >> 6u) << 4u));
-}
 
 fn deq(row: u32, i: u32) -> f32 {
     let b = row + (i / 256u) * 144u;

@@ -1,7 +1,10 @@
 //! Device selection: the same forward pass on the CPU backend or on the GPU (wgpu), behind one
 //! small interface the commands use.
 
-use crate::backend::gpu::{GpuContext, GpuModel, GpuSession};
+use crate::backend::gpu::GpuContext;
+use crate::cache::vram::VramStats;
+use crate::cache::CacheOptions;
+use crate::model::gpu::{GpuModel, GpuSession};
 use crate::model::{HParams, Logits, Model, Session};
 
 /// `--device`.
@@ -15,7 +18,7 @@ pub enum Device {
 
 pub enum Engine<'m> {
     Cpu(&'m Model),
-    Gpu(Box<GpuModel>),
+    Gpu(Box<GpuModel<'m>>),
 }
 
 pub enum EngineSession {
@@ -28,9 +31,16 @@ pub type EngineError = Box<dyn std::error::Error>;
 impl<'m> Engine<'m> {
     /// Pick the device. `Auto` falls back to the CPU with one line on stderr when no hardware GPU
     /// adapter is found (a software one like lavapipe is slower than the CPU backend); `Gpu` uses
-    /// any adapter and makes "none" an error. A model with an expert cache under a RAM budget stays
-    /// on the CPU (the GPU path uploads every weight).
-    pub fn select(model: &'m Model, device: Device) -> Result<Engine<'m>, EngineError> {
+    /// any adapter and makes "none" an error. On the GPU, `cache.vram_budget` bounds the VRAM
+    /// held for experts (the VRAM tier, filled from the model's RAM tier when it has one); a
+    /// RAM budget without a VRAM budget stays on the CPU (the GPU would upload every expert).
+    pub fn select(
+        model: &'m Model,
+        device: Device,
+        cache: &CacheOptions,
+    ) -> Result<Engine<'m>, EngineError> {
+        let ram_bounded = model.expert_cache().is_some_and(|c| c.is_bounded());
+        let vram = cache.vram_budget;
         let gpu = |allow_software: bool| -> Result<Engine<'m>, EngineError> {
             let ctx = GpuContext::new()?;
             if ctx.is_software() && !allow_software {
@@ -41,19 +51,26 @@ impl<'m> Engine<'m> {
                 .into());
             }
             eprintln!("device: GPU ({})", ctx.adapter_name());
-            Ok(Engine::Gpu(Box::new(GpuModel::new(ctx, model)?)))
+            let gm = GpuModel::open(ctx, model, vram, cache.policy)?;
+            eprintln!("{}", gm.memory_report());
+            Ok(Engine::Gpu(Box::new(gm)))
         };
         match device {
-            Device::Cpu => Ok(Engine::Cpu(model)),
+            Device::Cpu => {
+                if vram.is_some() {
+                    eprintln!("note: --vram-budget has no effect on the CPU");
+                }
+                Ok(Engine::Cpu(model))
+            }
             Device::Gpu => {
-                if model.expert_cache().is_some() {
-                    return Err("--device gpu with --ram-budget: the GPU path holds every weight in VRAM; drop the budget or use --device cpu".into());
+                if ram_bounded && vram.is_none() {
+                    return Err("--device gpu with --ram-budget needs --vram-budget too (without it every expert is uploaded to VRAM); or use --device cpu".into());
                 }
                 gpu(true).map_err(|e| format!("--device gpu: {e}").into())
             }
             Device::Auto => {
-                if model.expert_cache().is_some() {
-                    eprintln!("device: CPU (an expert cache under --ram-budget runs on the CPU)");
+                if ram_bounded && vram.is_none() {
+                    eprintln!("device: CPU (--ram-budget without --vram-budget runs on the CPU)");
                     return Ok(Engine::Cpu(model));
                 }
                 match gpu(false) {
@@ -64,6 +81,14 @@ impl<'m> Engine<'m> {
                     }
                 }
             }
+        }
+    }
+
+    /// The VRAM tier's counters, when the engine is a GPU model under `--vram-budget`.
+    pub fn vram_stats(&self) -> Option<VramStats> {
+        match self {
+            Engine::Gpu(g) => g.vram_stats(),
+            Engine::Cpu(_) => None,
         }
     }
 

@@ -134,4 +134,60 @@ fn gpu_device_gives_the_cpu_logits() {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     assert!(max <= 1e-3, "GPU vs CPU max |Δ| {max}");
+
+    // One VRAM slot (one 208896-byte expert unit; the 4 experts are 4× the budget): the same
+    // logits as the unbudgeted GPU run, the memory split at start and the VRAM stats at the end.
+    let tiered = dir.path().join("gpu-vram.bin");
+    let o = run(
+        &[
+            "logits",
+            m,
+            "--tokens",
+            "5,6,7,8",
+            "-o",
+            tiered.to_str().unwrap(),
+            "--device",
+            "gpu",
+            "--vram-budget",
+            "208896",
+            "--stats",
+        ],
+        false,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        common::read_f32(&tiered),
+        b,
+        "--vram-budget changed the logits"
+    );
+    assert!(
+        err.contains("GPU memory: dense part") && err.contains("1 slots of 204.00 KiB"),
+        "{err}"
+    );
+    assert!(
+        err.contains("vram tier: policy lru") && err.contains("misses"),
+        "{err}"
+    );
+    // A RAM budget alone cannot bound a GPU run: a clear error.
+    let o = run(
+        &[
+            "logits",
+            m,
+            "--tokens",
+            "5",
+            "-o",
+            "/dev/null",
+            "--device",
+            "gpu",
+            "--ram-budget",
+            "1MiB",
+        ],
+        false,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("needs --vram-budget"),
+        "{err}"
+    );
 }

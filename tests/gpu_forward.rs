@@ -4,10 +4,11 @@
 mod gpu_common;
 
 use gpu_common::{gpu, max_abs};
-use grok1_quant::backend::gpu::{GpuContext, GpuModel};
+use grok1_quant::backend::gpu::GpuContext;
 use grok1_quant::checkpoint::write_checkpoint;
 use grok1_quant::config::GrokConfig;
 use grok1_quant::convert::{convert, ConvertOptions, OutputSpec};
+use grok1_quant::model::gpu::GpuModel;
 use grok1_quant::model::{Logits, Model, Session};
 use grok1_quant::tokenizer::SpmModel;
 use quant::GgmlType;
@@ -35,8 +36,18 @@ fn tiny_config() -> GrokConfig {
 
 /// Convert to `ty` with the default embedding type (Q6_K for the 4-bit files).
 fn convert_one(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathBuf {
+    convert_with_embd(ckpt, cfg, dir, ty, None)
+}
+
+/// Convert to `ty`, the embedding (tied output) in `embd` or the default.
+fn convert_with_embd(
+    ckpt: &Path,
+    cfg: &GrokConfig,
+    dir: &Path,
+    ty: GgmlType,
+    embd: Option<GgmlType>,
+) -> PathBuf {
     let path = dir.join(format!("m-{}.gguf", ty.name()));
-    let embd = None;
     convert(&ConvertOptions {
         ckpt_dir: ckpt.to_path_buf(),
         config: cfg.clone(),
@@ -174,6 +185,37 @@ fn tiny_model_gpu_matches_cpu_f32_q8_0_q4_0_q4_k() {
         .expect_err("one token over the limit")
         .to_string();
     assert!(msg.contains("1000 bytes"), "{msg}");
+}
+
+#[test]
+fn tiny_model_gpu_matches_cpu_q4_1_q5_0_q5_k() {
+    if gpu().is_none() {
+        return;
+    }
+    let cfg = tiny_config();
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(dir.path(), &cfg, 7).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer.model"),
+        SpmModel::synthetic(cfg.vocab_size).to_bytes(),
+    )
+    .unwrap();
+    // Every matrix, the embedding and the tied output projection in the type under test.
+    let prompt: Vec<u32> = vec![1, 17, 300, 0, 42, 511, 77, 3, 250];
+    for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_K] {
+        let path = convert_with_embd(&dir.path().join("ckpt-0"), &cfg, dir.path(), ty, Some(ty));
+        let model = Model::load(&path).unwrap();
+        for name in [
+            "token_embd.weight",
+            "blk.0.attn_q.weight",
+            "blk.1.ffn_down_exps.weight",
+        ] {
+            let t = model.gguf().tensor(name).unwrap();
+            assert_eq!(t.info.ty, ty, "{name}");
+        }
+        let e = compare(&model, GpuContext::new().unwrap(), &prompt, ty.name(), 2);
+        assert!(e <= 1e-3, "{ty:?}: max |Δlogit| {e}");
+    }
 }
 
 #[test]

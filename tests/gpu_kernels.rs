@@ -53,7 +53,10 @@ fn matmul_all_types_decode_and_prefill() {
         GgmlType::BF16,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
     ] {
         // Odd row counts and tokens not a multiple of the 4-token tile; one row.
@@ -74,6 +77,7 @@ fn activation_quantization_is_bitwise_the_cpus() {
     x[300] = 1e4;
     for (ty, act) in [
         (GgmlType::Q4_0, GgmlType::Q8_0),
+        (GgmlType::Q4_1, GgmlType::Q8_1),
         (GgmlType::Q4_K, GgmlType::Q8_K),
     ] {
         let got = ctx.quantize_activations(ty, &x, n).unwrap();
@@ -130,6 +134,41 @@ fn forced_small_binding_limit_splits_weights() {
 }
 
 #[test]
+fn forced_split_q4_1_q5_0_q5_k() {
+    if gpu().is_none() {
+        return;
+    }
+    // 3 rows per binding, 7 tokens, odd row counts and (Q4_1, Q5_0) an odd number of blocks
+    // per row; Q5_0's 110-byte rows start at non-word-aligned offsets inside a chunk.
+    for (ty, n_in, n_out) in [
+        (GgmlType::Q4_1, 96, 13),
+        (GgmlType::Q5_0, 160, 11),
+        (GgmlType::Q5_K, 512, 9),
+    ] {
+        let mut ctx = GpuContext::new().unwrap();
+        let data = quantized(ty, n_in, n_out, 17);
+        let w = WeightMatrix {
+            ty,
+            n_in,
+            n_out,
+            data: &data,
+        };
+        let rb = w.row_bytes() as u64;
+        ctx.set_max_binding(3 * rb + 3);
+        let gw = ctx.upload_weight(&w, 1).unwrap();
+        assert_eq!(gw.chunk_count(), n_out.div_ceil(3), "{ty:?}");
+        let x = rand_vec(n_in * 7, 9, 1.0);
+        let got = ctx.matmul_uploaded(&gw, &x, 7).unwrap();
+        let e = rel_err(&got, &cpu_matmul(&w, &x));
+        eprintln!(
+            "split matmul {ty:?} ({} chunks): max rel err {e:.2e}",
+            gw.chunk_count()
+        );
+        assert!(e <= 1e-4, "{ty:?} split: {e}");
+    }
+}
+
+#[test]
 fn embedding_rows_all_types() {
     let Some(ctx) = gpu() else { return };
     for ty in [
@@ -138,7 +177,10 @@ fn embedding_rows_all_types() {
         GgmlType::BF16,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
     ] {
         let (n_in, n_out) = (256, 40);

@@ -1,5 +1,6 @@
 //! The cache flags shared by `run`, `logits`, `perplexity`, `compare` and `bench`.
 
+use super::vram::VramStats;
 use super::{fmt_size, parse_size, CacheOptions, CacheStats, PolicyKind, ReadMode};
 use crate::model::{Model, ModelError};
 use clap::Args;
@@ -11,7 +12,8 @@ pub struct CacheArgs {
     /// Default: none — every expert is read straight from the mmap (page cache, unbounded).
     #[arg(long, value_parser = parse_size)]
     pub ram_budget: Option<u64>,
-    /// VRAM for expert weights (reported; used once the GPU tier exists).
+    /// VRAM for expert weights on the GPU (a pool of expert slots filled on demand; the dense
+    /// part is uploaded first, outside it). Default: none — every expert is uploaded.
     #[arg(long, value_parser = parse_size)]
     pub vram_budget: Option<u64>,
     /// Replacement policy: lru | lfu (LFU with aging).
@@ -64,7 +66,7 @@ impl CacheArgs {
             fmt_size(dense),
             fmt_size(experts),
             self.vram_budget.map_or(String::new(), |v| format!(
-                "; VRAM budget {} (no GPU tier yet)",
+                "; VRAM budget {} for experts (GPU path)",
                 fmt_size(v)
             ))
         );
@@ -80,11 +82,19 @@ impl CacheArgs {
 
     /// Flush the trace and print `--stats`.
     pub fn finish(&self, model: &Model) -> Result<(), ModelError> {
+        self.finish_with(model, None)
+    }
+
+    /// [`CacheArgs::finish`], with the VRAM tier's counters of a GPU run.
+    pub fn finish_with(&self, model: &Model, vram: Option<VramStats>) -> Result<(), ModelError> {
         if let Some(c) = model.expert_cache() {
             c.finish()?;
             if self.stats {
                 eprint!("{}: {}", model.path().display(), c.stats().report());
             }
+        }
+        if let (Some(v), true) = (vram, self.stats) {
+            eprint!("{}: {}", model.path().display(), v.report());
         }
         Ok(())
     }

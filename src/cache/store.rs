@@ -47,7 +47,7 @@ impl ReadMode {
 pub struct CacheOptions {
     /// Bytes of expert weights the RAM tier may hold; `None`: read everything from the mmap.
     pub ram_budget: Option<u64>,
-    /// Parsed and reported; used once a GPU tier exists.
+    /// Bytes of expert weights the VRAM tier may hold (GPU path; see `crate::model::gpu`).
     pub vram_budget: Option<u64>,
     pub policy: PolicyKind,
     pub read_mode: ReadMode,
@@ -216,7 +216,7 @@ impl Drop for ExpertHandle {
     }
 }
 
-/// Counters of one run. `ram_*` are the RAM tier's; the VRAM tier does not exist yet.
+/// Counters of one run of the RAM tier (the VRAM tier's are `super::vram::VramStats`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CacheStats {
     pub bounded: bool,
@@ -232,8 +232,6 @@ pub struct CacheStats {
     pub ram_misses: u64,
     /// Hits on a unit a prefetch was still loading (the forward pass waited for it).
     pub ram_late_prefetch: u64,
-    pub vram_hits: u64,
-    pub vram_misses: u64,
     pub bytes_read: u64,
     pub evictions: u64,
     /// Most bytes the RAM tier held at once (never above the budget).
@@ -280,7 +278,7 @@ impl CacheStats {
         let mut s = String::new();
         let b = |x: Option<u64>| x.map_or("none".to_string(), fmt_size);
         s += &format!(
-            "expert cache: policy {}, read {}, ram budget {} ({} units of {}), vram budget {} (no GPU tier yet)\n",
+            "expert cache: policy {}, read {}, ram budget {} ({} units of {}), vram budget {}\n",
             self.policy,
             self.read_mode,
             b(self.ram_budget),
@@ -295,10 +293,6 @@ impl CacheStats {
             self.hit_rate(),
             self.ram_late_prefetch,
             self.evictions
-        );
-        s += &format!(
-            "  vram tier: {} hits, {} misses (not present)\n",
-            self.vram_hits, self.vram_misses
         );
         s += &format!(
             "  read from disk: {} in {:.3} s; stall {:.3} s; held now {}, peak {}\n",

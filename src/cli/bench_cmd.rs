@@ -33,7 +33,7 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> CliResult {
     let mut model = a.model.load()?;
     a.cache.apply(&mut model, true)?;
-    let engine = crate::engine::Engine::select(&model, a.device)?;
+    let engine = crate::engine::Engine::select(&model, a.device, &a.cache.options())?;
     let r = crate::bench::bench(&model, &engine, a.prefill, a.decode, a.reps, a.seed)?;
     if let crate::engine::Engine::Gpu(gm) = &engine {
         let ctx = gm.context();
@@ -75,6 +75,6 @@ pub fn run(a: BenchArgs) -> CliResult {
             r.memory_gbps
         );
     }
-    a.cache.finish(&model)?;
+    a.cache.finish_with(&model, engine.vram_stats())?;
     Ok(())
 }

@@ -39,7 +39,7 @@ pub fn run(a: LogitsArgs) -> CliResult {
     if ids.is_empty() {
         return Err("no tokens".into());
     }
-    let engine = Engine::select(&model, a.device)?;
+    let engine = Engine::select(&model, a.device, &a.cache.options())?;
     let mut s = engine.session(ids.len())?;
     let logits = engine.forward(&mut s, &ids, Logits::All)?;
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -50,6 +50,6 @@ pub fn run(a: LogitsArgs) -> CliResult {
         model.hparams().vocab,
         a.out.display()
     );
-    a.cache.finish(&model)?;
+    a.cache.finish_with(&model, engine.vram_stats())?;
     Ok(())
 }

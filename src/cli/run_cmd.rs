@@ -55,7 +55,7 @@ pub fn run(a: RunArgs) -> CliResult {
         return Err("the prompt encodes to no tokens".into());
     }
     let ctx = a.ctx.unwrap_or(ids.len() + a.n);
-    let engine = Engine::select(&model, a.device)?;
+    let engine = Engine::select(&model, a.device, &a.cache.options())?;
     let mut session = engine.session(ctx)?;
     let cfg = SamplerConfig {
         temperature: a.temperature,
@@ -112,6 +112,6 @@ pub fn run(a: RunArgs) -> CliResult {
         decode,
         out_ids.len() as f64 / decode.max(1e-9)
     );
-    a.cache.finish(&model)?;
+    a.cache.finish_with(&model, engine.vram_stats())?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the forward pass. Weights are never copied: every matrix is a view into the mapping.
 
 mod forward;
+pub mod gpu;
 pub mod hparams;
 mod kv;
 

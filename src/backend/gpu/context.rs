@@ -21,8 +21,6 @@ pub enum GpuError {
     Shape(String),
     #[error("GPU error while {what}: {msg}")]
     Wgpu { what: String, msg: String },
-    #[error("{0}")]
-    Model(String),
 }
 
 /// Values per block and bytes per block of the weight types the kernels read.
@@ -34,7 +32,24 @@ fn layout(ty: GgmlType) -> Option<(usize, usize, &'static str)> {
         BF16 => (8, 16, include_str!("../../../shaders/type_bf16.wgsl")),
         Q8_0 => (32, 34, include_str!("../../../shaders/type_q8_0.wgsl")),
         Q4_0 => (32, 18, include_str!("../../../shaders/type_q4_0.wgsl")),
-        Q4_K => (256, 144, include_str!("../../../shaders/type_q4_k.wgsl")),
+        Q4_1 => (32, 20, include_str!("../../../shaders/type_q4_1.wgsl")),
+        Q5_0 => (32, 22, include_str!("../../../shaders/type_q5_0.wgsl")),
+        Q4_K => (
+            256,
+            144,
+            concat!(
+                include_str!("../../../shaders/k_scales.wgsl"),
+                include_str!("../../../shaders/type_q4_k.wgsl")
+            ),
+        ),
+        Q5_K => (
+            256,
+            176,
+            concat!(
+                include_str!("../../../shaders/k_scales.wgsl"),
+                include_str!("../../../shaders/type_q5_k.wgsl")
+            ),
+        ),
         Q6_K => (256, 210, include_str!("../../../shaders/type_q6_k.wgsl")),
         _ => return None,
     })
@@ -46,14 +61,17 @@ enum ActFormat {
     F32,
     /// Q8_0 blocks as 9 words per 32 values.
     Q8_0,
+    /// Q8_1 blocks as 10 words per 32 values.
+    Q8_1,
     /// Q8_K blocks as 65 words per 256 values.
     Q8K,
 }
 
 fn act_format(ty: GgmlType) -> ActFormat {
     match ty {
-        GgmlType::Q4_0 => ActFormat::Q8_0,
-        GgmlType::Q4_K | GgmlType::Q6_K => ActFormat::Q8K,
+        GgmlType::Q4_0 | GgmlType::Q5_0 => ActFormat::Q8_0,
+        GgmlType::Q4_1 => ActFormat::Q8_1,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => ActFormat::Q8K,
         _ => ActFormat::F32,
     }
 }
@@ -84,6 +102,56 @@ impl GpuWeight {
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
     }
+
+    /// A matrix of `n_units` units of `unit` rows whose listed units each live at the start of
+    /// their own buffer (`(unit index, buffer)`); units not listed are absent and never
+    /// dispatched. This is how a pool of device slots is seen as one expert tensor: unit i is
+    /// slot i.
+    pub fn from_unit_buffers(
+        ty: GgmlType,
+        n_in: usize,
+        unit: usize,
+        n_units: usize,
+        units: &[(usize, wgpu::Buffer)],
+    ) -> Result<GpuWeight, GpuError> {
+        let rb = weight_row_bytes(ty, n_in)?;
+        let need = (rb as u64)
+            .checked_mul(unit as u64)
+            .filter(|_| unit > 0)
+            .ok_or_else(|| GpuError::Shape(format!("{unit} rows of {ty:?}[{n_in}] per unit")))?;
+        let n_out = unit
+            .checked_mul(n_units)
+            .ok_or_else(|| GpuError::Shape(format!("{n_units} units of {unit} rows")))?;
+        let mut chunks = Vec::with_capacity(units.len());
+        for (i, buf) in units {
+            if *i >= n_units || buf.size() < need {
+                return Err(GpuError::Shape(format!(
+                    "unit {i} of {n_units}: a buffer of {} bytes for {need} bytes of weights",
+                    buf.size()
+                )));
+            }
+            chunks.push((i * unit, unit, buf.clone()));
+        }
+        Ok(GpuWeight {
+            ty,
+            n_in,
+            n_out,
+            unit,
+            chunks,
+        })
+    }
+}
+
+/// Bytes of one row of `n_in` values of `ty`, or why the kernels cannot read such rows.
+pub fn weight_row_bytes(ty: GgmlType, n_in: usize) -> Result<usize, GpuError> {
+    let (qk, _, _) = layout(ty).ok_or(GpuError::Unsupported { ty })?;
+    ty.row_bytes(n_in)
+        .filter(|_| n_in.is_multiple_of(qk) && n_in > 0)
+        .ok_or_else(|| {
+            GpuError::Shape(format!(
+                "{ty:?} rows of {n_in} values are not whole blocks of {qk}"
+            ))
+        })
 }
 
 /// Shape of one matmul launch.
@@ -132,7 +200,7 @@ pub struct AttentionShape {
     pub head_dim: usize,
     /// Position of the first query row.
     pub p0: usize,
-    /// Score multiplier (Grok's attn_output_multiplier).
+    /// Score multiplier applied before the soft-cap.
     pub scale: f32,
     pub softcap: f32,
     pub pad_id: u32,
@@ -319,19 +387,50 @@ impl GpuContext {
         })
     }
 
+    /// A zeroed device buffer of `bytes` (rounded up to whole words) that one binding can hold.
+    pub fn device_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        if size > self.max_binding {
+            return Err(GpuError::Shape(format!(
+                "a {label} buffer of {size} bytes is over the storage binding limit of {}",
+                self.max_binding
+            )));
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Queue a write of `bytes` to the start of `buf` (zero-padded to a whole word); it lands
+    /// before the commands of the next submit and after those of earlier ones.
+    pub fn write_bytes(&self, buf: &wgpu::Buffer, bytes: &[u8]) -> Result<(), GpuError> {
+        let padded = bytes.len().div_ceil(4) * 4;
+        if padded as u64 > buf.size() {
+            return Err(GpuError::Shape(format!(
+                "writing {} bytes into a buffer of {}",
+                bytes.len(),
+                buf.size()
+            )));
+        }
+        if padded == bytes.len() {
+            self.queue.write_buffer(buf, 0, bytes);
+        } else {
+            let mut v = bytes.to_vec();
+            v.resize(padded, 0);
+            self.queue.write_buffer(buf, 0, &v);
+        }
+        Ok(())
+    }
+
     /// Upload a weight matrix; `unit` rows stay together in one chunk (1 for dense matrices,
     /// rows per expert for merged expert tensors).
     pub fn upload_weight(&self, w: &WeightMatrix, unit: usize) -> Result<GpuWeight, GpuError> {
-        let (qk, _, _) = layout(w.ty).ok_or(GpuError::Unsupported { ty: w.ty })?;
-        let rb =
-            w.ty.row_bytes(w.n_in)
-                .filter(|_| w.n_in.is_multiple_of(qk))
-                .ok_or_else(|| {
-                    GpuError::Shape(format!(
-                        "{:?} rows of {} values are not whole blocks of {qk}",
-                        w.ty, w.n_in
-                    ))
-                })?;
+        let rb = weight_row_bytes(w.ty, w.n_in)?;
         if unit == 0 || !w.n_out.is_multiple_of(unit) {
             return Err(GpuError::Shape(format!(
                 "{} rows are not whole units of {unit}",
@@ -438,6 +537,7 @@ impl GpuContext {
         let (entry, qk, words) = match act_format(ty) {
             ActFormat::F32 => return Ok(None),
             ActFormat::Q8_0 => ("q8_0", 32, 9),
+            ActFormat::Q8_1 => ("q8_1", 32, 10),
             ActFormat::Q8K => ("q8_k", 256, 65),
         };
         let p = self.pipeline(&format!("quantize/{entry}"), entry, || QUANTIZE.to_string())?;
@@ -600,6 +700,18 @@ impl GpuContext {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
     }
 
+    /// Read `n` u32 from `buf` starting at element `offset`.
+    pub(crate) fn read_u32(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        n: usize,
+    ) -> Result<Vec<u32>, GpuError> {
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read_words(buf, offset, n)?,
+        ))
+    }
+
     /// Read `n` f32 from `buf` starting at element `offset`.
     pub(crate) fn read_f32(
         &self,
@@ -607,6 +719,13 @@ impl GpuContext {
         offset: usize,
         n: usize,
     ) -> Result<Vec<f32>, GpuError> {
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read_words(buf, offset, n)?,
+        ))
+    }
+
+    /// The bytes of `n` 4-byte elements of `buf` from element `offset`.
+    fn read_words(&self, buf: &wgpu::Buffer, offset: usize, n: usize) -> Result<Vec<u8>, GpuError> {
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -642,7 +761,7 @@ impl GpuContext {
             what: "viewing the readback buffer".into(),
             msg: e.to_string(),
         })?;
-        let out = bytemuck::pod_collect_to_vec::<u8, f32>(&view);
+        let out = view.to_vec();
         drop(view);
         staging.unmap();
         self.check("reading back")?;
@@ -701,24 +820,32 @@ impl GpuContext {
         self.submit(enc, "quantizing")?;
         let (qk, words) = match act_format(ty) {
             ActFormat::Q8_0 => (32, 9),
+            ActFormat::Q8_1 => (32, 10),
             _ => (256, 65),
         };
         let blocks = n / qk * rows;
         let raw = self.read_f32(&q, 0, blocks * words)?;
         let raw: &[u32] = bytemuck::cast_slice(&raw);
+        let f16_bytes = |w: u32| half::f16::from_f32(f32::from_bits(w)).to_le_bytes();
         let mut out = Vec::new();
         for b in raw.chunks_exact(words) {
-            let d = f32::from_bits(b[0]);
-            let qs: &[u8] = bytemuck::cast_slice(&b[1..]);
-            if qk == 32 {
-                out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
-                out.extend_from_slice(qs);
-            } else {
-                out.extend_from_slice(&d.to_le_bytes());
-                out.extend_from_slice(qs);
-                for g in qs.chunks_exact(16) {
-                    let s: i16 = g.iter().map(|&v| v as i8 as i16).sum();
-                    out.extend_from_slice(&s.to_le_bytes());
+            match words {
+                9 | 10 => {
+                    // d (and s) were rounded to f16 on the GPU: converting back is exact.
+                    let heads = words - 8;
+                    for &w in &b[..heads] {
+                        out.extend_from_slice(&f16_bytes(w));
+                    }
+                    out.extend_from_slice(bytemuck::cast_slice(&b[heads..]));
+                }
+                _ => {
+                    let qs: &[u8] = bytemuck::cast_slice(&b[1..]);
+                    out.extend_from_slice(&b[0].to_le_bytes());
+                    out.extend_from_slice(qs);
+                    for g in qs.chunks_exact(16) {
+                        let s: i16 = g.iter().map(|&v| v as i8 as i16).sum();
+                        out.extend_from_slice(&s.to_le_bytes());
+                    }
                 }
             }
         }

@@ -1,0 +1,56 @@
+// Q5_K: 176-byte super-blocks of 256 values: f16 d, f16 dmin, 12 bytes of 6-bit scales and
+// mins for 8 sub-blocks of 32 (k_scales.wgsl), 32 bytes qh (bit j of qh[k] is the fifth bit of
+// sub-block j, position k), then 128 nibble bytes (byte group c of 32 holds sub-block 2c in its
+// low nibbles and 2c+1 in its high ones); value = d*sc*q - dmin*m. Dotted with Q8_K
+// activations as the CPU does (65-word activation blocks: d as f32, 256 i8).
+const QK: u32 = 256u;
+const BLOCK_BYTES: u32 = 176u;
+const ACT_QUANT: u32 = 2u;
+const ACT_WORDS: u32 = 65u;
+
+fn deq(row: u32, i: u32) -> f32 {
+    let b = row + (i / 256u) * 176u;
+    let k = i % 256u;
+    let c = k / 64u;
+    let hi = (k % 64u) >= 32u;
+    let j = 2u * c + select(0u, 1u, hi);
+    let byte = w_byte(b + 48u + 32u * c + k % 32u);
+    let q = select(byte & 15u, byte >> 4u, hi) | (((w_byte(b + 16u + k % 32u) >> j) & 1u) << 4u);
+    let sm = scale_min(b, j);
+    let d = f16_bits(w_u16(b)) * f32(sm.x);
+    let m = f16_bits(w_u16(b + 2u)) * f32(sm.y);
+    return d * f32(q) - m;
+}
+
+fn block_dot(b: u32, a: u32) -> f32 {
+    var isum = 0i;
+    var summ = 0i;
+    for (var c = 0u; c < 4u; c++) {
+        var s1 = 0i;
+        var s2 = 0i;
+        var y1 = 0i;
+        var y2 = 0i;
+        for (var j = 0u; j < 8u; j++) {
+            let q = w_word(b + 48u + 32u * c + 4u * j);
+            let h = w_word(b + 16u + 4u * j);
+            let lo = xq[a + 1u + 16u * c + j];
+            let hi = xq[a + 9u + 16u * c + j];
+            for (var k = 0u; k < 4u; k++) {
+                let byte = (q >> (8u * k)) & 0xffu;
+                let hb = (h >> (8u * k)) >> (2u * c);
+                let yl = i8_of(lo, k);
+                let yh = i8_of(hi, k);
+                s1 += i32((byte & 15u) | ((hb & 1u) << 4u)) * yl;
+                s2 += i32((byte >> 4u) | (((hb >> 1u) & 1u) << 4u)) * yh;
+                y1 += yl;
+                y2 += yh;
+            }
+        }
+        let sm1 = scale_min(b, 2u * c);
+        let sm2 = scale_min(b, 2u * c + 1u);
+        isum += s1 * i32(sm1.x) + s2 * i32(sm2.x);
+        summ += i32(sm1.y) * y1 + i32(sm2.y) * y2;
+    }
+    let da = bitcast<f32>(xq[a]);
+    return da * f16_bits(w_u16(b)) * f32(isum) - da * f16_bits(w_u16(b + 2u)) * f32(summ);
+}
