@@ -272,7 +272,7 @@ fn fit_scale_min(s: [f32; 5], clamp_min: bool) -> Option<(f32, f32)> {
 }
 
 /// Rounds of [`refine_scale_min`] at most.
-const REFINE_ROUNDS: usize = 2;
+const REFINE_ROUNDS: usize = 1;
 /// Longest block [`refine_scale_min`] handles (the asymmetric blocks have 32 values).
 const REFINE_MAX: usize = 32;
 

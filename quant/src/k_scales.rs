@@ -61,7 +61,7 @@ pub(crate) fn quantize_codes(v: &[f32; 8], wt: &[f32; 8]) -> (f32, [u8; 8]) {
         }
         return (max / CODE_MAX as f32, out);
     }
-    // Coordinate moves: one code ±1 at a time while the score improves.
+    // Coordinate moves: one code ±1 at a time while the score improves (sums updated in place).
     for _ in 0..4 {
         let mut moved = false;
         for j in 0..8 {
@@ -70,12 +70,13 @@ pub(crate) fn quantize_codes(v: &[f32; 8], wt: &[f32; 8]) -> (f32, [u8; 8]) {
                 if !(0..=CODE_MAX).contains(&c) {
                     continue;
                 }
-                let mut t = best_c;
-                t[j] = c;
-                let s = sums(&t);
+                let s = (
+                    best.0 + wt[j] * v[j] * delta as f32,
+                    best.1 + wt[j] * (c * c - best_c[j] * best_c[j]) as f32,
+                );
                 if better(s, best) {
                     best = s;
-                    best_c = t;
+                    best_c[j] = c;
                     moved = true;
                 }
             }

@@ -48,8 +48,9 @@ pub(crate) fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 /// Scale/min search for a super-block with `nmax` levels: returns d, dmin, 6-bit scales and
 /// mins, and the final integer levels (requantized with the stored f16 steps).
 ///
-/// Element weights: with an importance matrix `qw·sqrt(σ² + x²)` (see `element_weights`),
-/// without one 1 (plain squared error). Each sub-block's scale and min come from
+/// Element weights: the importance matrix's values when given (the error minimised is
+/// `Σ qw·(x − x̂)²`, the expected squared output error for activations with those mean
+/// squares), else 1 (plain squared error). Each sub-block's scale and min come from
 /// [`search_scale_min`] on those weights. The
 /// eight scales are then coded against one step `d` by a search weighted with `Σ w·l²` of each
 /// sub-block (how much its error grows per unit of scale error), the mins against `dmin`
@@ -60,7 +61,6 @@ pub(crate) fn quantize_superblock(
     imatrix: Option<&[f32]>,
     nmax: i32,
 ) -> (f16, f16, [u8; 8], [u8; 8], [i32; QK_K]) {
-    let s2 = sigma2(x);
     let xs: [[f32; 32]; 8] = std::array::from_fn(|j| std::array::from_fn(|k| x[32 * j + k]));
     let mut w = [[1.0f32; 32]; 8];
     let mut scales = [0.0f32; 8];
@@ -71,7 +71,7 @@ pub(crate) fn quantize_superblock(
     for j in 0..8 {
         let r = 32 * j..32 * j + 32;
         if let Some(m) = imatrix {
-            element_weights(&xs[j], Some(&m[r.clone()]), s2, &mut w[j]);
+            w[j].copy_from_slice(&m[r.clone()]);
         }
         let (s, mn) = search_scale_min(&xs[j], &w[j], nmax, true, &mut l[r.clone()]);
         scales[j] = s.max(0.0);
