@@ -65,21 +65,11 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
-/// Per-element weights for a block: the importance weights scaled by the value's magnitude
-/// (ggml's `qw * sqrt(sigma2 + x^2)`) when given, else a magnitude-based default.
-pub(crate) fn element_weights(x: &[f32], imatrix: Option<&[f32]>, sigma2: f32, out: &mut [f32]) {
-    match imatrix {
-        Some(qw) => {
-            for ((o, &v), &q) in out.iter_mut().zip(x).zip(qw) {
-                *o = q * (sigma2 + v * v).sqrt();
-            }
-        }
-        None => {
-            let av = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = av + v.abs();
-            }
-        }
+/// Per-element weights for a block from its importance weights `qw`: `qw · sqrt(σ² + x²)`
+/// (ggml's rule for the legacy types and Q6_K; Q4_K/Q5_K use `qw` as it is).
+pub(crate) fn element_weights(x: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) {
+    for ((o, &v), &q) in out.iter_mut().zip(x).zip(qw) {
+        *o = q * (sigma2 + v * v).sqrt();
     }
 }
 
@@ -321,7 +311,7 @@ fn refine_scale_min(
             let e = fit.0 * q as f32 + fit.1 - v;
             err += wi * e * e;
         }
-        if !(err < best_err) {
+        if err.is_nan() || err >= best_err {
             break;
         }
         best = fit;

@@ -22,7 +22,8 @@ const STEPS: i32 = 10;
 /// the error. Returns `(0, zeros)` when every value is 0 (or not finite) or every weight is 0.
 pub(crate) fn quantize_codes(v: &[f32; 8], wt: &[f32; 8]) -> (f32, [u8; 8]) {
     let max = v.iter().copied().fold(0.0f32, f32::max);
-    if !(max > 0.0) || !max.is_finite() {
+    // f32::max skips NaN, so `max` is a number.
+    if max <= 0.0 || !max.is_finite() {
         return (0.0, [0; 8]);
     }
     // Score of codes c: (Σ wt·v·c)² / Σ wt·c² — the error is Σ wt·v² minus it.
@@ -52,7 +53,8 @@ pub(crate) fn quantize_codes(v: &[f32; 8], wt: &[f32; 8]) -> (f32, [u8; 8]) {
             best_c = c;
         }
     }
-    if !(best.1 > 0.0) || !(best.0 > 0.0) {
+    let positive = |v: f32| v > 0.0;
+    if !positive(best.0) || !positive(best.1) {
         // All weights zero: the plain max rule.
         let is = CODE_MAX as f32 / max;
         let mut out = [0u8; 8];
