@@ -94,3 +94,53 @@ fn importance_cuts_the_weighted_error() {
         );
     }
 }
+
+#[test]
+fn special_rows_quantize_and_decode_sanely() {
+    // Zeros, constants, one outlier, denormals, mixed signs, and importance that is zero,
+    // uneven or huge: no panic, and a finite decode within the block's value range.
+    let n = 512;
+    let mut rows: Vec<Vec<f32>> = vec![
+        vec![0.0; n],
+        vec![0.25; n],
+        vec![-3.0; n],
+        (0..n)
+            .map(|i| if i == 77 { 1000.0 } else { 0.001 })
+            .collect(),
+        (0..n).map(|i| f32::MIN_POSITIVE * (i % 5) as f32).collect(),
+        (0..n).map(|i| 1e-40 * (i as f32 - 256.0)).collect(),
+        (0..n)
+            .map(|i| if i % 2 == 0 { 60000.0 } else { -60000.0 })
+            .collect(),
+    ];
+    rows.push(row(7, n, 3.0));
+    let imps: Vec<Option<Vec<f32>>> = vec![
+        None,
+        Some(vec![0.0; n]),
+        Some((0..n).map(|i| if i < 32 { 1e6 } else { 1e-6 }).collect()),
+        Some((0..n).map(|i| (i % 7) as f32).collect()),
+    ];
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K] {
+        for (r, x) in rows.iter().enumerate() {
+            for im in &imps {
+                let mut q = vec![0u8; ty.row_bytes(n).unwrap()];
+                quantize_row(ty, x, &mut q, im.as_deref()).unwrap();
+                let mut y = vec![0f32; n];
+                dequantize_row(ty, &q, &mut y).unwrap();
+                for b in 0..n / 256 {
+                    let blk = &x[256 * b..256 * b + 256];
+                    let lo = blk.iter().copied().fold(0.0f32, f32::min);
+                    let hi = blk.iter().copied().fold(0.0f32, f32::max);
+                    let slack = 0.1 * (hi - lo) + 1e-30;
+                    for (k, &v) in y[256 * b..256 * b + 256].iter().enumerate() {
+                        assert!(
+                            v.is_finite() && v >= lo - slack && v <= hi + slack,
+                            "{ty} row {r} value {k}: {v} outside [{lo}, {hi}] (imatrix {})",
+                            im.is_some()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
