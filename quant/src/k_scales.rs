@@ -19,7 +19,8 @@ const STEPS: i32 = 10;
 /// Codes `c_j` in `0..=63` and a step `d` with `v_j ≈ d·c_j` for the non-negative values `v`,
 /// minimising `Σ wt_j (v_j − d·c_j)²`. Inverse steps `(63 + k/10) / max v` for `|k| ≤ 10` are
 /// tried (each with its least-squares `d`), then single codes are moved by ±1 while that lowers
-/// the error. Returns `(0, zeros)` when every value is 0 (or not finite) or every weight is 0.
+/// the error. Returns `(0, zeros)` when no value is positive or one is infinite; when every
+/// weight is 0, the plain rule `d = max/63`, codes rounded.
 pub(crate) fn quantize_codes(v: &[f32; 8], wt: &[f32; 8]) -> (f32, [u8; 8]) {
     let max = v.iter().copied().fold(0.0f32, f32::max);
     // f32::max skips NaN, so `max` is a number.
