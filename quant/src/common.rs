@@ -65,21 +65,11 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
-/// Per-element weights for a block: the importance weights scaled by the value's magnitude
-/// (ggml's `qw * sqrt(sigma2 + x^2)`) when given, else a magnitude-based default.
-pub(crate) fn element_weights(x: &[f32], imatrix: Option<&[f32]>, sigma2: f32, out: &mut [f32]) {
-    match imatrix {
-        Some(qw) => {
-            for ((o, &v), &q) in out.iter_mut().zip(x).zip(qw) {
-                *o = q * (sigma2 + v * v).sqrt();
-            }
-        }
-        None => {
-            let av = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = av + v.abs();
-            }
-        }
+/// Per-element weights for a block from its importance weights `qw`: `qw · sqrt(σ² + x²)`
+/// (ggml's rule for the legacy types and Q6_K; Q4_K/Q5_K use `qw` as it is).
+pub(crate) fn element_weights(x: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) {
+    for ((o, &v), &q) in out.iter_mut().zip(x).zip(qw) {
+        *o = q * (sigma2 + v * v).sqrt();
     }
 }
 
@@ -98,7 +88,7 @@ const SIGNED_CANDS: usize = 2 * SIGNED_STEPS;
 const MIN_CANDS: usize = 21;
 
 #[inline]
-fn level(iscale_times_v: f32, lo: i32, hi: i32) -> i32 {
+pub(crate) fn level(iscale_times_v: f32, lo: i32, hi: i32) -> i32 {
     (round_away(iscale_times_v) as i32).clamp(lo, hi)
 }
 
@@ -225,22 +215,11 @@ pub(crate) fn search_scale_min(
     let mut fits = [(0.0f32, 0.0f32); MIN_CANDS];
     let mut ok = [false; MIN_CANDS];
     for c in 0..MIN_CANDS {
-        let [sw, sl, sl2, sx, sxl] = [sums[0][c], sums[1][c], sums[2][c], sums[3][c], sums[4][c]];
-        let det = sw * sl2 - sl * sl;
-        if det <= 0.0 {
-            continue;
+        let s = [sums[0][c], sums[1][c], sums[2][c], sums[3][c], sums[4][c]];
+        if let Some(f) = fit_scale_min(s, clamp_min) {
+            fits[c] = f;
+            ok[c] = true;
         }
-        let mut scale = (sw * sxl - sx * sl) / det;
-        let mut mn = (sl2 * sx - sl * sxl) / det;
-        if clamp_min && mn > 0.0 {
-            mn = 0.0;
-            scale = if sl2 > 0.0 { sxl / sl2 } else { 0.0 };
-        }
-        if scale.is_nan() || scale < 0.0 || !scale.is_finite() || !mn.is_finite() {
-            continue;
-        }
-        fits[c] = (scale, mn);
-        ok[c] = true;
     }
     let mut errs = [0.0f32; MIN_CANDS];
     min_errs(x, w, nmax, min, &iscales, &fits, &mut errs);
@@ -256,6 +235,88 @@ pub(crate) fn search_scale_min(
         for (q, &v) in l.iter_mut().zip(x) {
             *q = level(iscales[c] * (v - min), 0, nmax);
         }
+    }
+    refine_scale_min(x, w, nmax, clamp_min, l, best, best_err)
+}
+
+/// Weighted least-squares `(scale, min)` for fixed levels from the sums
+/// `[Σw, Σw·l, Σw·l², Σw·x, Σw·x·l]`; with `clamp_min` a positive min is replaced by 0 and the
+/// scale refitted. `None` when the levels do not determine a usable (finite, non-negative)
+/// scale.
+fn fit_scale_min(s: [f32; 5], clamp_min: bool) -> Option<(f32, f32)> {
+    let [sw, sl, sl2, sx, sxl] = s;
+    let det = sw * sl2 - sl * sl;
+    if det <= 0.0 {
+        return None;
+    }
+    let mut scale = (sw * sxl - sx * sl) / det;
+    let mut mn = (sl2 * sx - sl * sxl) / det;
+    if clamp_min && mn > 0.0 {
+        mn = 0.0;
+        scale = if sl2 > 0.0 { sxl / sl2 } else { 0.0 };
+    }
+    if scale.is_nan() || scale < 0.0 || !scale.is_finite() || !mn.is_finite() {
+        return None;
+    }
+    Some((scale, mn))
+}
+
+/// Rounds of [`refine_scale_min`] at most.
+const REFINE_ROUNDS: usize = 1;
+/// Longest block [`refine_scale_min`] handles (the asymmetric blocks have 32 values).
+const REFINE_MAX: usize = 32;
+
+/// Polish an asymmetric fit `x ≈ scale*l + min` whose weighted error is `err`: alternately
+/// re-round the levels for the current `(scale, min)` and refit `(scale, min)` by weighted least
+/// squares for those levels, keeping each step only while the weighted error drops. Each half
+/// step can only lower the error of the exact arithmetic, so this never returns a worse fit
+/// than it was given; it moves the offset too, which the candidate grid (fixed to the block's
+/// own minimum) cannot. Scalar and shared by every path.
+fn refine_scale_min(
+    x: &[f32],
+    w: &[f32],
+    nmax: i32,
+    clamp_min: bool,
+    l: &mut [i32],
+    mut best: (f32, f32),
+    mut best_err: f32,
+) -> (f32, f32) {
+    if x.len() > REFINE_MAX {
+        return best;
+    }
+    let mut cand = [0i32; REFINE_MAX];
+    let cand = &mut cand[..x.len()];
+    for _ in 0..REFINE_ROUNDS {
+        let (scale, mn) = best;
+        if scale <= 0.0 {
+            break;
+        }
+        let is = 1.0 / scale;
+        let mut s = [0.0f32; 5];
+        for (c, (&v, &wi)) in cand.iter_mut().zip(x.iter().zip(w)) {
+            let q = level(is * (v - mn), 0, nmax);
+            *c = q;
+            let qf = q as f32;
+            s[0] += wi;
+            s[1] += wi * qf;
+            s[2] += wi * qf * qf;
+            s[3] += wi * v;
+            s[4] += wi * v * qf;
+        }
+        let Some(fit) = fit_scale_min(s, clamp_min) else {
+            break;
+        };
+        let mut err = 0.0f32;
+        for ((&v, &wi), &q) in x.iter().zip(w).zip(cand.iter()) {
+            let e = fit.0 * q as f32 + fit.1 - v;
+            err += wi * e * e;
+        }
+        if err.is_nan() || err >= best_err {
+            break;
+        }
+        best = fit;
+        best_err = err;
+        l.copy_from_slice(cand);
     }
     best
 }
@@ -452,7 +513,7 @@ mod reference {
                 l.copy_from_slice(&cand);
             }
         }
-        best
+        super::refine_scale_min(x, w, nmax, clamp_min, l, best, best_err)
     }
 }
 

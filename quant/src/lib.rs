@@ -11,6 +11,7 @@
 
 mod common;
 pub mod float;
+mod k_scales;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;

@@ -49,7 +49,7 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ4_0 {
         }
         Some(qw) => {
             let mut w = [0.0f32; QK];
-            element_weights(x, Some(qw), sigma2(x), &mut w);
+            element_weights(x, qw, sigma2(x), &mut w);
             let d = search_scale_signed(x, &w, -8, 7, &mut l);
             l.iter_mut().for_each(|q| *q += 8);
             d

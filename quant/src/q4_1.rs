@@ -33,7 +33,7 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ4_1 {
         }
         Some(qw) => {
             let mut w = [0.0f32; QK];
-            element_weights(x, Some(qw), sigma2(x), &mut w);
+            element_weights(x, qw, sigma2(x), &mut w);
             search_scale_min(x, &w, 15, false, &mut l)
         }
     };

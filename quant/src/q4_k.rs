@@ -4,6 +4,7 @@
 //! Dots against Q8_K activations.
 
 use crate::common::*;
+use crate::k_scales;
 use crate::q8_k;
 use crate::types::QK_K;
 use bytemuck::{Pod, Zeroable};
@@ -45,50 +46,49 @@ pub(crate) fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 }
 
 /// Scale/min search for a super-block with `nmax` levels: returns d, dmin, 6-bit scales and
-/// mins, and the final integer levels (already requantized with the stored f16 scales).
+/// mins, and the final integer levels (requantized with the stored f16 steps).
+///
+/// Element weights: the importance matrix's values when given (the error minimised is
+/// `Σ qw·(x − x̂)²`, the expected squared output error for activations with those mean
+/// squares), else 1 (plain squared error). Each sub-block's scale and min come from
+/// [`search_scale_min`] on those weights. The
+/// eight scales are then coded against one step `d` by a search weighted with `Σ w·l²` of each
+/// sub-block (how much its error grows per unit of scale error), the mins against `dmin`
+/// weighted with `Σ w`, and finally each sub-block's pair of codes is settled on its actual
+/// weighted error ([`k_scales::settle_codes`]).
 pub(crate) fn quantize_superblock(
     x: &[f32],
     imatrix: Option<&[f32]>,
     nmax: i32,
 ) -> (f16, f16, [u8; 8], [u8; 8], [i32; QK_K]) {
-    let s2 = sigma2(x);
+    let xs: [[f32; 32]; 8] = std::array::from_fn(|j| std::array::from_fn(|k| x[32 * j + k]));
+    let mut w = [[1.0f32; 32]; 8];
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
+    let mut wl2 = [0.0f32; 8];
+    let mut wsum = [0.0f32; 8];
     let mut l = [0i32; QK_K];
-    let mut w = [0.0f32; 32];
     for j in 0..8 {
-        let sub = &x[32 * j..32 * j + 32];
-        element_weights(sub, imatrix.map(|m| &m[32 * j..32 * j + 32]), s2, &mut w);
-        let (s, mn) = search_scale_min(sub, &w, nmax, true, &mut l[32 * j..32 * j + 32]);
+        let r = 32 * j..32 * j + 32;
+        if let Some(m) = imatrix {
+            w[j].copy_from_slice(&m[r.clone()]);
+        }
+        let (s, mn) = search_scale_min(&xs[j], &w[j], nmax, true, &mut l[r.clone()]);
         scales[j] = s.max(0.0);
         mins[j] = -mn;
-    }
-    let max_scale = scales.iter().copied().fold(0.0f32, f32::max);
-    let max_min = mins.iter().copied().fold(0.0f32, f32::max);
-    let inv_s = if max_scale > 0.0 {
-        63.0 / max_scale
-    } else {
-        0.0
-    };
-    let inv_m = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    let mut ls = [0u8; 8];
-    let mut lm = [0u8; 8];
-    for j in 0..8 {
-        ls[j] = round_away(inv_s * scales[j]).clamp(0.0, 63.0) as u8;
-        lm[j] = round_away(inv_m * mins[j]).clamp(0.0, 63.0) as u8;
-    }
-    let d = f16::from_f32(max_scale / 63.0);
-    let dmin = f16::from_f32(max_min / 63.0);
-    for j in 0..8 {
-        let dl = d.to_f32() * ls[j] as f32;
-        let ml = dmin.to_f32() * lm[j] as f32;
-        for k in 32 * j..32 * j + 32 {
-            l[k] = if dl == 0.0 {
-                0
-            } else {
-                (round_away((x[k] + ml) / dl) as i32).clamp(0, nmax)
-            };
+        for (&wi, &q) in w[j].iter().zip(&l[r]) {
+            wsum[j] += wi;
+            wl2[j] += wi * (q * q) as f32;
         }
+    }
+    let (d, mut ls) = k_scales::quantize_codes(&scales, &wl2);
+    let (dmin, mut lm) = k_scales::quantize_codes(&mins, &wsum);
+    let d = f16::from_f32(d);
+    let dmin = f16::from_f32(dmin);
+    for j in 0..8 {
+        let r = 32 * j..32 * j + 32;
+        (ls[j], lm[j]) =
+            k_scales::settle_codes(&xs[j], &w[j], d, dmin, nmax, (ls[j], lm[j]), &mut l[r]);
     }
     (d, dmin, ls, lm, l)
 }

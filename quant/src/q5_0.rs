@@ -32,7 +32,7 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ5_0 {
         }
         Some(qw) => {
             let mut w = [0.0f32; QK];
-            element_weights(x, Some(qw), sigma2(x), &mut w);
+            element_weights(x, qw, sigma2(x), &mut w);
             let d = search_scale_signed(x, &w, -16, 15, &mut l);
             l.iter_mut().for_each(|q| *q += 16);
             d

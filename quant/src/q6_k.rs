@@ -39,7 +39,7 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ6_K {
     for g in 0..16 {
         let sub = &x[16 * g..16 * g + 16];
         match imatrix {
-            Some(m) => element_weights(sub, Some(&m[16 * g..16 * g + 16]), s2, &mut w),
+            Some(m) => element_weights(sub, &m[16 * g..16 * g + 16], s2, &mut w),
             None => sub.iter().zip(w.iter_mut()).for_each(|(v, o)| *o = v * v),
         }
         scales[g] = search_scale_signed(sub, &w, -32, 31, &mut l[16 * g..16 * g + 16]);

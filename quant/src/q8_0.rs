@@ -37,7 +37,7 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ8_0 {
         }
         Some(qw) => {
             let mut w = [0.0f32; QK];
-            element_weights(x, Some(qw), sigma2(x), &mut w);
+            element_weights(x, qw, sigma2(x), &mut w);
             let mut l = [0i32; QK];
             let d = search_scale_signed(x, &w, -127, 127, &mut l);
             for (q, &li) in b.qs.iter_mut().zip(&l) {
