@@ -204,6 +204,11 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// [`super::settle_err_scalar`] with the eight partial sums in the lanes of one register.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); nothing else
+    /// (fixed-size arrays, read within bounds).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn settle_err(x: &[f32; SUB], w: &[f32; SUB], dl: f32, ml: f32, nmax: i32) -> f32 {
         let zero_step = dl == 0.0;
