@@ -53,6 +53,7 @@ fn convert_one(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathB
         model_name: "gpu-test".into(),
         cancel: None,
         imatrix: None,
+        direct_io: true,
     })
     .expect("convert");
     path
