@@ -11,7 +11,7 @@ use super::encode::{Band, EncodeStats};
 use super::source::RowSource;
 use super::{gguf_err, hash_bands, ConvertError, Output};
 use crate::checkpoint::Param;
-use crate::gguf::PageBuf;
+use crate::gguf::{PageBuf, PartialPages};
 use quant::GgmlType;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,6 +39,9 @@ pub(super) struct TensorJob<'p, 'o> {
     /// Input bytes to credit the progress bar per band.
     pub per_band_in: u64,
     hashes: Vec<Mutex<Vec<u64>>>,
+    /// Per needed output: the bands' partial first/last pages, written when the tensor is
+    /// complete (about 8 KiB per band).
+    partial: Vec<Mutex<PartialPages>>,
     stats: Mutex<EncodeStats>,
     bands_left: AtomicUsize,
     expert_bands_left: Vec<AtomicUsize>,
@@ -66,6 +69,10 @@ impl<'p, 'o> TensorJob<'p, 'o> {
             hashes: needed
                 .iter()
                 .map(|_| Mutex::new(vec![0; bands.len()]))
+                .collect(),
+            partial: needed
+                .iter()
+                .map(|_| Mutex::new(PartialPages::new()))
                 .collect(),
             stats: Mutex::new(EncodeStats::default()),
             bands_left: AtomicUsize::new(bands.len()),
@@ -165,9 +172,14 @@ fn write_band(job: &TensorJob, bi: usize) -> Result<(), ConvertError> {
                     })?;
                 *job.stats.lock().expect("stats lock") += st;
             }
+            let mut partial = PartialPages::new();
             out.writer
-                .write_band(t, start, buf)
+                .write_band_deferred(t, start, buf, Some(&mut partial))
                 .map_err(gguf_err(&out.part))?;
+            job.partial[k]
+                .lock()
+                .expect("partial pages lock")
+                .append(partial);
             Ok(xxhash_rust::xxh3::xxh3_64(buf.data()))
         })?;
         job.hashes[k].lock().expect("hash lock")[bi] = h;
@@ -202,6 +214,10 @@ fn band_done(job: &TensorJob, bi: usize, total: &Mutex<EncodeStats>) -> Result<(
         total.requantized_q8_blocks += r;
     }
     for (k, out) in job.needed.iter().enumerate() {
+        let partial = std::mem::take(&mut *job.partial[k].lock().expect("partial pages lock"));
+        out.writer
+            .write_partial_pages(partial)
+            .map_err(gguf_err(&out.part))?;
         let h = hash_bands(&job.hashes[k].lock().expect("hash lock"));
         out.journal.lock().expect("journal lock").record(job.t, h)?;
     }

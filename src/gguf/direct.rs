@@ -118,29 +118,104 @@ impl DirectFile {
     }
 
     /// Write `buf`'s band at its file offset: whole pages directly, partial pages through
-    /// `buffered`. `EINVAL` from a direct write switches this file to buffered writes for good.
-    pub fn write_band(&self, buffered: &File, buf: &PageBuf) -> io::Result<()> {
+    /// `buffered`, or, with `defer`, kept there to be written later by
+    /// [`write_partial_pages`](Self::write_partial_pages) (a buffered write waits for the
+    /// inode lock a direct write holds; deferred pieces of neighbouring bands join into whole
+    /// pages). `EINVAL` from a direct write switches this file to buffered writes for good.
+    pub fn write_band(
+        &self,
+        buffered: &File,
+        buf: &PageBuf,
+        defer: Option<&mut PartialPages>,
+    ) -> io::Result<()> {
         let at = buf.file_offset();
         let (head, pages, tail) = buf.split();
-        match (&self.file, self.active() && !pages.is_empty()) {
-            (Some(direct), true) => {
-                let mid = at + head.len() as u64;
-                match write_direct(direct, pages, mid) {
-                    Ok(()) => {
-                        self.direct_bytes
-                            .fetch_add(pages.len() as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        self.ok.store(false, Ordering::Relaxed);
-                        buffered.write_all_at(pages, mid)?;
-                    }
-                    Err(e) => return Err(e),
-                }
-                buffered.write_all_at(head, at)?;
-                buffered.write_all_at(tail, mid + pages.len() as u64)
+        let Some(direct) = self
+            .file
+            .as_ref()
+            .filter(|_| self.active() && !pages.is_empty())
+        else {
+            return buffered.write_all_at(buf.data(), at);
+        };
+        let mid = at + head.len() as u64;
+        match write_direct(direct, pages, mid) {
+            Ok(()) => {
+                self.direct_bytes
+                    .fetch_add(pages.len() as u64, Ordering::Relaxed);
             }
-            _ => buffered.write_all_at(buf.data(), at),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.ok.store(false, Ordering::Relaxed);
+                return buffered.write_all_at(buf.data(), at);
+            }
+            Err(e) => return Err(e),
         }
+        let end = mid + pages.len() as u64;
+        match defer {
+            Some(d) => {
+                d.push(at, head);
+                d.push(end, tail);
+                Ok(())
+            }
+            None => {
+                buffered.write_all_at(head, at)?;
+                buffered.write_all_at(tail, end)
+            }
+        }
+    }
+
+    /// Write deferred partial pages: runs of contiguous pieces are joined, their whole pages
+    /// written directly (where direct I/O is active), the rest through `buffered`.
+    pub fn write_partial_pages(&self, buffered: &File, pages: PartialPages) -> io::Result<()> {
+        let mut pieces = pages.0;
+        pieces.sort_unstable_by_key(|p| p.0);
+        let mut buf = PageBuf::new();
+        let mut k = 0;
+        while k < pieces.len() {
+            // The run of pieces that follow each other without a gap.
+            let mut end = k + 1;
+            let mut run_end = pieces[k].0 + pieces[k].1.len() as u64;
+            while end < pieces.len() && pieces[end].0 == run_end {
+                run_end += pieces[end].1.len() as u64;
+                end += 1;
+            }
+            let at = pieces[k].0;
+            let len = usize::try_from(run_end - at).map_err(io::Error::other)?;
+            let w = buf.window(at, len);
+            let mut o = 0;
+            for (_, bytes) in &pieces[k..end] {
+                w[o..o + bytes.len()].copy_from_slice(bytes);
+                o += bytes.len();
+            }
+            self.write_band(buffered, &buf, None)?;
+            k = end;
+        }
+        Ok(())
+    }
+}
+
+/// Partial first and last pages of bands, kept until their neighbours are written.
+#[derive(Debug, Default)]
+pub struct PartialPages(Vec<(u64, Vec<u8>)>);
+
+impl PartialPages {
+    pub fn new() -> PartialPages {
+        PartialPages::default()
+    }
+
+    fn push(&mut self, at: u64, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.0.push((at, bytes.to_vec()));
+        }
+    }
+
+    /// Take over `other`'s pieces.
+    pub fn append(&mut self, mut other: PartialPages) {
+        self.0.append(&mut other.0);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.iter().map(|p| p.1.len()).sum()
     }
 }
 
@@ -208,7 +283,8 @@ pub(crate) mod tests {
     }
 
     /// Bands of odd sizes at odd offsets written through `d`; the file must hold exactly them.
-    fn write_bands(path: &Path, d: &DirectFile) -> Vec<u8> {
+    fn write_bands(path: &Path, d: &DirectFile, deferred: bool) -> Vec<u8> {
+        let mut defer = deferred.then(PartialPages::new);
         let size = 5 * DIRECT_ALIGN + 777;
         let buffered = OpenOptions::new()
             .read(true)
@@ -228,7 +304,13 @@ pub(crate) mod tests {
                 *v = (i * 31 + k * 7 + 1) as u8;
             }
             want[a..z].copy_from_slice(b.data());
-            d.write_band(&buffered, &b).unwrap();
+            match defer.as_mut() {
+                Some(p) => d.write_band(&buffered, &b, Some(p)).unwrap(),
+                None => d.write_band(&buffered, &b, None).unwrap(),
+            }
+        }
+        if let Some(p) = defer {
+            d.write_partial_pages(&buffered, p).unwrap();
         }
         want
     }
@@ -236,20 +318,24 @@ pub(crate) mod tests {
     #[test]
     fn direct_buffered_and_fallback_writes_give_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        for mode in ["direct", "buffered", "fallback"] {
+        for mode in ["direct", "deferred", "buffered", "fallback"] {
             let path = dir.path().join(mode);
             std::fs::write(&path, b"").unwrap();
             let d = DirectFile::open(&path, mode != "buffered");
             let direct_open = d.active();
             FORCE_MISALIGNED.with(|f| f.set(mode == "fallback"));
-            let want = write_bands(&path, &d);
+            let want = write_bands(&path, &d, mode == "deferred");
             FORCE_MISALIGNED.with(|f| f.set(false));
             assert_eq!(std::fs::read(&path).unwrap(), want, "{mode}");
             match mode {
                 "buffered" => assert_eq!(d.direct_bytes(), 0),
                 // Where the file system takes O_DIRECT, whole pages went through it.
                 "direct" if direct_open => assert_eq!(d.direct_bytes(), 2 * 4096),
-                "direct" => eprintln!("note: {} refuses O_DIRECT", dir.path().display()),
+                // … and the deferred pieces 12288..12293 + 12293..16384 join into a third.
+                "deferred" if direct_open => assert_eq!(d.direct_bytes(), 3 * 4096),
+                "direct" | "deferred" => {
+                    eprintln!("note: {} refuses O_DIRECT", dir.path().display())
+                }
                 _ => {
                     // A file system that accepts misaligned direct writes (tmpfs) never
                     // reaches the fallback; one that enforces alignment (ext4, xfs) must.

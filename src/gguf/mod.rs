@@ -13,7 +13,7 @@ mod writer;
 
 use std::path::Path;
 
-pub use direct::{PageBuf, DIRECT_ALIGN};
+pub use direct::{PageBuf, PartialPages, DIRECT_ALIGN};
 pub use quant::GgmlType;
 pub use reader::{GgufFile, TensorInfo, TensorView};
 pub use value::{GgufArray, GgufValue, GgufValueType, Metadata};

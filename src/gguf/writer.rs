@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::direct::{DirectFile, PageBuf};
+use super::direct::{DirectFile, PageBuf, PartialPages};
 use super::value::{GgufArray, GgufValue, Metadata};
 use super::{
     align_up, keys, tensor_nbytes, GgmlType, GgufError, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC,
@@ -360,6 +360,21 @@ impl GgufFileWriter {
     /// Write the band in `buf` (prepared with `buf.window(tensor_offset(index) + start, len)`)
     /// at byte `start` within tensor `index`, with direct I/O where enabled and possible.
     pub fn write_band(&self, index: usize, start: u64, buf: &PageBuf) -> Result<(), GgufError> {
+        self.write_band_deferred(index, start, buf, None)
+    }
+
+    /// [`write_band`](Self::write_band), keeping the band's partial first and last pages in
+    /// `defer` (when they are not written at once) for
+    /// [`write_partial_pages`](Self::write_partial_pages): buffered writes of partial pages
+    /// wait for the direct writes in flight, and neighbouring bands' pieces join into whole
+    /// pages.
+    pub fn write_band_deferred(
+        &self,
+        index: usize,
+        start: u64,
+        buf: &PageBuf,
+        defer: Option<&mut PartialPages>,
+    ) -> Result<(), GgufError> {
         let data = buf.data();
         self.check_part(index, start, data.len())?;
         let at = self.layout.offsets[index] + start;
@@ -373,10 +388,17 @@ impl GgufFileWriter {
             ));
         }
         self.direct
-            .write_band(&self.file, buf)
+            .write_band(&self.file, buf, defer)
             .map_err(|e| GgufError::io(&self.path, e))?;
         self.written[index].fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Write the partial pages that [`write_band_deferred`](Self::write_band_deferred) kept.
+    pub fn write_partial_pages(&self, pages: PartialPages) -> Result<(), GgufError> {
+        self.direct
+            .write_partial_pages(&self.file, pages)
+            .map_err(|e| GgufError::io(&self.path, e))
     }
 
     fn check_part(&self, index: usize, start: u64, len: usize) -> Result<(), GgufError> {
