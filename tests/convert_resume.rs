@@ -87,6 +87,18 @@ fn wait_for(p: &Path, child: &mut Child) {
     }
 }
 
+/// Wait until the journal records a finished tensor (or the converter has exited).
+fn wait_for_journaled_tensor(journal: &Path, child: &mut Child) {
+    let t = Instant::now();
+    while !std::fs::read_to_string(journal).is_ok_and(|j| j.contains("done ")) {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// `--resume` (or a fresh run when no `.part` exists) until the final file appears.
 fn finish(s: &Setup) -> String {
     let mut last = String::new();
@@ -130,9 +142,12 @@ fn sigkill_at_random_moments_then_resume_is_byte_identical() {
             &[]
         };
         let mut child = cmd(&s.root, &s.out, extra).spawn().unwrap();
-        // Most kills after the .part exists, some at any moment from the start.
-        if round % 3 != 2 {
-            wait_for(&with_ext(&s.out, ".part"), &mut child);
+        // Kills after the .part exists, after a tensor is journaled (however long the first,
+        // large tensor takes on a loaded machine), or at any moment from the start.
+        match round % 3 {
+            0 => wait_for(&with_ext(&s.out, ".part"), &mut child),
+            1 => wait_for_journaled_tensor(&with_ext(&s.out, ".journal"), &mut child),
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(rng.next() % span));
         let finished = child.try_wait().unwrap().is_some();

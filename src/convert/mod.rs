@@ -137,6 +137,8 @@ pub enum ConvertError {
     Tensor { tensor: String, what: String },
     #[error("interrupted: the finished tensors are kept in the .part file(s); run the same command with --resume to continue")]
     Interrupted,
+    #[error("cannot start {threads} converter threads: {reason}")]
+    Workers { threads: usize, reason: String },
     #[error("two outputs have the same path {0}")]
     DuplicateOutput(PathBuf),
 }

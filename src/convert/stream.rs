@@ -107,9 +107,9 @@ pub(super) fn run(jobs: &[TensorJob], ctx: &StreamCtx) -> Result<EncodeStats, Co
         .num_threads(ctx.threads)
         .thread_name(|i| format!("convert-{i}"))
         .build()
-        .map_err(|e| ConvertError::Tensor {
-            tensor: "(all)".into(),
-            what: format!("cannot start {} worker threads: {e}", ctx.threads),
+        .map_err(|e| ConvertError::Workers {
+            threads: ctx.threads,
+            reason: e.to_string(),
         })?;
     let total = Mutex::new(EncodeStats::default());
     let throttle_lock = Mutex::new(());
