@@ -87,6 +87,18 @@ fn wait_for(p: &Path, child: &mut Child) {
     }
 }
 
+/// Wait until the journal records a finished tensor (or the converter has exited).
+fn wait_for_journaled_tensor(journal: &Path, child: &mut Child) {
+    let t = Instant::now();
+    while !std::fs::read_to_string(journal).is_ok_and(|j| j.contains("done ")) {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// `--resume` (or a fresh run when no `.part` exists) until the final file appears.
 fn finish(s: &Setup) -> String {
     let mut last = String::new();
@@ -128,6 +140,7 @@ fn sigkill_at_random_moments_then_resume_is_byte_identical() {
     let span = (s.full.as_millis() as u64 / 4).max(50);
     let mut kills = 0;
     let mut chains = 0;
+    let mut chain_start = 0;
     let mut journals_with_work = 0;
     for round in 0..120 {
         if kills >= KILLS {
@@ -139,9 +152,12 @@ fn sigkill_at_random_moments_then_resume_is_byte_identical() {
             &[]
         };
         let mut child = cmd(&s.root, &s.out, extra).spawn().unwrap();
-        // Most kills after the .part exists, some at any moment from the start.
-        if round % 3 != 2 {
-            wait_for(&with_ext(&s.out, ".part"), &mut child);
+        // Kills after the .part exists, after a tensor is journaled (however long the first,
+        // large tensor takes on a loaded machine), or at any moment from the start.
+        match round % 3 {
+            0 => wait_for(&with_ext(&s.out, ".part"), &mut child),
+            1 => wait_for_journaled_tensor(&with_ext(&s.out, ".journal"), &mut child),
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(rng.next() % span));
         let finished = child.try_wait().unwrap().is_some();
@@ -157,7 +173,7 @@ fn sigkill_at_random_moments_then_resume_is_byte_identical() {
         }
         // End the chain when a run got through or after enough kills: resume to the end,
         // compare, and start the next chain from an empty directory.
-        let chain_kills = kills - chains * PER_CHAIN;
+        let chain_kills = kills - chain_start;
         if s.out.exists() || chain_kills >= PER_CHAIN || kills >= KILLS {
             if !s.out.exists() {
                 let msg = finish(&s);
@@ -165,7 +181,8 @@ fn sigkill_at_random_moments_then_resume_is_byte_identical() {
             }
             assert_identical(&s);
             std::fs::remove_file(&s.out).unwrap();
-            chains = kills.div_ceil(PER_CHAIN).max(chains + 1);
+            chains += 1;
+            chain_start = kills;
         }
     }
     eprintln!("{kills} SIGKILLs in {chains} chains; {journals_with_work} left finished tensors");

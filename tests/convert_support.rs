@@ -61,6 +61,7 @@ pub fn options(ckpt: &Path, cfg: &GrokConfig, outputs: &[(GgmlType, PathBuf)]) -
         model_name: "test".into(),
         cancel: None,
         imatrix: None,
+        direct_io: true,
     }
 }
 

@@ -64,6 +64,7 @@ fn convert_with_embd(
         model_name: "gpu-test".into(),
         cancel: None,
         imatrix: None,
+        direct_io: true,
     })
     .expect("convert");
     path

@@ -58,6 +58,10 @@ pub struct ConvertArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write everything through the page cache instead of sending whole pages straight to the
+    /// device with O_DIRECT (used automatically where the file system refuses O_DIRECT).
+    #[arg(long)]
+    pub buffered_writes: bool,
     /// general.name in the output.
     #[arg(long, default_value = "Grok-1")]
     pub name: String,
@@ -130,6 +134,7 @@ pub fn run(a: ConvertArgs) -> CliResult {
         model_name: a.name,
         cancel: Some(cancel),
         imatrix,
+        direct_io: !a.buffered_writes,
     };
     let s = convert(&opts)?;
     eprintln!(
@@ -141,11 +146,12 @@ pub fn run(a: ConvertArgs) -> CliResult {
     );
     for o in &s.outputs {
         eprintln!(
-            "  {} [{}]: {:.2} GB, {:.3} bits/weight",
+            "  {} [{}]: {:.2} GB, {:.3} bits/weight, {:.2} GB written with O_DIRECT",
             o.path.display(),
             o.ty,
             o.bytes as f64 / 1e9,
-            o.bpw
+            o.bpw,
+            o.direct_bytes as f64 / 1e9
         );
     }
     if s.stats.exact_q8_blocks + s.stats.requantized_q8_blocks > 0 {

@@ -108,6 +108,7 @@ pub fn run(a: DemoArgs) -> CliResult {
         model_name: "grok1-quant demo".into(),
         cancel: None,
         imatrix: None,
+        direct_io: true,
     })?;
     eprintln!(
         "converted {} tensors to {} files in {:.1} s ({} exact Q8_0 blocks, {} requantized)",

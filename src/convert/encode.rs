@@ -98,26 +98,41 @@ impl<'s, 'a> Band<'s, 'a> {
                     len: n_in,
                 })?;
         let mut stats = EncodeStats::default();
-        let mut pending: Vec<(usize, usize)> = Vec::new(); // (row, block) to requantize
-                                                           // The int8 values go straight into the blocks' quants; then each block gets its d.
+        // (row, block) to requantize.
+        let mut pending: Vec<(usize, usize)> = Vec::new();
+        // The int8 values go straight into the blocks' quants; then each block gets its d.
         let scales = self
             .src
             .int8_into_q8_0(self.row0, nrows, dst)
             .expect("checked by caller");
         let scale_blocks = scales.len() / nrows.max(1);
+        // Per block of 32 (the same in every row): its scale block, or `None` when it
+        // straddles two.
+        let block_scale: Vec<Option<usize>> = (0..n_in / 32)
+            .map(|b| {
+                let (first, last) = (b * 32 / blk_len, (b * 32 + 31) / blk_len);
+                (first == last).then_some(first)
+            })
+            .collect();
+        let mut row_d: Vec<Option<[u8; 2]>> = Vec::with_capacity(scale_blocks);
         for (r, out) in dst.chunks_exact_mut(row_bytes).enumerate() {
-            let row_scales = &scales[r * scale_blocks..(r + 1) * scale_blocks];
+            // Each scale of the row as f16 bytes, where f16 holds it exactly.
+            row_d.clear();
+            row_d.extend(
+                scales[r * scale_blocks..(r + 1) * scale_blocks]
+                    .iter()
+                    .map(|&s| {
+                        let d = f16::from_f32(s);
+                        (d.to_f32() == s && s.is_finite()).then(|| d.to_le_bytes())
+                    }),
+            );
             for (b, blk) in out.chunks_exact_mut(34).enumerate() {
-                let i0 = b * 32;
-                let sb = i0 / blk_len;
-                let same_block = (i0 + 31) / blk_len == sb;
-                let s = row_scales[sb];
-                let d = f16::from_f32(s);
-                if same_block && d.to_f32() == s && s.is_finite() {
-                    blk[..2].copy_from_slice(&d.to_le_bytes());
-                    stats.exact_q8_blocks += 1;
-                } else {
-                    pending.push((r, b));
+                match block_scale[b].and_then(|sb| row_d[sb]) {
+                    Some(d) => {
+                        blk[..2].copy_from_slice(&d);
+                        stats.exact_q8_blocks += 1;
+                    }
+                    None => pending.push((r, b)),
                 }
             }
         }

@@ -6,12 +6,14 @@
 //!   any data exists; [`GgufFileWriter`] then lets many threads write tensor data at those
 //!   offsets concurrently. [`write_gguf`]/[`encode_gguf`] are in-memory conveniences.
 
+mod direct;
 mod reader;
 mod value;
 mod writer;
 
 use std::path::Path;
 
+pub use direct::{PageBuf, PartialPages, DIRECT_ALIGN};
 pub use quant::GgmlType;
 pub use reader::{GgufFile, TensorInfo, TensorView};
 pub use value::{GgufArray, GgufValue, GgufValueType, Metadata};

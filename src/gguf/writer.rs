@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::direct::{DirectFile, PageBuf, PartialPages};
 use super::value::{GgufArray, GgufValue, Metadata};
 use super::{
     align_up, keys, tensor_nbytes, GgmlType, GgufError, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC,
@@ -276,6 +277,7 @@ pub struct GgufFileWriter {
     path: PathBuf,
     layout: GgufLayout,
     written: Vec<AtomicU64>,
+    direct: DirectFile,
 }
 
 impl GgufFileWriter {
@@ -296,11 +298,13 @@ impl GgufFileWriter {
         let written = (0..layout.tensors.len())
             .map(|_| AtomicU64::new(0))
             .collect();
+        let direct = DirectFile::open(&path, false);
         Ok(GgufFileWriter {
             file,
             path,
             layout,
             written,
+            direct,
         })
     }
 
@@ -333,23 +337,81 @@ impl GgufFileWriter {
         start: u64,
         data: &[u8],
     ) -> Result<(), GgufError> {
-        let size = self.spec_size(index)?;
-        let fits = matches!(start.checked_add(data.len() as u64), Some(e) if e <= size);
-        if !fits {
-            return Err(self.tensor_err(
-                index,
-                format!(
-                    "write of {} bytes at {start} runs past the tensor's {size} bytes",
-                    data.len()
-                ),
-            ));
-        }
+        self.check_part(index, start, data.len())?;
         let at = self.layout.offsets[index] + start;
         self.file
             .write_all_at(data, at)
             .map_err(|e| GgufError::io(&self.path, e))?;
         self.written[index].fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Send the whole pages of [`write_band`](Self::write_band)s straight to the device
+    /// (`O_DIRECT`), bypassing the page cache; a file system that refuses gets buffered writes.
+    pub fn enable_direct_io(&mut self) {
+        self.direct = DirectFile::open(&self.path, true);
+    }
+
+    /// Bytes written with `O_DIRECT` so far.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct.direct_bytes()
+    }
+
+    /// Write the band in `buf` (prepared with `buf.window(tensor_offset(index) + start, len)`)
+    /// at byte `start` within tensor `index`, with direct I/O where enabled and possible.
+    pub fn write_band(&self, index: usize, start: u64, buf: &PageBuf) -> Result<(), GgufError> {
+        self.write_band_deferred(index, start, buf, None)
+    }
+
+    /// [`write_band`](Self::write_band), keeping the band's partial first and last pages in
+    /// `defer` (when they are not written at once) for
+    /// [`write_partial_pages`](Self::write_partial_pages): buffered writes of partial pages
+    /// wait for the direct writes in flight, and neighbouring bands' pieces join into whole
+    /// pages.
+    pub fn write_band_deferred(
+        &self,
+        index: usize,
+        start: u64,
+        buf: &PageBuf,
+        defer: Option<&mut PartialPages>,
+    ) -> Result<(), GgufError> {
+        let data = buf.data();
+        self.check_part(index, start, data.len())?;
+        let at = self.layout.offsets[index] + start;
+        if buf.file_offset() != at {
+            return Err(self.tensor_err(
+                index,
+                format!(
+                    "band prepared for file offset {}, written at {at}",
+                    buf.file_offset()
+                ),
+            ));
+        }
+        self.direct
+            .write_band(&self.file, buf, defer)
+            .map_err(|e| GgufError::io(&self.path, e))?;
+        self.written[index].fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Write the partial pages that [`write_band_deferred`](Self::write_band_deferred) kept.
+    pub fn write_partial_pages(&self, pages: PartialPages) -> Result<(), GgufError> {
+        self.direct
+            .write_partial_pages(&self.file, pages)
+            .map_err(|e| GgufError::io(&self.path, e))
+    }
+
+    fn check_part(&self, index: usize, start: u64, len: usize) -> Result<(), GgufError> {
+        let size = self.spec_size(index)?;
+        let fits = matches!(start.checked_add(len as u64), Some(e) if e <= size);
+        if fits {
+            Ok(())
+        } else {
+            Err(self.tensor_err(
+                index,
+                format!("write of {len} bytes at {start} runs past the tensor's {size} bytes"),
+            ))
+        }
     }
 
     /// Flush data and metadata to disk.
@@ -485,11 +547,13 @@ impl GgufFileWriter {
         let written = (0..layout.tensors.len())
             .map(|_| AtomicU64::new(0))
             .collect();
+        let direct = DirectFile::open(&path, false);
         Ok(GgufFileWriter {
             file,
             path,
             layout,
             written,
+            direct,
         })
     }
 

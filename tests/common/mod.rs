@@ -55,6 +55,7 @@ pub fn convert_to(
         model_name: "test".into(),
         cancel: None,
         imatrix: None,
+        direct_io: true,
     };
     convert(&opts).expect("convert");
     outputs.into_iter().map(|o| o.path).collect()
