@@ -58,6 +58,7 @@ fn convert_to(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathBu
         progress: false,
         model_name: "vram-test".into(),
         cancel: None,
+        direct_io: true,
         imatrix: None,
     })
     .expect("convert");

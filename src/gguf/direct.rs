@@ -276,6 +276,7 @@ pub(crate) mod tests {
     fn fs_magic(p: &Path) -> i64 {
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: statfs is a plain C struct of integers, for which all-zero bytes are valid.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: a valid C string and a writable statfs.
         assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
