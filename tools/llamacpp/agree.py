@@ -122,7 +122,9 @@ def main():
     idx, chunks = pick_chunks(ids, a.ctx, a.chunks)
     kv = "f16" if a.kv_f16 else "f32"
     print(f"eval.txt ids (grok1-quant tokenize): {tok_note}")
-    print(f"chunks of {a.ctx}: {idx} of {len(ids) // a.ctx}; llama.cpp KV {kv}; {a.threads} thread(s)")
+    total = len(ids) // a.ctx
+    which = f"all {total}" if len(idx) == total else f"{idx} of {total}"
+    print(f"chunks of {a.ctx}: {which}; llama.cpp KV {kv}; {a.threads} thread(s)")
     print(f"\n{'file':<18} {'pos':>5} {'top-1':>7} {'diff':>5} {'ties':>5} {'maxgap':>7} "
           f"{'max|d|':>8} {'KL':>9} {'ppl ours':>9} {'ppl llama':>9} {'vs F32 ours/llama':>17} {'llama KV f16':>12}")
     rows, failures = [], []
