@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Top-1 agreement llama.cpp vs grok1-quant on grok-mini-trained held-out text (issue 8, acceptance 1-2).
 
-  python3 tools/llamacpp/agree.py [--work /tmp/llamacpp-work] [--chunks 6] [--threads 1] [--json OUT]
+  python3 tools/llamacpp/agree.py [--work /tmp/llamacpp-work] [--chunks 17] [--threads 1] [--json OUT]
 
 Files: our converter's F32 / Q8_0 / Q4_0 / Q4_K of grok-mini-trained, and llama-quantize of
 our F32 file to Q8_0 / Q4_0 / Q4_K_M. Input: our tokenizer's ids (`grok1-quant tokenize` on the
@@ -97,7 +97,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/llamacpp-work"))
     ap.add_argument("--reuse", action="store_true", help="reuse GGUFs already in --work")
-    ap.add_argument("--chunks", type=int, default=6)
+    ap.add_argument("--chunks", type=int, default=17, help="chunks of --ctx used, evenly spaced (170 = all)")
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1, help="threads for each engine (one runs at a time)")
     ap.add_argument("--kv-f16", action="store_true", help="llama.cpp's default f16 KV cache instead of f32")
