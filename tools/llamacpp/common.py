@@ -53,6 +53,22 @@ def ours():
     return p
 
 
+def ours_logits(gguf, ids, out, threads=None):
+    """Our engine's logits (`grok1-quant logits ... --device cpu`) for one sequence of token ids,
+    as float64 [len(ids)][n_vocab]; `out` is the scratch file the command writes."""
+    import numpy as np
+    cmd = [ours(), "logits", gguf, "--tokens", ",".join(map(str, ids)), "--out", out, "--device", "cpu"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    rc, o, e = run(cmd, timeout=900)
+    if rc != 0:
+        raise RuntimeError(f"grok1-quant logits {Path(gguf).name}: {e.strip()[-300:]}")
+    a = np.fromfile(out, dtype="<f4")
+    if a.size == 0 or a.size % len(ids):
+        raise RuntimeError(f"grok1-quant logits wrote {a.size} floats to {out}: not a multiple of {len(ids)} tokens")
+    return a.reshape(len(ids), -1).astype(np.float64)
+
+
 _cmds = None
 
 
@@ -194,3 +210,59 @@ def llama_logits(model_path, token_ids, kv_f32=False, n_threads=2):
         return r.eval(token_ids), r.n_vocab
     finally:
         r.close()
+
+
+# --- agreement statistics between two engines' logits (compat.py, agree.py) ---
+
+
+def log_softmax(x):
+    import numpy as np
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+class Agreement:
+    """Accumulates, over chunks of [T][n_vocab] logits, how engine B (llama.cpp) agrees with
+    engine A (ours): top-1 agreement, max|delta|, mean KL(A || B) in nats, and the disagreements
+    that are near ties (A's own top-1 / top-2 gap below `tie`). With the token ids, also each
+    engine's ppl over next-token predictions (all positions but the last of each chunk)."""
+
+    def __init__(self, tie=0.1):
+        self.tie = tie
+        self.n = self.agree = self.ties = self.n_next = 0
+        self.maxd = self.kl = self.nll_a = self.nll_b = 0.0
+        self.flip_gaps = []
+
+    def add(self, a, b, ids=None):
+        import numpy as np
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"logits shapes differ: {a.shape} vs {b.shape}")
+        same = a.argmax(-1) == b.argmax(-1)
+        self.n += len(a)
+        self.agree += int(same.sum())
+        self.maxd = max(self.maxd, float(np.abs(a - b).max()))
+        la, lb = log_softmax(a), log_softmax(b)
+        self.kl += float((np.exp(la) * (la - lb)).sum())
+        srt = np.sort(a, -1)
+        gap = (srt[:, -1] - srt[:, -2])[~same]
+        self.flip_gaps += [float(g) for g in gap]
+        self.ties += int((gap < self.tie).sum())
+        if ids is not None and len(ids) > 1:
+            nxt = np.asarray(ids[1:])
+            rows = np.arange(len(nxt))
+            self.nll_a -= float(la[rows, nxt].sum())
+            self.nll_b -= float(lb[rows, nxt].sum())
+            self.n_next += len(nxt)
+
+    def top1(self):
+        return self.agree / self.n if self.n else float("nan")
+
+    def row(self, name):
+        import math
+        r = dict(file=name, positions=self.n, top1=self.top1(), disagree=self.n - self.agree,
+                 near_ties=self.ties, max_flip_gap=max(self.flip_gaps, default=0.0),
+                 max_abs_delta=self.maxd, mean_kl=self.kl / self.n if self.n else float("nan"))
+        if self.n_next:
+            r.update(ppl_ours=math.exp(self.nll_a / self.n_next), ppl_llama=math.exp(self.nll_b / self.n_next))
+        return r

@@ -3,10 +3,12 @@
 
   (a) llama.cpp loads our F32/Q8_0/Q4_0/Q4_K GGUFs of grok-tiny and grok-mini-trained
       (python binding: load + decode the prompt; llama-simple: a short generation)
-  (b) llama.cpp's logits on the grok-tiny prompts (fed as token ids) vs the reference
-      logits_f32_*.bin and vs ours (`grok1-quant logits`, when that command exists)
+  (b) llama.cpp's logits on the grok-tiny prompts (fed as token ids, KV f16 and f32) vs the
+      reference logits_f32_*.bin and vs ours (`grok1-quant logits --device cpu`), per prompt and
+      summed over all prompts (top-1, disagreements, near ties, max|delta|, KL(ours||llama.cpp))
   (c) llama-quantize of our F32 GGUF to Q4_K_M / Q4_0 / Q8_0 gives files our tool loads
-      (`grok1-quant inspect`; `grok1-quant logits` when it exists)
+      (`grok1-quant inspect`) and runs: on grok-tiny, ours vs the reference and llama.cpp vs ours
+  The same agreement on grok-mini-trained held-out text (where it means something): agree.py.
 
   python3 tools/llamacpp/compat.py [--work /tmp/llamacpp-work] [--reuse] [--json OUT]
 
@@ -67,14 +69,6 @@ def cmp(a, b):
         float(np.sqrt(((a - b) ** 2).mean()))
 
 
-def our_logits(model, ids, work):
-    out = work / "ours-logits.bin"
-    rc, o, e = C.run([C.ours(), "logits", model, "--tokens", ",".join(map(str, ids)), "--out", out])
-    if rc != 0:
-        raise RuntimeError(e.strip()[-300:])
-    return np.fromfile(out, dtype="<f4").reshape(len(ids), -1)
-
-
 def section_a(files):
     print("\n## (a) llama.cpp loads our files")
     print(f"{'file':<18} {'binding load+decode':<22} llama-simple (8 tokens)")
@@ -98,6 +92,11 @@ def section_a(files):
             print(f"{f.name:<18} {bind:<22} {gen}")
 
 
+def llama_array(f, ids, kv32):
+    lg, _ = C.llama_logits(f, ids, kv_f32=kv32)
+    return np.array([np.frombuffer(r, dtype=np.float32) for r in lg], dtype=np.float64)
+
+
 def section_b(files, work, res):
     print("\n## (b) logits on grok-tiny prompts (ids fed directly, no BOS)")
     ps = ref_prompts()
@@ -107,24 +106,37 @@ def section_b(files, work, res):
     hdr = f"{'file':<16} {'KV':<4} {'prompt':>6} {'T':>3} | {'top1 vs ref':>11} {'max|d| ref':>10} {'rms ref':>8}"
     hdr += f" | {'top1 vs ours':>12} {'max|d| ours':>11}" if have_ours else ""
     print(hdr)
+    ours_cache, summary = {}, []
     for t, f in files["tiny"].items():
-        for kv32 in ([False, True] if t == "f32" else [False]):
+        ours_ref = C.Agreement()  # our engine vs the reference, for context
+        kv_noise = C.Agreement()  # llama.cpp KV f32 (A) vs KV f16 (B): its own rounding noise floor
+        ll_by_kv = {}
+        for kv32 in (False, True):
+            vs_ref, vs_ours = C.Agreement(), C.Agreement()
             for p in ps:
                 ids = p["token_ids"]
                 try:
-                    lg, nv = C.llama_logits(f, ids, kv_f32=kv32)
+                    lg = llama_array(f, ids, kv32)
                 except Exception as e:  # noqa: BLE001
                     fail(f"llama.cpp logits {f.name}: {e}")
                     continue
-                lg = np.array([np.frombuffer(r, dtype=np.float32) for r in lg])
                 a1, mx, rms = cmp(lg, p["ref"])
+                vs_ref.add(p["ref"], lg)
+                ll_by_kv[(kv32, p["index"])] = lg
+                if kv32 and (False, p["index"]) in ll_by_kv:
+                    kv_noise.add(lg, ll_by_kv[(False, p["index"])])
                 row = dict(file=f.name, kv="f32" if kv32 else "f16", prompt=p["index"], T=len(ids),
                            top1_ref=a1, maxd_ref=mx, rms_ref=rms)
                 line = f"{f.name:<16} {row['kv']:<4} {p['index']:>6} {len(ids):>3} | {a1:>11.3f} {mx:>10.4f} {rms:>8.4f}"
                 if have_ours:
                     try:
-                        ol = our_logits(f, ids, work)
+                        key = (t, p["index"])
+                        if key not in ours_cache:
+                            ours_cache[key] = C.ours_logits(f, ids, work / "ours-logits.bin")
+                            ours_ref.add(p["ref"], ours_cache[key])
+                        ol = ours_cache[key]
                         a2, mx2, _ = cmp(lg, ol)
+                        vs_ours.add(ol, lg)
                         row.update(top1_ours=a2, maxd_ours=mx2)
                         line += f" | {a2:>12.3f} {mx2:>11.4f}"
                     except Exception as e:  # noqa: BLE001
@@ -134,14 +146,41 @@ def section_b(files, work, res):
                 res.append(row)
                 if t == "f32" and a1 < 0.9:
                     fail(f"llama.cpp top-1 agreement {a1:.3f} < 0.9 on {f.name} prompt {p['index']}")
+            summary.append(dict(file=f"tiny-{t}", engine="llama.cpp", kv="f32" if kv32 else "f16",
+                                vs_ref=vs_ref, vs_ours=vs_ours))
+        if ours_ref.n:
+            summary.append(dict(file=f"tiny-{t}", engine="ours", vs_ref=ours_ref))
+        if kv_noise.n:
+            summary.append(dict(file=f"tiny-{t}", engine="llama-kv", vs_ref=None, vs_ours=kv_noise))
+    if summary:
+        print(f"\nall {sum(len(p['token_ids']) for p in ps)} positions of the 4 prompts:")
+        print(f"{'file':<16} {'engine/KV':<14} {'top1 vs ref':>11} | {'top1 llama vs ours':>18} {'diff':>4} "
+              f"{'ties<0.1':>8} {'max|d|':>7} {'KL(ours||llama)':>15}")
+        for m in summary:
+            if m["engine"] == "ours":
+                print(f"{m['file']:<16} {'ours':<14} {m['vs_ref'].top1():>11.3f} |")
+                res.append(dict(file=m["file"], engine="ours", top1_ref=m["vs_ref"].top1()))
+                continue
+            if not m["vs_ours"].n:
+                continue
+            r = m["vs_ours"].row(m["file"])
+            if m["engine"] == "llama-kv":
+                label, ref = "llama f32~f16", ""
+            else:
+                label, ref = "llama " + m["kv"], f"{m['vs_ref'].top1():.3f}"
+            print(f"{m['file']:<16} {label:<14} {ref:>11} | {r['top1']:>18.3f} "
+                  f"{r['disagree']:>4} {r['near_ties']:>8} {r['max_abs_delta']:>7.3f} {r['mean_kl']:>15.2e}")
+            res.append(dict(r, engine=m["engine"], kv=m.get("kv"),
+                            top1_ref=m["vs_ref"].top1() if m["vs_ref"] else None))
 
 
 def section_c(files, work, reuse, res):
-    print("\n## (c) llama-quantize of our F32 GGUF -> files grok1-quant loads")
+    print("\n## (c) llama-quantize of our F32 GGUF -> files grok1-quant loads and runs")
     q = C.llama_bin("llama-quantize")
     have_ours = C.ours_has("logits")
     ps = ref_prompts()
-    print(f"{'file':<22} {'llama-quantize':<16} {'grok1-quant inspect':<40} ours logits top1/max|d| vs ref (p0)")
+    print(f"{'file':<22} {'grok1-quant inspect':<40} ours vs ref | llama.cpp (KV f32) vs ours: "
+          "top1 / diff / ties<0.1 / max|d| (all 4 prompts)")
     for name, fs in files.items():
         for lt in LQ_TYPES:
             out = work / f"{name}-llq-{lt.lower()}.gguf"
@@ -161,18 +200,25 @@ def section_c(files, work, reuse, res):
                 ins = "FAIL " + (e.strip().splitlines() or ["?"])[-1][:60]
                 fail(f"grok1-quant inspect {out.name}: {e.strip()[-200:]}")
             lg = "skipped (no `logits` command)"
+            row = dict(file=out.name, inspect=ins)
             if have_ours and name == "tiny":
                 try:
-                    ol = our_logits(out, ps[0]["token_ids"], work)
-                    a, mx, _ = cmp(ol, ps[0]["ref"])
-                    lg = f"{a:.3f} / {mx:.4f}"
+                    vs_ref, vs_ll = C.Agreement(), C.Agreement()
+                    for p in ps:
+                        ol = C.ours_logits(out, p["token_ids"], work / "ours-logits.bin")
+                        vs_ref.add(p["ref"], ol)
+                        vs_ll.add(ol, llama_array(out, p["token_ids"], True))
+                    r = vs_ll.row(out.name)
+                    lg = f"{vs_ref.top1():.3f} | {r['top1']:.3f} / {r['disagree']} / {r['near_ties']} / " \
+                         f"{r['max_abs_delta']:.3f}"
+                    row.update(r, top1_ours_vs_ref=vs_ref.top1())
                 except Exception as e:  # noqa: BLE001
                     lg = f"FAIL {e}"[:60]
                     fail(f"grok1-quant logits {out.name}: {e}")
             elif name != "tiny":
-                lg = "-"
-            print(f"{out.name:<22} {'ok':<16} {ins:<40} {lg}")
-            res.append(dict(file=out.name, inspect=ins, ours_logits=lg))
+                lg = "(agreement on held-out text: agree.py)"
+            print(f"{out.name:<22} {ins:<40} {lg}")
+            res.append(row)
 
 
 def main():
