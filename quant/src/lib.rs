@@ -399,18 +399,6 @@ pub fn vec_dot_rows_with(
             q8_0::vec_dot_rows(w, rb, act, out);
             true
         }
-        GgmlType::Q4_K => {
-            q4_k::vec_dot_rows(w, rb, act, out);
-            true
-        }
-        GgmlType::Q5_K => {
-            q5_k::vec_dot_rows(w, rb, act, out);
-            true
-        }
-        GgmlType::Q6_K => {
-            q6_k::vec_dot_rows(w, rb, act, out);
-            true
-        }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
             let kind = match weight_ty {
                 GgmlType::F32 => float::Kind::F32,

@@ -202,52 +202,6 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
-/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_K activation:
-/// four rows at a time, interleaved super-block by super-block (more memory streams in flight),
-/// each row's result bit-identical to [`vec_dot`].
-pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
-    assert!(
-        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
-        "q4_k vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
-        out.len(),
-        out.len() * row_bytes,
-        w.len()
-    );
-    let nb = row_bytes / BLOCK_BYTES;
-    assert!(
-        a.len() >= nb * q8_k::BLOCK_BYTES,
-        "q4_k vec_dot_rows: {nb} blocks per row need {} activation bytes, got {}",
-        nb * q8_k::BLOCK_BYTES,
-        a.len()
-    );
-    let mut r = 0;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        while r + 4 <= out.len() {
-            let mut o = [0f32; 4];
-            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+4 of nb blocks lie inside
-            // `w` and `a` holds nb Q8_K blocks (asserted above).
-            unsafe {
-                avx2::vec_dot_4rows(
-                    w.as_ptr().add(r * row_bytes),
-                    row_bytes,
-                    nb,
-                    a.as_ptr(),
-                    &mut o,
-                )
-            };
-            out[r..r + 4].copy_from_slice(&o);
-            r += 4;
-        }
-    }
-    for (o, row) in out[r..]
-        .iter_mut()
-        .zip(w[r * row_bytes..].chunks_exact(row_bytes.max(1)))
-    {
-        *o = vec_dot(row, a);
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -325,31 +279,6 @@ mod avx2 {
             );
         }
         sum
-    }
-
-    /// Four rows against one activation, super-block by super-block: four weight streams in
-    /// flight at once, each row's sum built in the same order as [`vec_dot`] (bit-identical).
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
-    /// `w + r·rb` for r < 4 must each be readable for `nb` blocks and `a` for `nb` Q8_K blocks.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_4rows(
-        w: *const u8,
-        rb: usize,
-        nb: usize,
-        a: *const u8,
-        out: &mut [f32; 4],
-    ) {
-        let mut sum = [0.0f32; 4];
-        for i in 0..nb {
-            let ap = a.add(i * q8_k::BLOCK_BYTES);
-            for (r, s) in sum.iter_mut().enumerate() {
-                *s += superblock(w.add(r * rb + i * BLOCK_BYTES), ap);
-            }
-        }
-        *out = sum;
     }
 
     /// # Safety
