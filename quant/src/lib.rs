@@ -340,8 +340,7 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
 /// An activation made ready, once, for many row-group kernel calls (decode dots one activation
 /// with every row of several matrices; each call gets a chunk of rows). Holds what the weight
 /// type's multi-row kernel wants beyond the activation bytes (for Q4_0: the Q8_0 blocks
-/// unpacked, f32 scales, block sums; Q4_1 the same from Q8_1 plus its `s`); nothing for the
-/// other types.
+/// unpacked, f32 scales, block sums; Q5_0 the same); nothing for the other types.
 pub struct ActPrep(Option<q8_0::PreparedQ8>);
 
 impl ActPrep {
@@ -349,7 +348,6 @@ impl ActPrep {
     pub fn new(weight_ty: GgmlType, act: &[u8]) -> Self {
         ActPrep(match weight_ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 => Some(q8_0::PreparedQ8::new(act)),
-            GgmlType::Q4_1 => Some(q8_0::PreparedQ8::from_q8_1(act)),
             _ => None,
         })
     }
@@ -385,10 +383,6 @@ pub fn vec_dot_rows_with(
     let rows_kernel = match weight_ty {
         GgmlType::Q4_0 => {
             q4_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
-            true
-        }
-        GgmlType::Q4_1 => {
-            q4_1::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
             true
         }
         GgmlType::Q5_0 => {
@@ -469,9 +463,7 @@ pub fn vec_dot_rows_multi_with(
         }
         return Ok(());
     }
-    if !weight_ty.is_quantized()
-        || matches!(weight_ty, GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0)
-    {
+    if !weight_ty.is_quantized() || matches!(weight_ty, GgmlType::Q5_0 | GgmlType::Q8_0) {
         // These have a multi-row decode kernel but no batched one: take it per token so both
         // paths agree.
         let mut one = vec![0f32; rows];

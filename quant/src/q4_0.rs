@@ -185,13 +185,7 @@ pub fn vec_dot_rows(
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w` (asserted:
             // w holds out.len() rows) and `prep` describes nb activation blocks.
             unsafe {
-                avx2::nib_8rows::<1, false>(
-                    w.as_ptr().add(r * row_bytes),
-                    row_bytes,
-                    nb,
-                    [prep],
-                    &mut o,
-                )
+                avx2::nib_8rows::<1>(w.as_ptr().add(r * row_bytes), row_bytes, nb, [prep], &mut o)
             };
             out[r..r + 8].copy_from_slice(&o[0]);
             r += 8;
@@ -273,23 +267,23 @@ pub fn vec_dot_rows_multi(
                     match k {
                         4 => {
                             let p = [preps[t0], preps[t0 + 1], preps[t0 + 2], preps[t0 + 3]];
-                            avx2::nib_8rows::<4, false>(wr, row_bytes, nb, p, &mut o)
+                            avx2::nib_8rows::<4>(wr, row_bytes, nb, p, &mut o)
                         }
                         3 => {
                             let p = [preps[t0], preps[t0 + 1], preps[t0 + 2]];
                             let mut o3 = [[0f32; 8]; 3];
-                            avx2::nib_8rows::<3, false>(wr, row_bytes, nb, p, &mut o3);
+                            avx2::nib_8rows::<3>(wr, row_bytes, nb, p, &mut o3);
                             o[..3].copy_from_slice(&o3);
                         }
                         2 => {
                             let p = [preps[t0], preps[t0 + 1]];
                             let mut o2 = [[0f32; 8]; 2];
-                            avx2::nib_8rows::<2, false>(wr, row_bytes, nb, p, &mut o2);
+                            avx2::nib_8rows::<2>(wr, row_bytes, nb, p, &mut o2);
                             o[..2].copy_from_slice(&o2);
                         }
                         _ => {
                             let mut o1 = [[0f32; 8]; 1];
-                            avx2::nib_8rows::<1, false>(wr, row_bytes, nb, [preps[t0]], &mut o1);
+                            avx2::nib_8rows::<1>(wr, row_bytes, nb, [preps[t0]], &mut o1);
                             o[0] = o1[0];
                         }
                     }
@@ -326,16 +320,15 @@ mod avx2 {
     /// every row; `maddubs` against the broadcast activation bytes then sums each row in its own
     /// lane (unsigned 0..15 weights, exact i16 partial sums ≤ 8·2·15·128 < 2^15), the −8 offset
     /// is applied once per block as 8·Σa, and the eight rows' f16 scales convert together.
-    /// `Q41` selects Q4_1 blocks (20 bytes: d, m, nibbles; Q8_1 activations, whose `s` carries
-    /// the m term) instead of Q4_0 (18 bytes). `T` tokens share each unpacked weight block.
+    /// `T` tokens share each unpacked weight block.
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
-    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks of the selected type, and
-    /// each of `preps` must describe at least `nb` activation blocks (with `s` filled for Q4_1).
+    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks, and each of `preps` must
+    /// describe at least `nb` activation blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn nib_8rows<const T: usize, const Q41: bool>(
+    pub unsafe fn nib_8rows<const T: usize>(
         w: *const u8,
         rb: usize,
         nb: usize,
@@ -349,9 +342,8 @@ mod avx2 {
         for p in &preps {
             debug_assert!(p.blocks() >= nb);
         }
-        // Q4_0: f16 d, 16 nibble bytes, value q − 8. Q4_1: f16 d, f16 m, 16 nibble bytes,
-        // value d·q + m.
-        let (bb, qo) = if Q41 { (20, 4) } else { (18, 2) };
+        // Q4_0: f16 d, 16 nibble bytes, value q − 8.
+        let (bb, qo) = (BLOCK_BYTES, 2);
         for b in 0..nb {
             let off = b * bb;
             if b % 4 == 0 {
@@ -382,15 +374,6 @@ mod avx2 {
             let hlo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
             let hhi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
             let dw = _mm256_cvtph_ps(_mm_set_epi64x(hhi as i64, hlo as i64));
-            let mw = if Q41 {
-                let m =
-                    |r: usize| std::ptr::read_unaligned(rows[r].add(off + 2) as *const u16) as u64;
-                let mlo = m(0) | m(1) << 16 | m(2) << 32 | m(3) << 48;
-                let mhi = m(4) | m(5) << 16 | m(6) << 32 | m(7) << 48;
-                _mm256_cvtph_ps(_mm_set_epi64x(mhi as i64, mlo as i64))
-            } else {
-                _mm256_setzero_ps()
-            };
             for (t, p) in preps.iter().enumerate() {
                 let ab = p.qs.as_ptr().add(b * 32) as *const i32;
                 let mut s16 = _mm256_setzero_si256();
@@ -401,18 +384,11 @@ mod avx2 {
                     s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], ahi));
                 }
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(*p.d.get_unchecked(b)));
-                if Q41 {
-                    // Σ (d_w·q + m)·d_a·a = d_w·d_a·Σ q·a + m·s_a, s_a = d_a·Σa (Q8_1's s).
-                    let isum = _mm256_madd_epi16(s16, ones);
-                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
-                    acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*p.s.get_unchecked(b)), acc[t]);
-                } else {
-                    let isum = _mm256_sub_epi32(
-                        _mm256_madd_epi16(s16, ones),
-                        _mm256_set1_epi32(8 * *p.sum.get_unchecked(b)),
-                    );
-                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
-                }
+                let isum = _mm256_sub_epi32(
+                    _mm256_madd_epi16(s16, ones),
+                    _mm256_set1_epi32(8 * *p.sum.get_unchecked(b)),
+                );
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
@@ -496,4 +472,4 @@ mod avx2 {
     }
 }
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx2::{nib_8rows, store_i8x32_scaled};
+pub(crate) use avx2::store_i8x32_scaled;

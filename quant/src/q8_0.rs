@@ -253,8 +253,6 @@ pub struct PreparedQ8 {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub sum: Vec<i32>,
-    /// Q8_1's stored `s` (= d·Σq rounded to f16) per block; empty for Q8_0.
-    pub s: Vec<f32>,
 }
 
 impl PreparedQ8 {
@@ -265,31 +263,10 @@ impl PreparedQ8 {
             qs: Vec::with_capacity(nb * QK),
             d: Vec::with_capacity(nb),
             sum: Vec::with_capacity(nb),
-            s: Vec::new(),
         };
         for blk in a.chunks_exact(BLOCK_BYTES) {
             p.d.push(f16_at(blk, 0));
             let q = bytemuck::cast_slice::<u8, i8>(&blk[2..]);
-            p.sum.push(q.iter().map(|&v| v as i32).sum());
-            p.qs.extend_from_slice(q);
-        }
-        p
-    }
-
-    /// Unpack the whole blocks of a Q8_1 activation `a` (f16 d, f16 s, 32 i8).
-    pub fn from_q8_1(a: &[u8]) -> Self {
-        let bb = crate::q8_1::BLOCK_BYTES;
-        let nb = a.len() / bb;
-        let mut p = PreparedQ8 {
-            qs: Vec::with_capacity(nb * QK),
-            d: Vec::with_capacity(nb),
-            sum: Vec::with_capacity(nb),
-            s: Vec::with_capacity(nb),
-        };
-        for blk in a.chunks_exact(bb) {
-            p.d.push(f16_at(blk, 0));
-            p.s.push(f16_at(blk, 2));
-            let q = bytemuck::cast_slice::<u8, i8>(&blk[4..]);
             p.sum.push(q.iter().map(|&v| v as i32).sum());
             p.qs.extend_from_slice(q);
         }
