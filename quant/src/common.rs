@@ -65,6 +65,25 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
+/// The size check every `vec_dot_rows`-style entry point makes before its SIMD path: `w` holds
+/// `rows` rows of `row_bytes` bytes made of whole `block_bytes` blocks. Returns the blocks per
+/// row; panics naming `name` otherwise (these are safe functions over raw pointers inside).
+pub(crate) fn check_rows(
+    name: &str,
+    w: &[u8],
+    row_bytes: usize,
+    block_bytes: usize,
+    rows: usize,
+) -> usize {
+    assert!(
+        row_bytes % block_bytes == 0 && w.len() / row_bytes.max(1) >= rows,
+        "{name}: {rows} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+        rows * row_bytes,
+        w.len()
+    );
+    row_bytes / block_bytes
+}
+
 /// Per-element weights for a block from its importance weights `qw`: `qw · sqrt(σ² + x²)`
 /// (ggml's rule for the legacy types and Q6_K; Q4_K/Q5_K use `qw` as it is).
 pub(crate) fn element_weights(x: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) {
@@ -669,6 +688,49 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn prefetch(p: *const u8, off: usize) {
         _mm_prefetch(p.wrapping_add(off) as *const i8, _MM_HINT_T0);
+    }
+
+    /// The f16 values at byte `off` of eight rows, as eight f32 lanes (row r in lane r): packed
+    /// into two u64 with integer shifts (idle ALU ports), then one `vcvtph2ps`. The eight-row
+    /// kernels use it for the rows' block scales.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); each
+    /// `rows[r] + off` must be readable for 2 bytes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_8rows(rows: &[*const u8; 8], off: usize) -> __m256 {
+        let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
+        let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+        let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+        _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64))
+    }
+
+    /// The 16 bytes at byte `off` of eight rows, transposed in 4-byte groups: vector k holds
+    /// bytes 4k..4k+3 of rows 0..3 in its low lane and of rows 4..7 in its high lane (row r's
+    /// dword in lane r), so a byte operation on vector k treats every row at once.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); each
+    /// `rows[r] + off` must be readable for 16 bytes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn transpose16_8rows(rows: &[*const u8; 8], off: usize) -> [__m256i; 4] {
+        let ld = |r: usize| _mm_loadu_si128(rows[r].add(off) as *const __m128i);
+        let pair = |r: usize| _mm256_inserti128_si256(_mm256_castsi128_si256(ld(r)), ld(r + 4), 1);
+        let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
+        let t0 = _mm256_unpacklo_epi32(r04, r15);
+        let t1 = _mm256_unpackhi_epi32(r04, r15);
+        let t2 = _mm256_unpacklo_epi32(r26, r37);
+        let t3 = _mm256_unpackhi_epi32(r26, r37);
+        [
+            _mm256_unpacklo_epi64(t0, t2),
+            _mm256_unpackhi_epi64(t0, t2),
+            _mm256_unpacklo_epi64(t1, t3),
+            _mm256_unpackhi_epi64(t1, t3),
+        ]
     }
 
     /// Q4_K/Q5_K packed 6-bit scales and mins (12 bytes at `p`) as eight i16 scales (low

@@ -150,14 +150,7 @@ pub fn vec_dot_rows(
     prep: Option<&crate::q8_0::PreparedQ8>,
     out: &mut [f32],
 ) {
-    assert!(
-        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
-        "q4_0 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
-        out.len(),
-        out.len() * row_bytes,
-        w.len()
-    );
-    let nb = row_bytes / BLOCK_BYTES;
+    let nb = check_rows("q4_0 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
     assert!(
         a.len() >= nb * crate::q8_0::BLOCK_BYTES,
         "q4_0 vec_dot_rows: {nb} blocks per row need {} activation bytes, got {}",
@@ -219,13 +212,7 @@ pub fn vec_dot_rows_multi(
         out.len()
     );
     let rows = out.len() / tokens;
-    assert!(
-        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= rows,
-        "q4_0 vec_dot_rows_multi: {rows} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
-        rows * row_bytes,
-        w.len()
-    );
-    let nb = row_bytes / BLOCK_BYTES;
+    let nb = check_rows("q4_0 vec_dot_rows_multi", w, row_bytes, BLOCK_BYTES, rows);
     let need = nb * crate::q8_0::BLOCK_BYTES;
     for (t, a) in acts.iter().enumerate() {
         assert!(
@@ -342,38 +329,18 @@ mod avx2 {
         for p in &preps {
             debug_assert!(p.blocks() >= nb);
         }
-        // Q4_0: f16 d, 16 nibble bytes, value q − 8.
-        let (bb, qo) = (BLOCK_BYTES, 2);
         for b in 0..nb {
-            let off = b * bb;
+            let off = b * BLOCK_BYTES;
             if b % 4 == 0 {
                 for p in &rows {
                     prefetch(p.add(off), 384);
                 }
             }
-            let ld = |r: usize| _mm_loadu_si128(rows[r].add(off + qo) as *const __m128i);
-            let pair =
-                |r: usize| _mm256_inserti128_si256(_mm256_castsi128_si256(ld(r)), ld(r + 4), 1);
-            let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
-            let t0 = _mm256_unpacklo_epi32(r04, r15);
-            let t1 = _mm256_unpackhi_epi32(r04, r15);
-            let t2 = _mm256_unpacklo_epi32(r26, r37);
-            let t3 = _mm256_unpackhi_epi32(r26, r37);
-            let v = [
-                _mm256_unpacklo_epi64(t0, t2),
-                _mm256_unpackhi_epi64(t0, t2),
-                _mm256_unpacklo_epi64(t1, t3),
-                _mm256_unpackhi_epi64(t1, t3),
-            ];
+            let v = transpose16_8rows(&rows, off + 2);
             let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
             let hi: [__m256i; 4] =
                 std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
-            // The eight f16 scales packed with integer shifts (idle ALU ports), then one
-            // conversion for all rows.
-            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
-            let hlo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
-            let hhi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
-            let dw = _mm256_cvtph_ps(_mm_set_epi64x(hhi as i64, hlo as i64));
+            let dw = f16_8rows(&rows, off);
             for (t, p) in preps.iter().enumerate() {
                 let ab = p.qs.as_ptr().add(b * 32) as *const i32;
                 let mut s16 = _mm256_setzero_si256();

@@ -144,14 +144,7 @@ pub fn vec_dot_rows(
     prep: Option<&crate::q8_0::PreparedQ8>,
     out: &mut [f32],
 ) {
-    assert!(
-        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
-        "q5_0 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
-        out.len(),
-        out.len() * row_bytes,
-        w.len()
-    );
-    let nb = row_bytes / BLOCK_BYTES;
+    let nb = check_rows("q5_0 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
     let need = nb * crate::q8_0::BLOCK_BYTES;
     assert!(
         a.len() >= need,
@@ -277,20 +270,7 @@ mod avx2 {
                     prefetch(p.add(off), 384);
                 }
             }
-            let ld = |r: usize| _mm_loadu_si128(rows[r].add(off + 6) as *const __m128i);
-            let pair =
-                |r: usize| _mm256_inserti128_si256(_mm256_castsi128_si256(ld(r)), ld(r + 4), 1);
-            let (r04, r15, r26, r37) = (pair(0), pair(1), pair(2), pair(3));
-            let t0 = _mm256_unpacklo_epi32(r04, r15);
-            let t1 = _mm256_unpackhi_epi32(r04, r15);
-            let t2 = _mm256_unpacklo_epi32(r26, r37);
-            let t3 = _mm256_unpackhi_epi32(r26, r37);
-            let v = [
-                _mm256_unpacklo_epi64(t0, t2),
-                _mm256_unpackhi_epi64(t0, t2),
-                _mm256_unpacklo_epi64(t1, t3),
-                _mm256_unpackhi_epi64(t1, t3),
-            ];
+            let v = transpose16_8rows(&rows, off + 6);
             // qh of rows 0..3 in the low lane, 4..7 in the high lane, matching `v`.
             let qh = |r: usize| std::ptr::read_unaligned(rows[r].add(off + 2) as *const u32) as u64;
             let qv = _mm256_setr_epi64x(
@@ -320,10 +300,7 @@ mod avx2 {
                 _mm256_add_epi32(_mm256_madd_epi16(slo, ones), _mm256_madd_epi16(shi, ones)),
                 _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
             );
-            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
-            let hlo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
-            let hhi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
-            let dw = _mm256_cvtph_ps(_mm_set_epi64x(hhi as i64, hlo as i64));
+            let dw = f16_8rows(&rows, off);
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
         }

@@ -158,14 +158,7 @@ pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
 /// accumulator per row), the rest row by row. Equal to [`vec_dot`] per row up to float
 /// summation order.
 pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
-    assert!(
-        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
-        "q8_0 vec_dot_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
-        out.len(),
-        out.len() * row_bytes,
-        w.len()
-    );
-    let nb = row_bytes / BLOCK_BYTES;
+    let nb = check_rows("q8_0 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
     assert!(
         a.len() >= nb * BLOCK_BYTES,
         "q8_0 vec_dot_rows: {nb} blocks per row need {} activation bytes, got {}",
@@ -204,14 +197,13 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
 /// bytes. Eight rows at a time share each activation load and convert their scales together;
 /// the rest go row by row. Equal to [`vec_dot_f32`] per row up to float summation order.
 pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
-    assert!(
-        row_bytes % BLOCK_BYTES == 0 && w.len() / row_bytes.max(1) >= out.len(),
-        "q8_0 vec_dot_f32_rows: {} rows of {row_bytes} bytes need whole blocks and {} weight bytes, got {}",
+    let nb = check_rows(
+        "q8_0 vec_dot_f32_rows",
+        w,
+        row_bytes,
+        BLOCK_BYTES,
         out.len(),
-        out.len() * row_bytes,
-        w.len()
     );
-    let nb = row_bytes / BLOCK_BYTES;
     assert!(
         x.len() >= nb * QK,
         "q8_0 vec_dot_f32_rows: {nb} blocks per row need {} activations, got {}",
@@ -357,13 +349,7 @@ mod avx2 {
             let ab = a.add(off);
             let av = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             let da = f16_load(ab);
-            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
-            let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
-            let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
-            let d = _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64)),
-                _mm256_set1_ps(da),
-            );
+            let d = _mm256_mul_ps(f16_8rows(&rows, off), _mm256_set1_ps(da));
             _mm256_storeu_ps(ds.as_mut_ptr(), d);
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let q = _mm256_loadu_si256(rows[r].add(off + 2) as *const __m256i);
@@ -402,13 +388,7 @@ mod avx2 {
                     prefetch(p.add(off), 384);
                 }
             }
-            let h = |r: usize| std::ptr::read_unaligned(rows[r].add(off) as *const u16) as u64;
-            let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
-            let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
-            _mm256_storeu_ps(
-                ds.as_mut_ptr(),
-                _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64)),
-            );
+            _mm256_storeu_ps(ds.as_mut_ptr(), f16_8rows(&rows, off));
             let xb = x.add(b * QK);
             let xv = [
                 _mm256_loadu_ps(xb),
