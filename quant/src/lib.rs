@@ -380,37 +380,29 @@ pub fn vec_dot_rows_with(
     if let Some(first) = w.get(..rb) {
         check_dot(weight_ty, n, first, act)?;
     }
-    let rows_kernel = match weight_ty {
-        GgmlType::Q4_0 => {
-            q4_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
-            true
+    let unpacked = prep.and_then(|p| p.0.as_ref());
+    match weight_ty {
+        GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, act, unpacked, out),
+        GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, act, unpacked, out),
+        GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, act, out),
+        GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, act, out),
+        GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, act, out),
+        GgmlType::BF16 => float::vec_dot_rows(float::Kind::BF16, n, w, act, out),
+        _ => {
+            for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+                *o = dot_unchecked(weight_ty, n, row, act, true);
+            }
         }
-        GgmlType::Q5_0 => {
-            q5_0::vec_dot_rows(w, rb, act, prep.and_then(|p| p.0.as_ref()), out);
-            true
-        }
-        GgmlType::Q8_0 => {
-            q8_0::vec_dot_rows(w, rb, act, out);
-            true
-        }
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
-            let kind = match weight_ty {
-                GgmlType::F32 => float::Kind::F32,
-                GgmlType::F16 => float::Kind::F16,
-                _ => float::Kind::BF16,
-            };
-            float::vec_dot_rows(kind, n, w, act, out);
-            true
-        }
-        _ => false,
-    };
-    if rows_kernel {
-        return Ok(());
-    }
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
-        *o = dot_unchecked(weight_ty, n, row, act, true);
     }
     Ok(())
+}
+
+/// Whether [`vec_dot_rows_with`]'s match above sends `ty` to a multi-row kernel (whose float
+/// summation order then differs from [`vec_dot`]'s); the batched entry point must go through
+/// the same kernel (`rows_multi_equals_rows_per_token` checks it bit for bit).
+fn has_rows_kernel(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, Q4_0 | Q5_0 | Q8_0 | F32 | F16 | BF16)
 }
 
 /// Dot every row of `w` (consecutive rows of `n` elements) with several activations (batched
@@ -463,12 +455,12 @@ pub fn vec_dot_rows_multi_with(
         }
         return Ok(());
     }
-    if !weight_ty.is_quantized() || matches!(weight_ty, GgmlType::Q5_0 | GgmlType::Q8_0) {
-        // These have a multi-row decode kernel but no batched one: take it per token so both
-        // paths agree.
+    if has_rows_kernel(weight_ty) {
+        // A multi-row decode kernel but no batched one: take it per token so both paths agree,
+        // with each token's prepared activation when the caller made them.
         let mut one = vec![0f32; rows];
         for (t, a) in acts.iter().enumerate() {
-            vec_dot_rows(weight_ty, n, w, a, &mut one)?;
+            vec_dot_rows_with(weight_ty, n, w, a, preps.and_then(|p| p.get(t)), &mut one)?;
             for (r, v) in one.iter().enumerate() {
                 out[r * tokens + t] = *v;
             }
