@@ -7,36 +7,15 @@ use gpu_common::{gpu, max_abs};
 use grok1_quant::backend::gpu::GpuContext;
 use grok1_quant::checkpoint::write_checkpoint;
 use grok1_quant::config::GrokConfig;
-use grok1_quant::convert::{convert, ConvertOptions, OutputSpec};
 use grok1_quant::model::gpu::GpuModel;
 use grok1_quant::model::{Logits, Model, Session};
 use grok1_quant::tokenizer::SpmModel;
 use quant::GgmlType;
 use std::path::{Path, PathBuf};
 
-fn tiny_config() -> GrokConfig {
-    let mut c = GrokConfig::grok_1();
-    c.vocab_size = 512;
-    c.emb_size = 256;
-    c.key_size = 32;
-    c.num_q_heads = 8;
-    c.num_kv_heads = 2;
-    c.num_layers = 2;
-    c.num_experts = 4;
-    c.num_selected_experts = 2;
-    c.ffn_size = 256;
-    c.sequence_len = 64;
-    c.pad_token = 0;
-    c.bos_token = 1;
-    c.eos_token = 2;
-    c.unk_token = 3;
-    c.validate().unwrap();
-    c
-}
-
 /// Convert to `ty` with the default embedding type (Q6_K for the 4-bit files).
 fn convert_one(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathBuf {
-    convert_with_embd(ckpt, cfg, dir, ty, None)
+    gpu_common::convert_to(ckpt, cfg, dir, ty, None, "gpu-test")
 }
 
 /// Convert to `ty`, the embedding (tied output) in `embd` or the default.
@@ -47,27 +26,7 @@ fn convert_with_embd(
     ty: GgmlType,
     embd: Option<GgmlType>,
 ) -> PathBuf {
-    let path = dir.join(format!("m-{}.gguf", ty.name()));
-    convert(&ConvertOptions {
-        ckpt_dir: ckpt.to_path_buf(),
-        config: cfg.clone(),
-        tokenizer: None,
-        outputs: vec![OutputSpec {
-            recipe: None,
-            ty,
-            path: path.clone(),
-        }],
-        resume: false,
-        force: true,
-        token_embd_type: embd,
-        progress: false,
-        model_name: "gpu-test".into(),
-        cancel: None,
-        imatrix: None,
-        direct_io: true,
-    })
-    .expect("convert");
-    path
+    gpu_common::convert_to(ckpt, cfg, dir, ty, embd, "gpu-test")
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -150,7 +109,7 @@ fn tiny_model_gpu_matches_cpu_f32_q8_0_q4_0_q4_k() {
     if gpu().is_none() {
         return;
     }
-    let cfg = tiny_config();
+    let cfg = gpu_common::tiny_config(4);
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), &cfg, 42).unwrap();
     std::fs::write(
@@ -227,7 +186,7 @@ fn tiny_model_gpu_matches_cpu_q4_1_q5_0_q5_k() {
     if gpu().is_none() {
         return;
     }
-    let cfg = tiny_config();
+    let cfg = gpu_common::tiny_config(4);
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), &cfg, 7).unwrap();
     std::fs::write(

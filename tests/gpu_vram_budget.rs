@@ -9,32 +9,11 @@ use grok1_quant::backend::gpu::GpuContext;
 use grok1_quant::cache::{CacheOptions, PolicyKind};
 use grok1_quant::checkpoint::write_checkpoint;
 use grok1_quant::config::GrokConfig;
-use grok1_quant::convert::{convert, ConvertOptions, OutputSpec};
 use grok1_quant::model::gpu::GpuModel;
 use grok1_quant::model::Model;
 use grok1_quant::tokenizer::SpmModel;
 use quant::GgmlType;
 use std::path::{Path, PathBuf};
-
-fn config() -> GrokConfig {
-    let mut c = GrokConfig::grok_1();
-    c.vocab_size = 512;
-    c.emb_size = 256;
-    c.key_size = 32;
-    c.num_q_heads = 8;
-    c.num_kv_heads = 2;
-    c.num_layers = 2;
-    c.num_experts = 8;
-    c.num_selected_experts = 2;
-    c.ffn_size = 256;
-    c.sequence_len = 64;
-    c.pad_token = 0;
-    c.bos_token = 1;
-    c.eos_token = 2;
-    c.unk_token = 3;
-    c.validate().unwrap();
-    c
-}
 
 fn convert_to(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathBuf {
     std::fs::write(
@@ -42,27 +21,7 @@ fn convert_to(ckpt: &Path, cfg: &GrokConfig, dir: &Path, ty: GgmlType) -> PathBu
         SpmModel::synthetic(cfg.vocab_size).to_bytes(),
     )
     .unwrap();
-    let path = dir.join(format!("m-{}.gguf", ty.name()));
-    convert(&ConvertOptions {
-        ckpt_dir: ckpt.to_path_buf(),
-        config: cfg.clone(),
-        tokenizer: None,
-        outputs: vec![OutputSpec {
-            recipe: None,
-            ty,
-            path: path.clone(),
-        }],
-        resume: false,
-        force: true,
-        token_embd_type: None,
-        progress: false,
-        model_name: "vram-test".into(),
-        cancel: None,
-        direct_io: true,
-        imatrix: None,
-    })
-    .expect("convert");
-    path
+    gpu_common::convert_to(ckpt, cfg, dir, ty, None, "vram-test")
 }
 
 /// A 9-token prefill (all logits) and two greedy decode steps.
@@ -101,7 +60,7 @@ fn vram_budget_gives_identical_logits() {
     if gpu().is_none() {
         return;
     }
-    let cfg = config();
+    let cfg = gpu_common::tiny_config(8);
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), &cfg, 5).unwrap();
     // Pad token inside; 9 tokens × top-2 over 8 experts route to more experts than 2 slots.
@@ -183,7 +142,7 @@ fn vram_budget_below_one_expert_is_a_clear_error() {
     if gpu().is_none() {
         return;
     }
-    let cfg = config();
+    let cfg = gpu_common::tiny_config(8);
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), &cfg, 6).unwrap();
     let path = convert_to(&dir.path().join("ckpt-0"), &cfg, dir.path(), GgmlType::Q8_0);
