@@ -40,6 +40,10 @@ impl<'m> Engine<'m> {
         cache: &CacheOptions,
     ) -> Result<Engine<'m>, EngineError> {
         let ram_bounded = model.expert_cache().is_some_and(|c| c.is_bounded());
+        let cpu = |model: &'m Model| -> Result<Engine<'m>, EngineError> {
+            crate::cache::args::prepare_cpu(model, cache.repack)?;
+            Ok(Engine::Cpu(model))
+        };
         let vram = cache.vram_budget;
         let gpu = |allow_software: bool| -> Result<Engine<'m>, EngineError> {
             let ctx = GpuContext::new()?;
@@ -60,7 +64,7 @@ impl<'m> Engine<'m> {
                 if vram.is_some() {
                     eprintln!("note: --vram-budget has no effect on the CPU");
                 }
-                Ok(Engine::Cpu(model))
+                cpu(model)
             }
             Device::Gpu => {
                 if ram_bounded && vram.is_none() {
@@ -71,13 +75,13 @@ impl<'m> Engine<'m> {
             Device::Auto => {
                 if ram_bounded && vram.is_none() {
                     eprintln!("device: CPU (--ram-budget without --vram-budget runs on the CPU)");
-                    return Ok(Engine::Cpu(model));
+                    return cpu(model);
                 }
                 match gpu(false) {
                     Ok(e) => Ok(e),
                     Err(e) => {
                         eprintln!("device: CPU (no usable GPU: {e})");
-                        Ok(Engine::Cpu(model))
+                        cpu(model)
                     }
                 }
             }

@@ -5,89 +5,22 @@
 mod common;
 
 use grok1_quant::cache::{CacheOptions, PolicyKind, ReadMode};
-use grok1_quant::checkpoint::write_checkpoint;
-use grok1_quant::config::GrokConfig;
-use grok1_quant::model::{Logits, Model, Session};
-use grok1_quant::tokenizer::SpmModel;
+use grok1_quant::model::Model;
 use quant::GgmlType;
 use std::path::PathBuf;
 
 /// A grok-shaped model whose experts (3 layers × 8 × ~100 KiB in Q8_0) dwarf the budgets used.
 fn synthetic(ty: GgmlType) -> (tempfile::TempDir, PathBuf) {
-    let mut c = GrokConfig::grok_1();
-    c.vocab_size = 512;
-    c.emb_size = 128;
-    c.key_size = 32;
-    c.num_q_heads = 4;
-    c.num_kv_heads = 2;
-    c.num_layers = 3;
-    c.num_experts = 8;
-    c.num_selected_experts = 2;
-    c.ffn_size = 256;
-    c.sequence_len = 128;
-    c.attn_output_multiplier = 1.0 / (32f64).sqrt();
-    c.validate().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_checkpoint(dir.path(), &c, 11).unwrap();
-    std::fs::write(
-        dir.path().join("tokenizer.model"),
-        SpmModel::synthetic(c.vocab_size).to_bytes(),
-    )
-    .unwrap();
-    let p = common::convert_to(&dir.path().join("ckpt-0"), &c, dir.path(), &[ty]);
-    (dir, p[0].clone())
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in x.iter().enumerate() {
-        if *v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-/// Prefill each prompt (all logits), then greedy-decode `steps` tokens; every logit, in order.
-fn run(model: &Model, prompts: &[Vec<u32>], steps: usize) -> Vec<Vec<f32>> {
-    let mut out = Vec::new();
-    for p in prompts {
-        let mut s = Session::new(model.hparams(), p.len() + steps);
-        let l = model.forward(&mut s, p, Logits::All).unwrap();
-        let vocab = model.hparams().vocab;
-        let mut next = argmax(&l[l.len() - vocab..]);
-        out.push(l);
-        for _ in 0..steps {
-            let l = model.forward(&mut s, &[next], Logits::Last).unwrap();
-            next = argmax(&l);
-            out.push(l);
-        }
-    }
-    out
-}
-
-fn prompts() -> Vec<Vec<u32>> {
-    let mut x = 12345u64;
-    let mut rnd = |n: usize| -> Vec<u32> {
-        (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                4 + ((x >> 33) % 500) as u32
-            })
-            .collect()
-    };
-    vec![rnd(24), rnd(9), rnd(1)]
+    common::synthetic_model(&common::small_grok(512), ty, 11)
 }
 
 #[test]
 fn budgeted_logits_are_identical_and_the_budget_holds() {
     let (_d, path) = synthetic(GgmlType::Q8_0);
-    let prompts = prompts();
+    let prompts = common::test_prompts();
     let steps = 6;
     let plain = Model::load(&path).unwrap();
-    let want = run(&plain, &prompts, steps);
+    let want = common::prefill_and_decode(&plain, &prompts, steps);
     let (_, experts_total) = plain.weight_split();
     let hp = plain.hparams().clone();
     let unit = experts_total / (hp.n_layers * hp.n_experts) as u64;
@@ -96,7 +29,7 @@ fn budgeted_logits_are_identical_and_the_budget_holds() {
     counted
         .enable_expert_cache(&CacheOptions::default())
         .unwrap();
-    assert_eq!(run(&counted, &prompts, steps), want);
+    assert_eq!(common::prefill_and_decode(&counted, &prompts, steps), want);
     let uses = counted.expert_cache().unwrap().stats().ram_hits;
     assert!(uses > 0);
     // Exactly the top-k working set, and 5 units (experts are ~4.8× this budget).
@@ -118,7 +51,7 @@ fn budgeted_logits_are_identical_and_the_budget_holds() {
                 ..Default::default()
             };
             m.enable_expert_cache(&opts).unwrap();
-            let got = run(&m, &prompts, steps);
+            let got = common::prefill_and_decode(&m, &prompts, steps);
             let what = format!("{units} units, {policy:?}, {mode:?}, prefetch {prefetch}");
             assert_eq!(got.len(), want.len());
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -165,9 +98,9 @@ fn budgeted_logits_are_identical_and_the_budget_holds() {
 #[test]
 fn unbounded_cache_counts_every_expert_use_and_traces_routing() {
     let (d, path) = synthetic(GgmlType::Q4_0);
-    let prompts = prompts();
+    let prompts = common::test_prompts();
     let plain = Model::load(&path).unwrap();
-    let want = run(&plain, &prompts, 3);
+    let want = common::prefill_and_decode(&plain, &prompts, 3);
     let mut m = Model::load(&path).unwrap();
     let trace = d.path().join("trace.jsonl");
     m.enable_expert_cache(&CacheOptions {
@@ -175,7 +108,7 @@ fn unbounded_cache_counts_every_expert_use_and_traces_routing() {
         ..Default::default()
     })
     .unwrap();
-    let got = run(&m, &prompts, 3);
+    let got = common::prefill_and_decode(&m, &prompts, 3);
     assert_eq!(got, want);
     let s = m.expert_cache().unwrap().stats();
     m.expert_cache().unwrap().finish().unwrap();

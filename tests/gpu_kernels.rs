@@ -34,6 +34,7 @@ fn check_matmul(ctx: &GpuContext, ty: GgmlType, n_in: usize, n_out: usize, token
         n_in,
         n_out,
         data: &data,
+        layout: quant::Layout::Rows,
     };
     let x = rand_vec(n_in * tokens, 5 + tokens as u64, 2.0);
     let want = cpu_matmul(&w, &x);
@@ -109,6 +110,7 @@ fn forced_small_binding_limit_splits_weights() {
         n_in,
         n_out,
         data: &data,
+        layout: quant::Layout::Rows,
     };
     let gw = ctx.upload_weight(&w, 1).unwrap();
     assert_eq!(gw.chunk_count(), 34);
@@ -122,7 +124,7 @@ fn forced_small_binding_limit_splits_weights() {
     let got = ctx.embed(&w, &ids, 0.5).unwrap();
     for (t, &id) in ids.iter().enumerate() {
         let mut row = vec![0f32; n_in];
-        quant::dequantize_row(w.ty, w.row(id as usize), &mut row).unwrap();
+        w.dequantize_row(id as usize, &mut row).unwrap();
         for (g, r) in got[t * n_in..(t + 1) * n_in].iter().zip(&row) {
             assert_eq!(*g, r * 0.5);
         }
@@ -152,6 +154,7 @@ fn forced_split_q4_1_q5_0_q5_k() {
             n_in,
             n_out,
             data: &data,
+            layout: quant::Layout::Rows,
         };
         let rb = w.row_bytes() as u64;
         ctx.set_max_binding(3 * rb + 3);
@@ -190,13 +193,14 @@ fn embedding_rows_all_types() {
             n_in,
             n_out,
             data: &data,
+            layout: quant::Layout::Rows,
         };
         let ids = [7u32, 0, 39, 7];
         let got = ctx.embed(&w, &ids, 3.0).unwrap();
         let mut want = Vec::new();
         for &id in &ids {
             let mut row = vec![0f32; n_in];
-            quant::dequantize_row(ty, w.row(id as usize), &mut row).unwrap();
+            w.dequantize_row(id as usize, &mut row).unwrap();
             want.extend(row.iter().map(|v| v * 3.0));
         }
         let e = rel_err(&got, &want);

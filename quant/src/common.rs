@@ -84,6 +84,62 @@ pub(crate) fn check_rows(
     row_bytes / block_bytes
 }
 
+/// The (row stride, block stride) an eight-row kernel walks a group with: ggml's row-major
+/// layout, or the block-interleaved one of [`crate::Layout::Interleaved8`] (block b of row r at
+/// `(8·b + r)·block_bytes` from the group's start).
+pub(crate) fn group_strides(il: bool, row_bytes: usize, block_bytes: usize) -> (usize, usize) {
+    if il {
+        (block_bytes, 8 * block_bytes)
+    } else {
+        (row_bytes, block_bytes)
+    }
+}
+
+/// After a `_rows` entry point's eight-row loop: with interleaved groups every whole group must
+/// have gone through it (the row-by-row tail reads rows in ggml's layout; the library entry
+/// points send interleaved data here only when the AVX2 kernel runs).
+pub(crate) fn assert_il_covered(il: bool, r: usize, rows: usize, row_bytes: usize, name: &str) {
+    assert!(
+        !il || rows - r < 8 || row_bytes == 0,
+        "{name}: interleaved rows {r}..{rows} reached the row-by-row path"
+    );
+}
+
+/// Permute `src` (`rows` rows of `row_bytes` bytes, ggml layout) into `dst` with every whole
+/// group of eight rows block-interleaved; the rows after the last whole group are copied as
+/// they are. `inverse` undoes it.
+pub(crate) fn interleave8(
+    src: &[u8],
+    dst: &mut [u8],
+    row_bytes: usize,
+    block_bytes: usize,
+    inverse: bool,
+) {
+    assert!(
+        src.len() == dst.len() && row_bytes % block_bytes == 0 && src.len() % row_bytes.max(1) == 0,
+        "interleave8: {} source bytes, {} destination bytes, rows of {row_bytes}",
+        src.len(),
+        dst.len()
+    );
+    let nb = row_bytes / block_bytes;
+    let group = 8 * row_bytes;
+    let whole = src.len().checked_div(group).unwrap_or(0) * group;
+    for (s, d) in src[..whole]
+        .chunks_exact(group)
+        .zip(dst[..whole].chunks_exact_mut(group))
+    {
+        for r in 0..8 {
+            for b in 0..nb {
+                let plain = r * row_bytes + b * block_bytes;
+                let il = (8 * b + r) * block_bytes;
+                let (from, to) = if inverse { (il, plain) } else { (plain, il) };
+                d[to..to + block_bytes].copy_from_slice(&s[from..from + block_bytes]);
+            }
+        }
+    }
+    dst[whole..].copy_from_slice(&src[whole..]);
+}
+
 /// Per-element weights for a block from its importance weights `qw`: `qw · sqrt(σ² + x²)`
 /// (ggml's rule for the legacy types and Q6_K; Q4_K/Q5_K use `qw` as it is).
 pub(crate) fn element_weights(x: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) {

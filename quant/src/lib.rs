@@ -12,6 +12,7 @@
 mod common;
 pub mod float;
 mod k_scales;
+pub mod layout;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
@@ -23,6 +24,7 @@ pub mod q8_1;
 pub mod q8_k;
 mod types;
 
+pub use layout::Layout;
 use rayon::prelude::*;
 pub use types::{GgmlType, QuantError, QK_K};
 
@@ -375,6 +377,21 @@ pub fn vec_dot_rows_with(
     prep: Option<&ActPrep>,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
+    rows_with(weight_ty, n, w, false, act, prep, out)
+}
+
+/// [`vec_dot_rows_with`] on rows in ggml's layout (`il` false) or with whole eight-row groups
+/// interleaved (`il` true: only for [`layout::can_interleave`] types with the AVX2 kernel
+/// running; `layout` sees to both).
+pub(crate) fn rows_with(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    il: bool,
+    act: &[u8],
+    prep: Option<&ActPrep>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     let rb = check_aligned(weight_ty, n)?;
     check_bytes(weight_ty, n * out.len(), w.len())?;
     if let Some(first) = w.get(..rb) {
@@ -382,13 +399,14 @@ pub fn vec_dot_rows_with(
     }
     let unpacked = prep.and_then(|p| p.0.as_ref());
     match weight_ty {
-        GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, act, unpacked, out),
-        GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, act, unpacked, out),
-        GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, act, out),
+        GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, il, act, unpacked, out),
+        GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, il, act, unpacked, out),
+        GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, il, act, out),
         GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, act, out),
         GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, act, out),
         GgmlType::BF16 => float::vec_dot_rows(float::Kind::BF16, n, w, act, out),
         _ => {
+            assert!(!il, "{} has no interleaved layout", weight_ty.name());
             for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
                 *o = dot_unchecked(weight_ty, n, row, act, true);
             }
@@ -429,6 +447,19 @@ pub fn vec_dot_rows_multi_with(
     preps: Option<&[ActPrep]>,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
+    rows_multi_with(weight_ty, n, w, false, acts, preps, out)
+}
+
+/// [`vec_dot_rows_multi_with`] in either layout (see [`rows_with`]).
+pub(crate) fn rows_multi_with(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    il: bool,
+    acts: &[&[u8]],
+    preps: Option<&[ActPrep]>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     let rb = check_aligned(weight_ty, n)?;
     let tokens = acts.len();
     if tokens == 0 || out.len() % tokens != 0 {
@@ -449,9 +480,9 @@ pub fn vec_dot_rows_multi_with(
             preps.and_then(|ps| ps.iter().map(|p| p.0.as_ref()).collect());
         match unpacked {
             Some(u) if u.len() == acts.len() => {
-                q4_0::vec_dot_rows_multi(w, rb, acts, Some(&u), out)
+                q4_0::vec_dot_rows_multi(w, rb, il, acts, Some(&u), out)
             }
-            _ => q4_0::vec_dot_rows_multi(w, rb, acts, None, out),
+            _ => q4_0::vec_dot_rows_multi(w, rb, il, acts, None, out),
         }
         return Ok(());
     }
@@ -460,13 +491,22 @@ pub fn vec_dot_rows_multi_with(
         // with each token's prepared activation when the caller made them.
         let mut one = vec![0f32; rows];
         for (t, a) in acts.iter().enumerate() {
-            vec_dot_rows_with(weight_ty, n, w, a, preps.and_then(|p| p.get(t)), &mut one)?;
+            rows_with(
+                weight_ty,
+                n,
+                w,
+                il,
+                a,
+                preps.and_then(|p| p.get(t)),
+                &mut one,
+            )?;
             for (r, v) in one.iter().enumerate() {
                 out[r * tokens + t] = *v;
             }
         }
         return Ok(());
     }
+    assert!(!il, "{} has no interleaved layout", weight_ty.name());
     for (res, row) in out.chunks_exact_mut(tokens).zip(w.chunks_exact(rb)) {
         for (o, a) in res.iter_mut().zip(acts) {
             *o = dot_unchecked(weight_ty, n, row, a, true);
@@ -483,15 +523,28 @@ pub fn vec_dot_f32_rows(
     x: &[f32],
     out: &mut [f32],
 ) -> Result<(), QuantError> {
+    f32_rows(weight_ty, n, w, false, x, out)
+}
+
+/// [`vec_dot_f32_rows`] in either layout (see [`rows_with`]).
+pub(crate) fn f32_rows(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    il: bool,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     let rb = check_aligned(weight_ty, n)?;
     check_bytes(weight_ty, n * out.len(), w.len())?;
     if weight_ty != GgmlType::Q8_0 || x.len() != n {
+        assert!(!il, "{} has no interleaved f32 kernel", weight_ty.name());
         for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
             *o = vec_dot_f32(weight_ty, n, row, x)?;
         }
         return Ok(());
     }
-    q8_0::vec_dot_f32_rows(w, rb, x, out);
+    q8_0::vec_dot_f32_rows(w, rb, il, x, out);
     Ok(())
 }
 

@@ -143,9 +143,13 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 ///
 /// `prep` is `a` unpacked by [`crate::q8_0::PreparedQ8::new`] (pass it when the same activation
 /// meets many row groups, as in decode; `None` unpacks it here). It must describe `a`.
+///
+/// `il`: the whole eight-row groups of `w` are block-interleaved ([`crate::Layout::Interleaved8`]);
+/// only with the AVX2 kernel (the caller de-interleaves for the scalar path).
 pub fn vec_dot_rows(
     w: &[u8],
     row_bytes: usize,
+    il: bool,
     a: &[u8],
     prep: Option<&crate::q8_0::PreparedQ8>,
     out: &mut [f32],
@@ -173,17 +177,20 @@ pub fn vec_dot_rows(
             "q4_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
+        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [[0f32; 8]; 1];
-            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w` (asserted:
-            // w holds out.len() rows) and `prep` describes nb activation blocks.
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
+            // same bytes) lie inside `w` (asserted: w holds out.len() rows) and `prep`
+            // describes nb activation blocks.
             unsafe {
-                avx2::nib_8rows::<1>(w.as_ptr().add(r * row_bytes), row_bytes, nb, [prep], &mut o)
+                avx2::nib_8rows::<1>(w.as_ptr().add(r * row_bytes), rb, bs, nb, [prep], &mut o)
             };
             out[r..r + 8].copy_from_slice(&o[0]);
             r += 8;
         }
     }
+    assert_il_covered(il, r, out.len(), row_bytes, "q4_0 vec_dot_rows");
     for (o, row) in out[r..]
         .iter_mut()
         .zip(w[r * row_bytes..].chunks_exact(row_bytes))
@@ -201,6 +208,7 @@ pub fn vec_dot_rows(
 pub fn vec_dot_rows_multi(
     w: &[u8],
     row_bytes: usize,
+    il: bool,
     acts: &[&[u8]],
     preps: Option<&[&crate::q8_0::PreparedQ8]>,
     out: &mut [f32],
@@ -242,6 +250,7 @@ pub fn vec_dot_rows_multi(
             "q4_0 vec_dot_rows_multi: {} prepared activations for {tokens} tokens of {nb} blocks",
             preps.len()
         );
+        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= rows {
             let wr = w[r * row_bytes..].as_ptr();
             let mut t0 = 0;
@@ -254,23 +263,23 @@ pub fn vec_dot_rows_multi(
                     match k {
                         4 => {
                             let p = [preps[t0], preps[t0 + 1], preps[t0 + 2], preps[t0 + 3]];
-                            avx2::nib_8rows::<4>(wr, row_bytes, nb, p, &mut o)
+                            avx2::nib_8rows::<4>(wr, rb, bs, nb, p, &mut o)
                         }
                         3 => {
                             let p = [preps[t0], preps[t0 + 1], preps[t0 + 2]];
                             let mut o3 = [[0f32; 8]; 3];
-                            avx2::nib_8rows::<3>(wr, row_bytes, nb, p, &mut o3);
+                            avx2::nib_8rows::<3>(wr, rb, bs, nb, p, &mut o3);
                             o[..3].copy_from_slice(&o3);
                         }
                         2 => {
                             let p = [preps[t0], preps[t0 + 1]];
                             let mut o2 = [[0f32; 8]; 2];
-                            avx2::nib_8rows::<2>(wr, row_bytes, nb, p, &mut o2);
+                            avx2::nib_8rows::<2>(wr, rb, bs, nb, p, &mut o2);
                             o[..2].copy_from_slice(&o2);
                         }
                         _ => {
                             let mut o1 = [[0f32; 8]; 1];
-                            avx2::nib_8rows::<1>(wr, row_bytes, nb, [preps[t0]], &mut o1);
+                            avx2::nib_8rows::<1>(wr, rb, bs, nb, [preps[t0]], &mut o1);
                             o[0] = o1[0];
                         }
                     }
@@ -285,6 +294,7 @@ pub fn vec_dot_rows_multi(
             r += 8;
         }
     }
+    assert_il_covered(il, r, rows, row_bytes, "q4_0 vec_dot_rows_multi");
     for rr in r..rows {
         let row = &w[rr * row_bytes..(rr + 1) * row_bytes];
         for (t, a) in acts.iter().enumerate() {
@@ -311,13 +321,15 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
-    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks, and each of `preps` must
-    /// describe at least `nb` activation blocks.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); block b of
+    /// row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (rows: `rb` = row bytes,
+    /// `bs` = block bytes; interleaved: `rb` = block bytes, `bs` = 8 · block bytes), and each
+    /// of `preps` must describe at least `nb` activation blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn nib_8rows<const T: usize>(
         w: *const u8,
         rb: usize,
+        bs: usize,
         nb: usize,
         preps: [&crate::q8_0::PreparedQ8; T],
         out: &mut [[f32; 8]; T],
@@ -329,9 +341,10 @@ mod avx2 {
         for p in &preps {
             debug_assert!(p.blocks() >= nb);
         }
+        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * BLOCK_BYTES;
-            if b % 4 == 0 {
+            let off = b * bs;
+            if plain && b % 4 == 0 {
                 for p in &rows {
                     prefetch(p.add(off), 384);
                 }

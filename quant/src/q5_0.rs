@@ -136,10 +136,12 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_0 activation:
 /// eight rows at a time through a kernel that transposes the rows' nibbles and fifth bits so
 /// each row sums in its own lane (see `q4_0::vec_dot_rows`), the rest row by row. `prep`, when
-/// given, is `a` unpacked by [`crate::q8_0::PreparedQ8::new`].
+/// given, is `a` unpacked by [`crate::q8_0::PreparedQ8::new`]. `il`: whole eight-row groups
+/// block-interleaved (see `q4_0::vec_dot_rows`).
 pub fn vec_dot_rows(
     w: &[u8],
     row_bytes: usize,
+    il: bool,
     a: &[u8],
     prep: Option<&crate::q8_0::PreparedQ8>,
     out: &mut [f32],
@@ -167,17 +169,18 @@ pub fn vec_dot_rows(
             "q5_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
+        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [0f32; 8];
-            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks lie inside
-            // `w` (asserted) and `prep` holds nb blocks (asserted).
-            unsafe {
-                avx2::vec_dot_8rows(w.as_ptr().add(r * row_bytes), row_bytes, nb, prep, &mut o)
-            };
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks (in either
+            // layout, the same bytes) lie inside `w` (asserted) and `prep` holds nb blocks
+            // (asserted).
+            unsafe { avx2::vec_dot_8rows(w.as_ptr().add(r * row_bytes), rb, bs, nb, prep, &mut o) };
             out[r..r + 8].copy_from_slice(&o);
             r += 8;
         }
     }
+    assert_il_covered(il, r, out.len(), row_bytes, "q5_0 vec_dot_rows");
     for (o, row) in out[r..]
         .iter_mut()
         .zip(w[r * row_bytes..].chunks_exact(row_bytes))
@@ -200,13 +203,15 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
-    /// `w + r·rb` for r < 8 must each be readable for `nb` Q5_0 blocks and `prep` must describe
-    /// at least `nb` activation blocks.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); Q5_0 block b
+    /// of row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (see
+    /// `q4_0::avx2::nib_8rows` for the two layouts) and `prep` must describe at least `nb`
+    /// activation blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_8rows(
         w: *const u8,
         rb: usize,
+        bs: usize,
         nb: usize,
         prep: &crate::q8_0::PreparedQ8,
         out: &mut [f32; 8],
@@ -263,9 +268,10 @@ mod avx2 {
             ),
             std::array::from_fn(|s| bitmask(((4 * s) % 8) as i32)),
         );
+        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * BLOCK_BYTES;
-            if b % 4 == 0 {
+            let off = b * bs;
+            if plain && b % 4 == 0 {
                 for p in &rows {
                     prefetch(p.add(off), 384);
                 }

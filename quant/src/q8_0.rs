@@ -156,8 +156,8 @@ pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_0 activation:
 /// eight rows at a time share each activation block load (eight weight streams in flight, one
 /// accumulator per row), the rest row by row. Equal to [`vec_dot`] per row up to float
-/// summation order.
-pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+/// summation order. `il`: whole eight-row groups block-interleaved (see `q4_0::vec_dot_rows`).
+pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f32]) {
     let nb = check_rows("q8_0 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
     assert!(
         a.len() >= nb * BLOCK_BYTES,
@@ -168,14 +168,16 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
+        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [0f32; 8];
-            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks lie inside
-            // `w` and `a` holds nb blocks (asserted above).
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks (in either
+            // layout, the same bytes) lie inside `w` and `a` holds nb blocks (asserted above).
             unsafe {
                 avx2::vec_dot_8rows(
                     w.as_ptr().add(r * row_bytes),
-                    row_bytes,
+                    rb,
+                    bs,
                     nb,
                     a.as_ptr(),
                     &mut o,
@@ -185,6 +187,7 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
             r += 8;
         }
     }
+    assert_il_covered(il, r, out.len(), row_bytes, "q8_0 vec_dot_rows");
     for (o, row) in out[r..]
         .iter_mut()
         .zip(w[r * row_bytes..].chunks_exact(row_bytes.max(1)))
@@ -196,7 +199,8 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
 /// `out[r] = w_r · x` (f32 activations, the exact path) for consecutive rows of `row_bytes`
 /// bytes. Eight rows at a time share each activation load and convert their scales together;
 /// the rest go row by row. Equal to [`vec_dot_f32`] per row up to float summation order.
-pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) {
+/// `il`: whole eight-row groups block-interleaved (see `q4_0::vec_dot_rows`).
+pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, il: bool, x: &[f32], out: &mut [f32]) {
     let nb = check_rows(
         "q8_0 vec_dot_f32_rows",
         w,
@@ -213,14 +217,17 @@ pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) 
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && nb > 0 {
+        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [0f32; 8];
-            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w` (asserted:
-            // w holds out.len() rows of nb blocks) and `x` holds nb·32 values (asserted).
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
+            // same bytes) lie inside `w` (asserted: w holds out.len() rows of nb blocks) and
+            // `x` holds nb·32 values (asserted).
             unsafe {
                 avx2::vec_dot_f32_8rows(
                     w.as_ptr().add(r * row_bytes),
-                    row_bytes,
+                    rb,
+                    bs,
                     nb,
                     x.as_ptr(),
                     &mut o,
@@ -230,6 +237,7 @@ pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, x: &[f32], out: &mut [f32]) 
             r += 8;
         }
     }
+    assert_il_covered(il, r, out.len(), row_bytes, "q8_0 vec_dot_f32_rows");
     for (o, row) in out[r..]
         .iter_mut()
         .zip(w[r * row_bytes..].chunks_exact(row_bytes))
@@ -326,12 +334,14 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
-    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks and `a` for `nb` blocks.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); block b of
+    /// row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (see
+    /// `q4_0::avx2::nib_8rows` for the two layouts) and `a` for `nb` blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_8rows(
         w: *const u8,
         rb: usize,
+        bs: usize,
         nb: usize,
         a: *const u8,
         out: &mut [f32; 8],
@@ -339,14 +349,15 @@ mod avx2 {
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
+        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * BLOCK_BYTES;
-            if b % 2 == 0 {
+            let off = b * bs;
+            if plain && b % 2 == 0 {
                 for p in &rows {
                     prefetch(p.add(off), 384);
                 }
             }
-            let ab = a.add(off);
+            let ab = a.add(b * BLOCK_BYTES);
             let av = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             let da = f16_load(ab);
             let d = _mm256_mul_ps(f16_8rows(&rows, off), _mm256_set1_ps(da));
@@ -368,12 +379,14 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
-    /// `w + r·rb` for r < 8 must each be readable for `nb` blocks and `x` for `nb·32` values.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); block b of
+    /// row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (see
+    /// `q4_0::avx2::nib_8rows` for the two layouts) and `x` for `nb·32` values.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_f32_8rows(
         w: *const u8,
         rb: usize,
+        bs: usize,
         nb: usize,
         x: *const f32,
         out: &mut [f32; 8],
@@ -381,9 +394,10 @@ mod avx2 {
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
+        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * BLOCK_BYTES;
-            if b % 2 == 0 {
+            let off = b * bs;
+            if plain && b % 2 == 0 {
                 for p in &rows {
                     prefetch(p.add(off), 384);
                 }

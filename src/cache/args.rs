@@ -32,6 +32,10 @@ pub struct CacheArgs {
     /// Record the routing trace, one JSON object per (token, layer): see `cachesim`.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// CPU: read Q4_0/Q5_0/Q8_0 weights as stored instead of repacking them at load into the
+    /// interleaved row layout (faster decode, costs RAM for the repacked copy).
+    #[arg(long)]
+    pub no_repack: bool,
 }
 
 impl CacheArgs {
@@ -43,7 +47,13 @@ impl CacheArgs {
             read_mode: self.cache_read,
             prefetch: !self.no_prefetch,
             trace: self.trace.clone(),
+            repack: !self.no_repack,
         }
+    }
+
+    /// Repack `model` for the CPU backend (unless `--no-repack`), saying what was done.
+    pub fn prepare_cpu(&self, model: &Model) -> Result<(), ModelError> {
+        prepare_cpu(model, !self.no_repack)
     }
 
     /// Whether any flag asks for the cache machinery at all.
@@ -98,6 +108,16 @@ impl CacheArgs {
         }
         Ok(())
     }
+}
+
+/// [`Model::prepare_cpu`] with its report on stderr.
+pub fn prepare_cpu(model: &Model, allow: bool) -> Result<(), ModelError> {
+    if let Some(r) = model.prepare_cpu(allow)? {
+        if r.tensors > 0 {
+            eprintln!("{}: {r}", model.path().display());
+        }
+    }
+    Ok(())
 }
 
 /// The stats of a model's cache, if it has one.

@@ -55,6 +55,9 @@ pub struct CacheOptions {
     pub prefetch: bool,
     /// Write the routing trace (JSON lines) here.
     pub trace: Option<PathBuf>,
+    /// On the CPU, repack Q4_0/Q5_0/Q8_0 matrices into the interleaved row layout at load
+    /// (see `crate::model::RepackReport`); `--no-repack` clears it.
+    pub repack: bool,
 }
 
 impl Default for CacheOptions {
@@ -66,6 +69,7 @@ impl Default for CacheOptions {
             read_mode: ReadMode::Mmap,
             prefetch: true,
             trace: None,
+            repack: true,
         }
     }
 }

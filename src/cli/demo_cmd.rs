@@ -120,6 +120,7 @@ pub fn run(a: DemoArgs) -> CliResult {
     );
     // 2. A short greedy generation from the exact 8-bit file.
     let q8 = Model::load(&path_for(&a.dir, quant::GgmlType::Q8_0))?;
+    crate::cache::args::prepare_cpu(&q8, true)?;
     let tok = q8.tokenizer()?;
     let prompt = "In the beginning";
     let mut ids = tok.encode(prompt);
@@ -138,6 +139,9 @@ pub fn run(a: DemoArgs) -> CliResult {
         .filter(|&&t| t != quant::GgmlType::F32)
         .map(|&t| Model::load(&path_for(&a.dir, t)))
         .collect::<Result<Vec<_>, _>>()?;
+    for m in std::iter::once(&base).chain(&cands) {
+        crate::cache::args::prepare_cpu(m, true)?;
+    }
     let tokens = base.tokenizer()?.encode(&src.eval_text);
     if tokens.len() < a.ctx {
         return Err(format!(

@@ -27,10 +27,14 @@ pub struct ImatrixArgs {
     /// At most this many chunks.
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Read Q4_0/Q5_0/Q8_0 weights as stored (no interleaved copy; see `run --help`).
+    #[arg(long)]
+    pub no_repack: bool,
 }
 
 pub fn run_imatrix(a: ImatrixArgs) -> CliResult {
     let model = a.model.load()?;
+    crate::cache::args::prepare_cpu(&model, !a.no_repack)?;
     let text = read_text(&a.file)?;
     let tokens = model.tokenizer()?.encode(&text);
     if a.ctx == 0 || tokens.len() < a.ctx {

@@ -44,6 +44,7 @@ fn check_ctx(ctx: usize, n_tokens: usize) -> Result<(), String> {
 pub fn run_perplexity(a: PerplexityArgs) -> CliResult {
     let mut model = a.model.load()?;
     a.cache.apply(&mut model, true)?;
+    a.cache.prepare_cpu(&model)?;
     let tokens = model.tokenizer()?.encode(&read_text(&a.file)?);
     check_ctx(a.ctx, tokens.len())?;
     let quiet = a.quiet;
@@ -107,6 +108,7 @@ pub fn run_compare(a: CompareArgs) -> CliResult {
         .collect::<Result<Vec<_>, _>>()?;
     for (i, m) in models.iter_mut().enumerate() {
         a.cache.apply(m, i == 0)?;
+        a.cache.prepare_cpu(m)?;
     }
     let (base, cands) = models.split_first().ok_or("no models")?;
     let tokens = base.tokenizer()?.encode(&read_text(&a.file)?);

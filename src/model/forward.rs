@@ -50,8 +50,8 @@ impl Model {
                 vocab: hp.vocab,
             });
         }
-        let m = self.mat(&self.token_embd);
-        quant::dequantize_row(m.ty, m.row(id as usize), out)?;
+        self.mat(&self.token_embd)
+            .dequantize_row(id as usize, out)?;
         for v in out.iter_mut() {
             *v *= hp.embedding_scale;
         }
@@ -315,6 +315,7 @@ impl Model {
                         n_in: r.n_in,
                         n_out,
                         data: hd.part(p),
+                        layout: quant::Layout::Rows,
                     },
                     None => self.mat(r).rows(e * n_out, (e + 1) * n_out),
                 };

@@ -5,10 +5,12 @@ mod forward;
 pub mod gpu;
 pub mod hparams;
 mod kv;
+mod repack;
 
 pub use forward::Logits;
 pub use hparams::HParams;
 pub use kv::{ActivationSink, Session};
+pub use repack::{ExpertRepack, RepackReport};
 
 use crate::backend::WeightMatrix;
 use crate::gguf::GgufFile;
@@ -73,6 +75,8 @@ pub struct Model {
     inv_freq: Vec<f32>,
     /// Where experts come from when a budget, trace or stats are asked for (`None`: the mmap).
     experts: Option<crate::cache::ExpertCache>,
+    /// CPU copies in the interleaved row layout, set once by [`Model::prepare_cpu`].
+    repacked: std::sync::OnceLock<repack::Repacked>,
 }
 
 impl Model {
@@ -163,6 +167,7 @@ impl Model {
             layers,
             inv_freq,
             experts: None,
+            repacked: std::sync::OnceLock::new(),
         })
     }
 
@@ -219,12 +224,19 @@ impl Model {
         &self.file
     }
 
+    /// The CPU's view of a matrix: its repacked copy if [`Model::prepare_cpu`] made one, else
+    /// the mapping.
     fn mat(&self, r: &TensorRef) -> WeightMatrix<'_> {
+        let (data, layout) = match self.repacked(r.index) {
+            Some(d) => (d, quant::Layout::Interleaved8),
+            None => (self.file.tensor_at(r.index).data, quant::Layout::Rows),
+        };
         WeightMatrix {
             ty: r.ty,
             n_in: r.n_in,
             n_out: r.n_out,
-            data: self.file.tensor_at(r.index).data,
+            data,
+            layout,
         }
     }
 

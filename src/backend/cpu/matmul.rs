@@ -73,7 +73,8 @@ impl PreparedActivations {
     }
 }
 
-/// Rows of W handed to one task.
+/// Rows of W handed to one task (a multiple of 8: tasks split interleaved matrices at whole
+/// groups).
 const ROWS_PER_TASK: usize = 32;
 
 /// `out[t][r] = Σ_i x[t][i] · W[r][i]` for every token t and weight row r; `out` is
@@ -115,8 +116,18 @@ pub fn matmul(
                 let r0 = c * ROWS_PER_TASK;
                 let rows = &w.data[r0 * row_bytes..(r0 + chunk.len()) * row_bytes];
                 match &x32 {
-                    Some(x) => quant::vec_dot_f32_rows(w.ty, n_in, rows, x, chunk),
-                    None => quant::vec_dot_rows_with(w.ty, n_in, rows, act, Some(&prep), chunk),
+                    Some(x) => {
+                        quant::layout::vec_dot_f32_rows_in(w.ty, n_in, rows, w.layout, x, chunk)
+                    }
+                    None => quant::layout::vec_dot_rows_in(
+                        w.ty,
+                        n_in,
+                        rows,
+                        w.layout,
+                        act,
+                        Some(&prep),
+                        chunk,
+                    ),
                 }
             });
     }
@@ -139,9 +150,11 @@ pub fn matmul(
                     let rows = chunk.len() / t;
                     let r0 = c * ROWS_PER_TASK;
                     tile.resize(rows * n_in, 0.0);
-                    quant::dequantize_row(
+                    quant::layout::dequantize_rows_in(
                         w.ty,
+                        n_in,
                         &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
+                        w.layout,
                         &mut tile[..rows * n_in],
                     )?;
                     super::gemm::gemm_tile(&tile[..rows * n_in], &x, n_in, chunk);
@@ -157,7 +170,15 @@ pub fn matmul(
             .try_for_each(|(c, chunk)| -> Result<(), QuantError> {
                 let r0 = c * ROWS_PER_TASK;
                 let rows = &w.data[r0 * row_bytes..(r0 + chunk.len() / t) * row_bytes];
-                quant::vec_dot_rows_multi_with(w.ty, n_in, rows, &toks, Some(&preps), chunk)
+                quant::layout::vec_dot_rows_multi_in(
+                    w.ty,
+                    n_in,
+                    rows,
+                    w.layout,
+                    &toks,
+                    Some(&preps),
+                    chunk,
+                )
             })?;
     }
     for r in 0..n_out {

@@ -68,6 +68,7 @@ pub fn bench_kernels(
             n_in,
             n_out,
             data: &data,
+            layout: quant::Layout::Rows,
         };
         let gw = ctx.upload_weight(&w, 1)?;
         let xb = ctx.upload_f32("x", &x);

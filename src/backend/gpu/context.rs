@@ -431,6 +431,12 @@ impl GpuContext {
     /// rows per expert for merged expert tensors).
     pub fn upload_weight(&self, w: &WeightMatrix, unit: usize) -> Result<GpuWeight, GpuError> {
         let rb = weight_row_bytes(w.ty, w.n_in)?;
+        if w.layout != quant::Layout::Rows {
+            return Err(GpuError::Shape(
+                "the GPU kernels read ggml's row layout; this matrix was repacked for the CPU"
+                    .into(),
+            ));
+        }
         if unit == 0 || !w.n_out.is_multiple_of(unit) {
             return Err(GpuError::Shape(format!(
                 "{} rows are not whole units of {unit}",

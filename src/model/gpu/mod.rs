@@ -143,6 +143,7 @@ impl<'m> GpuModel<'m> {
                 n_in: shape[0] as usize,
                 n_out: shape[1..].iter().product::<u64>() as usize,
                 data: t.data,
+                layout: quant::Layout::Rows,
             })
         };
         let upload = |name: &str, unit: usize| -> Result<GpuWeight, GpuModelError> {

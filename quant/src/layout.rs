@@ -1,0 +1,260 @@
+//! Row layouts for the multi-row kernels.
+//!
+//! GGUF stores a matrix row after row. The eight-row kernels (Q4_0, Q5_0, Q8_0) walk eight rows
+//! side by side, one block of each per step: eight short streams, which the hardware prefetcher
+//! serves poorly when rows are short (at rows of 2048 values a Q4_0 row is 1152 bytes, and the
+//! kernel read 13 GB/s from DRAM where the same kernel over the interleaved layout read 33, on
+//! a machine whose triad does 33). [`Layout::Interleaved8`] is a load-time repacking of the
+//! same bytes: inside each whole group of eight rows, block b of row r moves to
+//! `(8·b + r)·block_bytes`, so a group is one sequential stream and consecutive groups one
+//! long one. The blocks themselves are untouched, so results are bit-identical to the
+//! row-major kernels.
+//!
+//! A range of rows of an interleaved matrix is itself an interleaved matrix when it starts at a
+//! multiple of eight rows and ends at a multiple of eight or at the matrix's end (the rows after
+//! the last whole group stay row-major).
+
+use crate::common::{has_avx2, interleave8};
+use crate::{check_aligned, check_bytes, dequantize_row, ActPrep, GgmlType, QuantError};
+
+/// How a matrix's rows lie in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// ggml's: row after row (what GGUF files hold).
+    #[default]
+    Rows,
+    /// Whole groups of eight rows block-interleaved (see the module documentation).
+    Interleaved8,
+}
+
+/// Whether `ty` has the interleaved layout (the types with eight-row kernels).
+pub fn can_interleave(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+fn check_layout(ty: GgmlType, layout: Layout) -> Result<bool, QuantError> {
+    match layout {
+        Layout::Rows => Ok(false),
+        Layout::Interleaved8 if can_interleave(ty) => Ok(true),
+        Layout::Interleaved8 => Err(QuantError::Unsupported {
+            ty,
+            what: "the interleaved row layout",
+        }),
+    }
+}
+
+/// Rows of `n` elements in `src` (ggml layout) → `dst` in [`Layout::Interleaved8`].
+pub fn interleave_rows(
+    ty: GgmlType,
+    n: usize,
+    src: &[u8],
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    permute(ty, n, src, dst, false)
+}
+
+/// The inverse of [`interleave_rows`].
+pub fn deinterleave_rows(
+    ty: GgmlType,
+    n: usize,
+    src: &[u8],
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    permute(ty, n, src, dst, true)
+}
+
+fn permute(
+    ty: GgmlType,
+    n: usize,
+    src: &[u8],
+    dst: &mut [u8],
+    inverse: bool,
+) -> Result<(), QuantError> {
+    check_layout(ty, Layout::Interleaved8)?;
+    let rb = check_aligned(ty, n)?;
+    if rb == 0 || src.len() % rb != 0 || dst.len() != src.len() {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            expected: src.len(),
+            found: dst.len(),
+        });
+    }
+    interleave8(src, dst, rb, ty.type_size(), inverse);
+    Ok(())
+}
+
+/// Runs `f(rows_in_ggml_layout, first_row)` over `w` (`rows` rows of `rb` bytes, interleaved):
+/// each whole group de-interleaved into a scratch buffer, then the row-major tail. The paths
+/// without an interleaved kernel (scalar fallback, dequantization) go through it.
+fn via_rows(
+    ty: GgmlType,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    mut f: impl FnMut(&[u8], usize) -> Result<(), QuantError>,
+) -> Result<(), QuantError> {
+    let whole = rows / 8 * 8;
+    let mut scratch = vec![0u8; 8 * rb];
+    for g in 0..whole / 8 {
+        interleave8(
+            &w[g * 8 * rb..(g + 1) * 8 * rb],
+            &mut scratch,
+            rb,
+            ty.type_size(),
+            true,
+        );
+        f(&scratch, 8 * g)?;
+    }
+    if whole < rows {
+        f(&w[whole * rb..rows * rb], whole)?;
+    }
+    Ok(())
+}
+
+/// [`crate::vec_dot_rows_with`] for a matrix in `layout`.
+pub fn vec_dot_rows_in(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    layout: Layout,
+    act: &[u8],
+    prep: Option<&ActPrep>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    if !check_layout(weight_ty, layout)? || has_avx2() {
+        return crate::rows_with(
+            weight_ty,
+            n,
+            w,
+            layout == Layout::Interleaved8,
+            act,
+            prep,
+            out,
+        );
+    }
+    let rb = check_aligned(weight_ty, n)?;
+    check_bytes(weight_ty, n * out.len(), w.len())?;
+    let rows = out.len();
+    via_rows(weight_ty, w, rb, rows, |plain, r0| {
+        let k = plain.len() / rb.max(1);
+        crate::vec_dot_rows_with(weight_ty, n, plain, act, prep, &mut out[r0..r0 + k])
+    })
+}
+
+/// [`crate::vec_dot_rows_multi_with`] for a matrix in `layout` (`out[r·acts.len() + t]`).
+pub fn vec_dot_rows_multi_in(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    layout: Layout,
+    acts: &[&[u8]],
+    preps: Option<&[ActPrep]>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    if !check_layout(weight_ty, layout)? || has_avx2() {
+        let il = layout == Layout::Interleaved8;
+        return crate::rows_multi_with(weight_ty, n, w, il, acts, preps, out);
+    }
+    let rb = check_aligned(weight_ty, n)?;
+    let t = acts.len();
+    if t == 0 || out.len() % t != 0 {
+        return Err(QuantError::OutLen {
+            expected: t.max(1) * (out.len() / t.max(1)),
+            found: out.len(),
+        });
+    }
+    let rows = out.len() / t;
+    check_bytes(weight_ty, n * rows, w.len())?;
+    via_rows(weight_ty, w, rb, rows, |plain, r0| {
+        let k = plain.len() / rb.max(1);
+        crate::vec_dot_rows_multi_with(
+            weight_ty,
+            n,
+            plain,
+            acts,
+            preps,
+            &mut out[r0 * t..(r0 + k) * t],
+        )
+    })
+}
+
+/// [`crate::vec_dot_f32_rows`] for a matrix in `layout`.
+pub fn vec_dot_f32_rows_in(
+    weight_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    layout: Layout,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let il = check_layout(weight_ty, layout)?;
+    if il && x.len() != n {
+        return Err(QuantError::SizeMismatch {
+            ty: GgmlType::F32,
+            expected: n * 4,
+            found: x.len() * 4,
+        });
+    }
+    // Only Q8_0 has an eight-row f32 kernel; Q4_0/Q5_0 go through de-interleaving.
+    if !il || (has_avx2() && weight_ty == GgmlType::Q8_0) {
+        return crate::f32_rows(weight_ty, n, w, il, x, out);
+    }
+    let rb = check_aligned(weight_ty, n)?;
+    check_bytes(weight_ty, n * out.len(), w.len())?;
+    via_rows(weight_ty, w, rb, out.len(), |plain, r0| {
+        let k = plain.len() / rb.max(1);
+        crate::vec_dot_f32_rows(weight_ty, n, plain, x, &mut out[r0..r0 + k])
+    })
+}
+
+/// Dequantize `dst.len() / n` rows of `n` elements from a matrix in `layout`.
+pub fn dequantize_rows_in(
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    layout: Layout,
+    dst: &mut [f32],
+) -> Result<(), QuantError> {
+    if !check_layout(ty, layout)? {
+        return dequantize_row(ty, w, dst);
+    }
+    let rb = check_aligned(ty, n)?;
+    check_bytes(ty, dst.len(), w.len())?;
+    let rows = dst.len().checked_div(n).unwrap_or(0);
+    via_rows(ty, w, rb, rows, |plain, r0| {
+        let k = plain.len() / rb.max(1);
+        dequantize_row(ty, plain, &mut dst[r0 * n..(r0 + k) * n])
+    })
+}
+
+/// Dequantize row `r` of a matrix of `rows` rows of `n` elements in `layout` (an embedding
+/// lookup in an interleaved tied embedding) into `dst` (`n` values).
+pub fn dequantize_row_at(
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    rows: usize,
+    layout: Layout,
+    r: usize,
+    dst: &mut [f32],
+) -> Result<(), QuantError> {
+    let il = check_layout(ty, layout)?;
+    let rb = check_aligned(ty, n)?;
+    check_bytes(ty, n * rows, w.len())?;
+    if r >= rows || dst.len() != n {
+        return Err(QuantError::OutLen {
+            expected: n,
+            found: if r >= rows { 0 } else { dst.len() },
+        });
+    }
+    if !il || r >= rows / 8 * 8 {
+        return dequantize_row(ty, &w[r * rb..(r + 1) * rb], dst);
+    }
+    let (bb, bs) = (ty.type_size(), ty.block_size());
+    let group = &w[r / 8 * 8 * rb..(r / 8 + 1) * 8 * rb];
+    for (b, d) in dst.chunks_exact_mut(bs).enumerate() {
+        let at = (8 * b + r % 8) * bb;
+        dequantize_row(ty, &group[at..at + bb], d)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The interleaved row layout gives bit-identical results to ggml's row-major one, through
+//! every entry point, on the AVX2 kernels and (re-run in a child process with
+//! `QUANT_FORCE_SCALAR=1`) on the scalar fallback.
+
+use quant::layout::*;
+use quant::{
+    dequantize_row, quantize_activation, quantize_row, vec_dot_f32_rows, vec_dot_rows_multi_with,
+    vec_dot_rows_with, ActPrep, GgmlType,
+};
+
+const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn matrix(ty: GgmlType, n: usize, rows: usize, seed: u32) -> Vec<u8> {
+    let rb = ty.row_bytes(n).unwrap();
+    let src = data(n * rows, seed);
+    let mut w = vec![0u8; rb * rows];
+    for r in 0..rows {
+        quantize_row(
+            ty,
+            &src[r * n..(r + 1) * n],
+            &mut w[r * rb..(r + 1) * rb],
+            None,
+        )
+        .unwrap();
+    }
+    w
+}
+
+fn check_all(n: usize, rows: usize) {
+    for ty in TYPES {
+        let rb = ty.row_bytes(n).unwrap();
+        let w = matrix(ty, n, rows, 7 + rows as u32);
+        let mut il = vec![0u8; w.len()];
+        interleave_rows(ty, n, &w, &mut il).unwrap();
+        if rows >= 8 && n > 32 {
+            assert_ne!(il, w, "{ty}: {rows} rows were not permuted");
+        }
+        let mut back = vec![0u8; w.len()];
+        deinterleave_rows(ty, n, &il, &mut back).unwrap();
+        assert_eq!(back, w, "{ty} n={n} rows={rows}: round trip");
+
+        let xs: Vec<Vec<f32>> = (0..5).map(|t| data(n, 100 + t)).collect();
+        let acts: Vec<Vec<u8>> = xs
+            .iter()
+            .map(|x| {
+                let mut a = Vec::new();
+                quantize_activation(ty, x, &mut a).unwrap();
+                a
+            })
+            .collect();
+        let preps: Vec<ActPrep> = acts.iter().map(|a| ActPrep::new(ty, a)).collect();
+        // One activation.
+        let (mut plain, mut inter) = (vec![0f32; rows], vec![0f32; rows]);
+        vec_dot_rows_with(ty, n, &w, &acts[0], Some(&preps[0]), &mut plain).unwrap();
+        vec_dot_rows_in(
+            ty,
+            n,
+            &il,
+            Layout::Interleaved8,
+            &acts[0],
+            Some(&preps[0]),
+            &mut inter,
+        )
+        .unwrap();
+        assert_eq!(plain, inter, "{ty} n={n} rows={rows}: vec_dot_rows");
+        // Several activations, 1..=5 tokens (the batched kernel takes four at a time).
+        for t in 1..=5 {
+            let a: Vec<&[u8]> = acts[..t].iter().map(|a| &a[..]).collect();
+            let (mut p, mut q) = (vec![0f32; rows * t], vec![0f32; rows * t]);
+            vec_dot_rows_multi_with(ty, n, &w, &a, Some(&preps[..t]), &mut p).unwrap();
+            vec_dot_rows_multi_in(
+                ty,
+                n,
+                &il,
+                Layout::Interleaved8,
+                &a,
+                Some(&preps[..t]),
+                &mut q,
+            )
+            .unwrap();
+            assert_eq!(p, q, "{ty} n={n} rows={rows} tokens={t}: multi");
+        }
+        // f32 activations.
+        let (mut p, mut q) = (vec![0f32; rows], vec![0f32; rows]);
+        vec_dot_f32_rows(ty, n, &w, &xs[1], &mut p).unwrap();
+        vec_dot_f32_rows_in(ty, n, &il, Layout::Interleaved8, &xs[1], &mut q).unwrap();
+        assert_eq!(p, q, "{ty} n={n} rows={rows}: f32 rows");
+        // Dequantization, whole and one row at a time.
+        let (mut p, mut q) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+        dequantize_row(ty, &w, &mut p).unwrap();
+        dequantize_rows_in(ty, n, &il, Layout::Interleaved8, &mut q).unwrap();
+        assert_eq!(p, q, "{ty} n={n} rows={rows}: dequantize");
+        let mut one = vec![0f32; n];
+        for r in 0..rows {
+            dequantize_row_at(ty, n, &il, rows, Layout::Interleaved8, r, &mut one).unwrap();
+            assert_eq!(
+                one,
+                p[r * n..(r + 1) * n],
+                "{ty} n={n} rows={rows}: row {r}"
+            );
+        }
+        // A range starting at a whole group is an interleaved matrix of its own.
+        if rows > 8 {
+            let sub = &il[8 * rb..];
+            let mut s = vec![0f32; rows - 8];
+            vec_dot_rows_in(ty, n, sub, Layout::Interleaved8, &acts[0], None, &mut s).unwrap();
+            assert_eq!(s, plain[8..], "{ty} n={n} rows={rows}: rows 8..");
+        }
+    }
+}
+
+#[test]
+fn interleaved_equals_rows_bit_for_bit() {
+    for rows in [1, 7, 8, 9, 16, 23, 40] {
+        for n in [32, 96, 2048] {
+            check_all(n, rows);
+        }
+    }
+}
+
+#[test]
+fn interleaved_equals_rows_on_the_scalar_path() {
+    if std::env::var_os("QUANT_FORCE_SCALAR").is_some() {
+        return; // the child: interleaved_equals_rows_bit_for_bit runs there
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "interleaved_equals_rows_bit_for_bit",
+            "--test-threads=1",
+        ])
+        .env("QUANT_FORCE_SCALAR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "scalar child failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn other_types_refuse_the_interleaved_layout() {
+    let ty = GgmlType::Q4_K;
+    let n = 256;
+    let w = matrix(ty, n, 8, 1);
+    let mut il = vec![0u8; w.len()];
+    assert!(!can_interleave(ty));
+    assert!(interleave_rows(ty, n, &w, &mut il).is_err());
+    let mut act = Vec::new();
+    quantize_activation(ty, &data(n, 2), &mut act).unwrap();
+    let mut out = vec![0f32; 8];
+    let e = vec_dot_rows_in(ty, n, &w, Layout::Interleaved8, &act, None, &mut out).unwrap_err();
+    assert!(e.to_string().contains("interleaved"), "{e}");
+    // A size mismatch is an error, not a panic.
+    let ty = GgmlType::Q4_0;
+    let w = matrix(ty, 64, 8, 3);
+    let mut short = vec![0u8; w.len() - 1];
+    assert!(interleave_rows(ty, 64, &w, &mut short).is_err());
+}

@@ -1,0 +1,64 @@
+//! The CPU's load-time repacking into the interleaved row layout changes nothing but speed:
+//! prefill and decode logits bit-identical to the model read as stored, for every type with
+//! the layout, with matrices whose row counts are not whole eight-row groups (vocab 516), and
+//! with an expert cache (experts then stay as stored).
+
+mod common;
+
+use grok1_quant::cache::CacheOptions;
+use grok1_quant::model::{ExpertRepack, Model};
+use quant::GgmlType;
+
+#[test]
+fn repacked_logits_are_bit_identical() {
+    let prompts = common::test_prompts();
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+        let (_dir, path) = common::synthetic_model(&common::small_grok(516), ty, 5);
+        let plain = Model::load(&path).unwrap();
+        let want = common::prefill_and_decode(&plain, &prompts, 6);
+
+        let packed = Model::load(&path).unwrap();
+        let r = packed.prepare_cpu(true).unwrap().expect("a report");
+        // Every matrix of a type with the layout: 4 attention matrices × 3 layers, 3 expert
+        // tensors × 3 layers, and token_embd (the tied output) unless the converter kept it F32.
+        let matrices = |experts: bool| {
+            packed
+                .gguf()
+                .tensors()
+                .iter()
+                .filter(|t| t.shape.len() >= 2 && quant::layout::can_interleave(t.ty))
+                .filter(|t| experts || !t.name.contains("_exps"))
+                .count()
+        };
+        assert!(matrices(true) >= 21, "{ty}");
+        assert_eq!(r.tensors, matrices(true), "{ty}: {r:?}");
+        assert_eq!(r.experts, ExpertRepack::Done, "{ty}");
+        assert_eq!(packed.repacked_bytes(), r.bytes);
+        assert!(packed.prepare_cpu(true).unwrap().is_none(), "repacks once");
+        let got = common::prefill_and_decode(&packed, &prompts, 6);
+        assert_eq!(got, want, "{ty}: repacked logits differ");
+
+        let mut cached = Model::load(&path).unwrap();
+        cached
+            .enable_expert_cache(&CacheOptions::default())
+            .unwrap();
+        let r = cached.prepare_cpu(true).unwrap().expect("a report");
+        assert_eq!(r.experts, ExpertRepack::Cached, "{ty}");
+        assert_eq!(r.tensors, matrices(false), "{ty}: dense only");
+        let got = common::prefill_and_decode(&cached, &prompts, 6);
+        assert_eq!(got, want, "{ty}: repacked dense + cached experts differ");
+
+        let off = Model::load(&path).unwrap();
+        assert!(off.prepare_cpu(false).unwrap().is_none());
+        assert_eq!(off.repacked_bytes(), 0);
+    }
+}
+
+#[test]
+fn types_without_the_layout_are_left_as_stored() {
+    let (_dir, path) = common::synthetic_model(&common::small_grok(512), GgmlType::F32, 5);
+    let m = Model::load(&path).unwrap();
+    let r = m.prepare_cpu(true).unwrap().expect("a report");
+    assert_eq!(r.tensors, 0, "{r:?}");
+    assert_eq!(r.experts, ExpertRepack::NotEligible);
+}
