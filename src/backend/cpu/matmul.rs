@@ -77,6 +77,103 @@ impl PreparedActivations {
 /// groups).
 const ROWS_PER_TASK: usize = 32;
 
+/// The sizes [`matmul`] needs: activations prepared for `w`'s type and width, `out` of
+/// `tokens × n_out`, `w` of `n_out` whole rows.
+fn check(w: &WeightMatrix, acts: &PreparedActivations, out: &[f32]) -> Result<(), QuantError> {
+    if acts.weight_ty != w.ty || acts.n_in != w.n_in {
+        return Err(QuantError::SizeMismatch {
+            ty: w.ty,
+            expected: w.n_in,
+            found: acts.n_in,
+        });
+    }
+    let row_bytes = w.row_bytes();
+    if out.len() != acts.tokens * w.n_out || w.data.len() != w.n_out * row_bytes {
+        return Err(QuantError::SizeMismatch {
+            ty: w.ty,
+            expected: w.n_out * row_bytes,
+            found: w.data.len(),
+        });
+    }
+    Ok(())
+}
+
+/// One token's activation made ready for every row task of a decode matmul: unpacked once
+/// ([`quant::ActPrep`]) or, for the f32-activation types, viewed as f32.
+struct DecodePrep<'a> {
+    act: &'a [u8],
+    prep: quant::ActPrep,
+    x32: Option<Vec<f32>>,
+}
+
+impl<'a> DecodePrep<'a> {
+    fn new(w: &WeightMatrix, acts: &'a PreparedActivations) -> Self {
+        let act = acts.token(0);
+        DecodePrep {
+            act,
+            prep: quant::ActPrep::new(w.ty, act),
+            x32: (w.ty == GgmlType::Q8_0).then(|| {
+                act.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            }),
+        }
+    }
+
+    /// Rows `c·ROWS_PER_TASK ..` of `w` (as many as `out` holds) dotted with the activation.
+    fn rows(&self, w: &WeightMatrix, c: usize, out: &mut [f32]) -> Result<(), QuantError> {
+        let rb = w.row_bytes();
+        let r0 = c * ROWS_PER_TASK;
+        let rows = &w.data[r0 * rb..(r0 + out.len()) * rb];
+        match &self.x32 {
+            Some(x) => quant::layout::vec_dot_f32_rows_in(w.ty, w.n_in, rows, w.layout, x, out),
+            None => quant::layout::vec_dot_rows_in(
+                w.ty,
+                w.n_in,
+                rows,
+                w.layout,
+                self.act,
+                Some(&self.prep),
+                out,
+            ),
+        }
+    }
+}
+
+/// Several matmuls at once: `outs[i] = matmul(jobs[i])`, identical results. With one token
+/// each (decode) their row tasks form one parallel region, one fork/join for, say, q, k and v
+/// or both chosen experts' gate and up instead of one per matrix; batches go one by one.
+pub fn matmul_many(
+    jobs: &[(&WeightMatrix, &PreparedActivations)],
+    outs: &mut [&mut [f32]],
+) -> Result<(), QuantError> {
+    if outs.len() != jobs.len() {
+        return Err(QuantError::OutLen {
+            expected: jobs.len(),
+            found: outs.len(),
+        });
+    }
+    if jobs.len() < 2 || jobs.iter().any(|(_, a)| a.tokens != 1) {
+        for ((w, a), o) in jobs.iter().zip(outs.iter_mut()) {
+            matmul(w, a, o)?;
+        }
+        return Ok(());
+    }
+    for ((w, a), o) in jobs.iter().zip(outs.iter()) {
+        check(w, a, o)?;
+    }
+    let preps: Vec<DecodePrep> = jobs.iter().map(|(w, a)| DecodePrep::new(w, a)).collect();
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (j, o) in outs.iter_mut().enumerate() {
+        for (c, chunk) in o.chunks_mut(ROWS_PER_TASK).enumerate() {
+            tasks.push((j, c, chunk));
+        }
+    }
+    tasks
+        .into_par_iter()
+        .try_for_each(|(j, c, chunk)| preps[j].rows(jobs[j].0, c, chunk))
+}
+
 /// `out[t][r] = Σ_i x[t][i] · W[r][i]` for every token t and weight row r; `out` is
 /// `tokens × w.n_out`.
 pub fn matmul(
@@ -85,51 +182,14 @@ pub fn matmul(
     out: &mut [f32],
 ) -> Result<(), QuantError> {
     let (n_in, n_out, t) = (w.n_in, w.n_out, acts.tokens);
-    if acts.weight_ty != w.ty || acts.n_in != n_in {
-        return Err(QuantError::SizeMismatch {
-            ty: w.ty,
-            expected: n_in,
-            found: acts.n_in,
-        });
-    }
+    check(w, acts, out)?;
     let row_bytes = w.row_bytes();
-    if out.len() != t * n_out || w.data.len() != n_out * row_bytes {
-        return Err(QuantError::SizeMismatch {
-            ty: w.ty,
-            expected: n_out * row_bytes,
-            found: w.data.len(),
-        });
-    }
     if t == 1 {
-        let act = acts.token(0);
-        // Unpacked once here, reused by every task's rows.
-        let prep = quant::ActPrep::new(w.ty, act);
-        let x32: Option<Vec<f32>> = (w.ty == GgmlType::Q8_0).then(|| {
-            act.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        });
+        let d = DecodePrep::new(w, acts);
         return out
             .par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
-            .try_for_each(|(c, chunk)| {
-                let r0 = c * ROWS_PER_TASK;
-                let rows = &w.data[r0 * row_bytes..(r0 + chunk.len()) * row_bytes];
-                match &x32 {
-                    Some(x) => {
-                        quant::layout::vec_dot_f32_rows_in(w.ty, n_in, rows, w.layout, x, chunk)
-                    }
-                    None => quant::layout::vec_dot_rows_in(
-                        w.ty,
-                        n_in,
-                        rows,
-                        w.layout,
-                        act,
-                        Some(&prep),
-                        chunk,
-                    ),
-                }
-            });
+            .try_for_each(|(c, chunk)| d.rows(w, c, chunk));
     }
     // Row-major [n_out][t] results, transposed into out afterwards.
     let mut tmp = vec![0f32; n_out * t];

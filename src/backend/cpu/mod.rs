@@ -5,5 +5,5 @@ mod gemm;
 mod matmul;
 mod ops;
 
-pub use matmul::{matmul, PreparedActivations};
-pub use ops::{gelu_tanh, rms_norm, rope_rotate_half, softcap, softmax_in_place};
+pub use matmul::{matmul, matmul_many, PreparedActivations};
+pub use ops::{gelu_mul, gelu_tanh, rms_norm, rope_rotate_half, softcap, softmax_in_place};
