@@ -8,7 +8,7 @@
 
 use super::{Model, ModelError, Session, TensorRef};
 use crate::backend::cpu::{
-    gelu_mul, matmul, matmul_many, rms_norm, rope_rotate_half, softcap, softmax_in_place,
+    dot_f32, gelu_mul, matmul, matmul_many, rms_norm, rope_rotate_half, softcap, softmax_in_place,
     PreparedActivations,
 };
 use crate::backend::WeightMatrix;
@@ -225,8 +225,7 @@ impl Model {
                         return MASKED;
                     }
                     let kh = &kc[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
-                    let dot: f32 = qh.iter().zip(kh).map(|(a, b)| a * b).sum();
-                    softcap(dot * scale, cap)
+                    softcap(dot_f32(qh, kh) * scale, cap)
                 })
                 .collect();
             softmax_in_place(&mut scores);

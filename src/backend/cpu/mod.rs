@@ -6,4 +6,6 @@ mod matmul;
 mod ops;
 
 pub use matmul::{matmul, matmul_many, PreparedActivations};
-pub use ops::{gelu_mul, gelu_tanh, rms_norm, rope_rotate_half, softcap, softmax_in_place};
+pub use ops::{
+    dot_f32, gelu_mul, gelu_tanh, rms_norm, rope_rotate_half, softcap, softmax_in_place,
+};
