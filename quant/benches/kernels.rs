@@ -4,9 +4,11 @@
 //! weight matrix of rows of 8192 much larger than L3 (tasks of 32 rows split across threads by
 //! rayon through `vec_dot_rows`, one activation vector reused for every row, as in the
 //! runner's decode; `×4` lines: four activations per pass through `vec_dot_rows_multi`, as in
-//! batched prefill). The machine is shared,
+//! batched prefill; ` il` lines: the same over rows repacked into `Layout::Interleaved8`, the
+//! layout the CPU runner uses for those types). The machine is shared,
 //! so every kernel timing is paired with a STREAM-like triad a[i] = b[i] + s*c[i] (3 arrays
 //! counted) taken back to back with it, and the ratio of the best of each is reported.
+use quant::layout::{self, Layout};
 use quant::*;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -91,7 +93,7 @@ fn main() {
     let mut tri = Triad::new(bytes);
     println!("working set {mib} MiB, {threads} threads, best of {reps}; rows of 8192");
     println!(
-        "{:9} | {:>6} {:>6} | {:>6} {:>6} {:>5} | {:>6} {:>6} {:>5} | {:>6} | {:>11}",
+        "{:11} | {:>6} {:>6} | {:>6} {:>6} {:>5} | {:>6} {:>6} {:>5} | {:>6} | {:>11}",
         "type",
         "deq1T",
         "deqAll",
@@ -105,7 +107,7 @@ fn main() {
         "quant rows/s"
     );
     let n = 8192usize; // row length (Grok-1 hidden size is 6144; 8192 keeps all types aligned)
-    let lines: [(&str, GgmlType); 13] = [
+    let lines: [(&str, GgmlType); 18] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -119,6 +121,12 @@ fn main() {
         ("q6_k", GgmlType::Q6_K),
         ("q4_0×4", GgmlType::Q4_0),
         ("q4_k×4", GgmlType::Q4_K),
+        // The layout the CPU runner repacks these types into at load (quant::layout).
+        ("q8_0 il", GgmlType::Q8_0),
+        ("q8_0×f32 il", GgmlType::Q8_0),
+        ("q4_0 il", GgmlType::Q4_0),
+        ("q5_0 il", GgmlType::Q5_0),
+        ("q4_0×4 il", GgmlType::Q4_0),
     ];
     // Gaussian-ish weights (sum of uniforms), like trained weights.
     let mut s = 0x9e3779b97f4a7c15u64;
@@ -157,6 +165,18 @@ fn main() {
             .enumerate()
             .for_each(|(i, r)| r.copy_from_slice(&small[(i % qrows) * rb..][..rb]));
         let gb = (rows * rb) as f64 / 1e9;
+        let il = name.ends_with(" il");
+        let layout = if il {
+            let mut packed = vec![0u8; w.len()];
+            packed
+                .par_chunks_mut(8 * rb)
+                .zip(w.par_chunks(8 * rb))
+                .for_each(|(d, s)| layout::interleave_rows(ty, n, s, d).unwrap());
+            w = packed;
+            Layout::Interleaved8
+        } else {
+            Layout::Rows
+        };
         let mut act = Vec::new();
         quantize_activation(ty, &x, &mut act).unwrap();
         let acts4: Vec<Vec<u8>> = (0..4)
@@ -167,22 +187,30 @@ fn main() {
                 a
             })
             .collect();
+        // Prepared once, as the runner does per matmul.
+        let prep = ActPrep::new(ty, &act);
+        let preps4: Vec<ActPrep> = acts4.iter().map(|a| ActPrep::new(ty, a)).collect();
         // Decode's shape: tasks of 32 consecutive rows through the rows entry points (which
         // pick the multi-row kernels), one activation reused for every row.
         const TASK: usize = 32;
         let dot = |r: &[u8]| -> f32 {
             let mut out = [0f32; TASK];
             let k = r.len() / rb;
-            match name {
-                "q8_0×f32" => vec_dot_f32_rows(ty, n, r, &x, &mut out[..k]).unwrap(),
+            match name.trim_end_matches(" il") {
+                "q8_0×f32" => {
+                    layout::vec_dot_f32_rows_in(ty, n, r, layout, &x, &mut out[..k]).unwrap()
+                }
                 "q4_0×4" | "q4_k×4" => {
                     // Batched prefill: four activations per weight pass.
                     let refs: Vec<&[u8]> = acts4.iter().map(|a| &a[..]).collect();
                     let mut o4 = [0f32; 4 * TASK];
-                    vec_dot_rows_multi(ty, n, r, &refs, &mut o4[..4 * k]).unwrap();
+                    let p = Some(&preps4[..]);
+                    layout::vec_dot_rows_multi_in(ty, n, r, layout, &refs, p, &mut o4[..4 * k])
+                        .unwrap();
                     out[0] = o4.iter().sum();
                 }
-                _ => vec_dot_rows(ty, n, r, &act, &mut out[..k]).unwrap(),
+                _ => layout::vec_dot_rows_in(ty, n, r, layout, &act, Some(&prep), &mut out[..k])
+                    .unwrap(),
             }
             out.iter().sum()
         };
@@ -194,7 +222,7 @@ fn main() {
         });
         let srows = (rows / 16).max(1);
         // vec_dot_f32 has no public scalar entry point; multi is compared with vec_dot above.
-        let dots = if name.contains('×') {
+        let dots = if name.contains('×') || il {
             f64::NAN
         } else {
             (srows * rb) as f64
@@ -206,28 +234,31 @@ fn main() {
                         .sum()
                 })
         };
-        let mut out = vec![0f32; n];
+        // Dequantization by groups of eight rows (either layout).
+        let mut out = vec![0f32; 8 * n];
         let (deq1, _) = paired(&mut tri, false, 2, gb, || {
-            w.chunks(rb)
+            w.chunks(8 * rb)
                 .map(|r| {
-                    dequantize_row(ty, r, &mut out).unwrap();
-                    out[0]
+                    let o = &mut out[..r.len() / rb * n];
+                    layout::dequantize_rows_in(ty, n, r, layout, o).unwrap();
+                    o[0]
                 })
                 .sum()
         });
         let (deqn, _) = paired(&mut tri, true, 2, gb, || {
-            w.par_chunks(rb)
+            w.par_chunks(8 * rb)
                 .map_init(
-                    || vec![0f32; n],
+                    || vec![0f32; 8 * n],
                     |o, r| {
-                        dequantize_row(ty, r, o).unwrap();
+                        let o = &mut o[..r.len() / rb * n];
+                        layout::dequantize_rows_in(ty, n, r, layout, o).unwrap();
                         o[0]
                     },
                 )
                 .sum()
         });
         println!(
-            "{:9} | {:6.2} {:6.2} | {:6.2} {:6.2} {:5.2} | {:6.2} {:6.2} {:5.2} | {:6.2} | {:11.0}",
+            "{:11} | {:6.2} {:6.2} | {:6.2} {:6.2} {:5.2} | {:6.2} {:6.2} {:5.2} | {:6.2} | {:11.0}",
             name,
             deq1,
             deqn,

@@ -84,17 +84,6 @@ pub(crate) fn check_rows(
     row_bytes / block_bytes
 }
 
-/// The (row stride, block stride) an eight-row kernel walks a group with: ggml's row-major
-/// layout, or the block-interleaved one of [`crate::Layout::Interleaved8`] (block b of row r at
-/// `(8·b + r)·block_bytes` from the group's start).
-pub(crate) fn group_strides(il: bool, row_bytes: usize, block_bytes: usize) -> (usize, usize) {
-    if il {
-        (block_bytes, 8 * block_bytes)
-    } else {
-        (row_bytes, block_bytes)
-    }
-}
-
 /// After a `_rows` entry point's eight-row loop: with interleaved groups every whole group must
 /// have gone through it (the row-by-row tail reads rows in ggml's layout; the library entry
 /// points send interleaved data here only when the AVX2 kernel runs).
@@ -105,19 +94,35 @@ pub(crate) fn assert_il_covered(il: bool, r: usize, rows: usize, row_bytes: usiz
     );
 }
 
+/// One field of a block as [`pack8`] lays it out in a column of eight rows: `len` bytes at
+/// `off` in the block, stored row after row (`dwords` false) or as its 4-byte groups, group k
+/// of rows 0..7 together (`dwords` true: one 32-byte vector per group, row r in lane r).
+#[derive(Clone, Copy)]
+pub(crate) struct Field {
+    pub off: usize,
+    pub len: usize,
+    pub dwords: bool,
+}
+
 /// Permute `src` (`rows` rows of `row_bytes` bytes, ggml layout) into `dst` with every whole
-/// group of eight rows block-interleaved; the rows after the last whole group are copied as
-/// they are. `inverse` undoes it.
-pub(crate) fn interleave8(
+/// group of eight rows stored as columns: column b holds block b of the eight rows, field by
+/// field as `fields` says (the fields must tile the block). The rows after the last whole
+/// group are copied as they are. `inverse` undoes it.
+pub(crate) fn pack8(
     src: &[u8],
     dst: &mut [u8],
     row_bytes: usize,
     block_bytes: usize,
+    fields: &[Field],
     inverse: bool,
 ) {
     assert!(
-        src.len() == dst.len() && row_bytes % block_bytes == 0 && src.len() % row_bytes.max(1) == 0,
-        "interleave8: {} source bytes, {} destination bytes, rows of {row_bytes}",
+        src.len() == dst.len()
+            && block_bytes > 0
+            && row_bytes % block_bytes == 0
+            && src.len() % row_bytes.max(1) == 0
+            && fields.iter().map(|f| f.len).sum::<usize>() == block_bytes,
+        "pack8: {} source bytes, {} destination bytes, rows of {row_bytes}",
         src.len(),
         dst.len()
     );
@@ -128,16 +133,35 @@ pub(crate) fn interleave8(
         .chunks_exact(group)
         .zip(dst[..whole].chunks_exact_mut(group))
     {
-        for r in 0..8 {
-            for b in 0..nb {
-                let plain = r * row_bytes + b * block_bytes;
-                let il = (8 * b + r) * block_bytes;
-                let (from, to) = if inverse { (il, plain) } else { (plain, il) };
-                d[to..to + block_bytes].copy_from_slice(&s[from..from + block_bytes]);
+        for b in 0..nb {
+            let col = 8 * b * block_bytes;
+            let mut at = col;
+            for f in fields {
+                let unit = if f.dwords { 4 } else { f.len };
+                for k in 0..f.len / unit {
+                    for r in 0..8 {
+                        let plain = r * row_bytes + b * block_bytes + f.off + k * unit;
+                        let (from, to) = if inverse { (at, plain) } else { (plain, at) };
+                        // Fixed sizes for the common units, so they are moves, not memcpy calls.
+                        match unit {
+                            2 => copy_n::<2>(s, from, d, to),
+                            4 => copy_n::<4>(s, from, d, to),
+                            32 => copy_n::<32>(s, from, d, to),
+                            _ => d[to..to + unit].copy_from_slice(&s[from..from + unit]),
+                        }
+                        at += unit;
+                    }
+                }
             }
         }
     }
     dst[whole..].copy_from_slice(&src[whole..]);
+}
+
+#[inline(always)]
+fn copy_n<const N: usize>(s: &[u8], from: usize, d: &mut [u8], to: usize) {
+    let v: [u8; N] = s[from..from + N].try_into().expect("N bytes");
+    d[to..to + N].copy_from_slice(&v);
 }
 
 /// Per-element weights for a block from its importance weights `qw`: `qw · sqrt(σ² + x²)`

@@ -16,6 +16,21 @@ pub struct BlockQ4_0 {
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 pub const BLOCK_BYTES: usize = 18;
 
+/// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, then
+/// the nibble bytes in 4-byte groups (what the eight-row kernel's transpose produced).
+pub(crate) const PACK: &[Field] = &[
+    Field {
+        off: 0,
+        len: 2,
+        dwords: false,
+    },
+    Field {
+        off: 2,
+        len: 16,
+        dwords: true,
+    },
+];
+
 /// The signed value with the largest magnitude (first one on ties), as ggml picks it.
 pub(crate) fn signed_absmax(x: &[f32]) -> f32 {
     let mut amax = 0.0f32;
@@ -177,15 +192,13 @@ pub fn vec_dot_rows(
             "q4_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
-        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [[0f32; 8]; 1];
+            let g = w[r * row_bytes..].as_ptr();
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
             // same bytes) lie inside `w` (asserted: w holds out.len() rows) and `prep`
             // describes nb activation blocks.
-            unsafe {
-                avx2::nib_8rows::<1>(w.as_ptr().add(r * row_bytes), rb, bs, nb, [prep], &mut o)
-            };
+            unsafe { avx2::pick::<1>(il, g, row_bytes, nb, [prep], &mut o) };
             out[r..r + 8].copy_from_slice(&o[0]);
             r += 8;
         }
@@ -250,7 +263,6 @@ pub fn vec_dot_rows_multi(
             "q4_0 vec_dot_rows_multi: {} prepared activations for {tokens} tokens of {nb} blocks",
             preps.len()
         );
-        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= rows {
             let wr = w[r * row_bytes..].as_ptr();
             let mut t0 = 0;
@@ -263,23 +275,23 @@ pub fn vec_dot_rows_multi(
                     match k {
                         4 => {
                             let p = [preps[t0], preps[t0 + 1], preps[t0 + 2], preps[t0 + 3]];
-                            avx2::nib_8rows::<4>(wr, rb, bs, nb, p, &mut o)
+                            avx2::pick::<4>(il, wr, row_bytes, nb, p, &mut o)
                         }
                         3 => {
                             let p = [preps[t0], preps[t0 + 1], preps[t0 + 2]];
                             let mut o3 = [[0f32; 8]; 3];
-                            avx2::nib_8rows::<3>(wr, rb, bs, nb, p, &mut o3);
+                            avx2::pick::<3>(il, wr, row_bytes, nb, p, &mut o3);
                             o[..3].copy_from_slice(&o3);
                         }
                         2 => {
                             let p = [preps[t0], preps[t0 + 1]];
                             let mut o2 = [[0f32; 8]; 2];
-                            avx2::nib_8rows::<2>(wr, rb, bs, nb, p, &mut o2);
+                            avx2::pick::<2>(il, wr, row_bytes, nb, p, &mut o2);
                             o[..2].copy_from_slice(&o2);
                         }
                         _ => {
                             let mut o1 = [[0f32; 8]; 1];
-                            avx2::nib_8rows::<1>(wr, rb, bs, nb, [preps[t0]], &mut o1);
+                            avx2::pick::<1>(il, wr, row_bytes, nb, [preps[t0]], &mut o1);
                             o[0] = o1[0];
                         }
                     }
@@ -321,15 +333,14 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); block b of
-    /// row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (rows: `rb` = row bytes,
-    /// `bs` = block bytes; interleaved: `rb` = block bytes, `bs` = 8 · block bytes), and each
-    /// of `preps` must describe at least `nb` activation blocks.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for eight rows of `nb` blocks (`rb` bytes apart; with `PACKED`, one group in
+    /// the packed-column layout of [`crate::Layout::Interleaved8`]), and each of `preps` must
+    /// describe at least `nb` activation blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn nib_8rows<const T: usize>(
+    pub unsafe fn nib_8rows<const T: usize, const PACKED: bool>(
         w: *const u8,
         rb: usize,
-        bs: usize,
         nb: usize,
         preps: [&crate::q8_0::PreparedQ8; T],
         out: &mut [[f32; 8]; T],
@@ -337,23 +348,32 @@ mod avx2 {
         let m4 = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); T];
-        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         for p in &preps {
             debug_assert!(p.blocks() >= nb);
         }
-        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * bs;
-            if plain && b % 4 == 0 {
-                for p in &rows {
-                    prefetch(p.add(off), 384);
+            let (v, dw) = if PACKED {
+                // Column b: the eight scales, then the nibble bytes already transposed.
+                let col = w.add(b * 8 * BLOCK_BYTES);
+                (
+                    std::array::from_fn(|k| {
+                        _mm256_loadu_si256(col.add(16 + 32 * k) as *const __m256i)
+                    }),
+                    _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i)),
+                )
+            } else {
+                let off = b * BLOCK_BYTES;
+                if b % 4 == 0 {
+                    for p in &rows {
+                        prefetch(p.add(off), 384);
+                    }
                 }
-            }
-            let v = transpose16_8rows(&rows, off + 2);
+                (transpose16_8rows(&rows, off + 2), f16_8rows(&rows, off))
+            };
             let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
             let hi: [__m256i; 4] =
                 std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
-            let dw = f16_8rows(&rows, off);
             for (t, p) in preps.iter().enumerate() {
                 let ab = p.qs.as_ptr().add(b * 32) as *const i32;
                 let mut s16 = _mm256_setzero_si256();
@@ -373,6 +393,28 @@ mod avx2 {
         }
         for (o, a) in out.iter_mut().zip(acc) {
             _mm256_storeu_ps(o.as_mut_ptr(), a);
+        }
+    }
+
+    /// [`nib_8rows`] for the layout: `il`, a packed group; else rows `rb` bytes apart.
+    ///
+    /// # Safety
+    ///
+    /// As [`nib_8rows`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn pick<const T: usize>(
+        il: bool,
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
+        if il {
+            nib_8rows::<T, true>(w, rb, nb, preps, out)
+        } else {
+            nib_8rows::<T, false>(w, rb, nb, preps, out)
         }
     }
 

@@ -18,6 +18,26 @@ pub struct BlockQ5_0 {
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 pub const BLOCK_BYTES: usize = 22;
 
+/// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, the
+/// eight `qh` words, then the nibble bytes in 4-byte groups.
+pub(crate) const PACK: &[Field] = &[
+    Field {
+        off: 0,
+        len: 2,
+        dwords: false,
+    },
+    Field {
+        off: 2,
+        len: 4,
+        dwords: false,
+    },
+    Field {
+        off: 6,
+        len: 16,
+        dwords: true,
+    },
+];
+
 /// Quantize one block; without weights byte-exact with ggml's reference / gguf-py.
 pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ5_0 {
     let mut l = [0i32; QK];
@@ -169,13 +189,19 @@ pub fn vec_dot_rows(
             "q5_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
-        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [0f32; 8];
+            let g = w[r * row_bytes..].as_ptr();
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks (in either
             // layout, the same bytes) lie inside `w` (asserted) and `prep` holds nb blocks
             // (asserted).
-            unsafe { avx2::vec_dot_8rows(w.as_ptr().add(r * row_bytes), rb, bs, nb, prep, &mut o) };
+            unsafe {
+                if il {
+                    avx2::vec_dot_8rows::<true>(g, row_bytes, nb, prep, &mut o)
+                } else {
+                    avx2::vec_dot_8rows::<false>(g, row_bytes, nb, prep, &mut o)
+                }
+            };
             out[r..r + 8].copy_from_slice(&o);
             r += 8;
         }
@@ -203,15 +229,14 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); Q5_0 block b
-    /// of row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (see
-    /// `q4_0::avx2::nib_8rows` for the two layouts) and `prep` must describe at least `nb`
-    /// activation blocks.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for eight rows of `nb` Q5_0 blocks (`rb` bytes apart; with `PACKED`, one group
+    /// in the packed-column layout of [`crate::Layout::Interleaved8`]) and `prep` must describe
+    /// at least `nb` activation blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows(
+    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
         w: *const u8,
         rb: usize,
-        bs: usize,
         nb: usize,
         prep: &crate::q8_0::PreparedQ8,
         out: &mut [f32; 8],
@@ -220,7 +245,7 @@ mod avx2 {
         let x10 = _mm256_set1_epi8(0x10);
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
-        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         // For a step over values v..v+3 (v = 4k, or 16 + 4k for the high nibbles) the fifth
         // bits are bits v..v+3 of qh: byte v/8 replicated over the lane's 4 bytes, then tested
         // against 1, 2, 4, 8 shifted by v mod 8.
@@ -268,23 +293,35 @@ mod avx2 {
             ),
             std::array::from_fn(|s| bitmask(((4 * s) % 8) as i32)),
         );
-        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * bs;
-            if plain && b % 4 == 0 {
-                for p in &rows {
-                    prefetch(p.add(off), 384);
+            let (v, qv, dw) = if PACKED {
+                // Column b: the eight scales, the eight qh words, the nibbles transposed.
+                let col = w.add(b * 8 * BLOCK_BYTES);
+                (
+                    std::array::from_fn(|k| {
+                        _mm256_loadu_si256(col.add(48 + 32 * k) as *const __m256i)
+                    }),
+                    _mm256_loadu_si256(col.add(16) as *const __m256i),
+                    _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i)),
+                )
+            } else {
+                let off = b * BLOCK_BYTES;
+                if b % 4 == 0 {
+                    for p in &rows {
+                        prefetch(p.add(off), 384);
+                    }
                 }
-            }
-            let v = transpose16_8rows(&rows, off + 6);
-            // qh of rows 0..3 in the low lane, 4..7 in the high lane, matching `v`.
-            let qh = |r: usize| std::ptr::read_unaligned(rows[r].add(off + 2) as *const u32) as u64;
-            let qv = _mm256_setr_epi64x(
-                (qh(0) | qh(1) << 32) as i64,
-                (qh(2) | qh(3) << 32) as i64,
-                (qh(4) | qh(5) << 32) as i64,
-                (qh(6) | qh(7) << 32) as i64,
-            );
+                // qh of rows 0..3 in the low lane, 4..7 in the high lane, matching `v`.
+                let qh =
+                    |r: usize| std::ptr::read_unaligned(rows[r].add(off + 2) as *const u32) as u64;
+                let qv = _mm256_setr_epi64x(
+                    (qh(0) | qh(1) << 32) as i64,
+                    (qh(2) | qh(3) << 32) as i64,
+                    (qh(4) | qh(5) << 32) as i64,
+                    (qh(6) | qh(7) << 32) as i64,
+                );
+                (transpose16_8rows(&rows, off + 6), qv, f16_8rows(&rows, off))
+            };
             let fifth = |s: usize| {
                 let bits = _mm256_and_si256(_mm256_shuffle_epi8(qv, reps[s]), masks[s]);
                 _mm256_and_si256(_mm256_cmpeq_epi8(bits, masks[s]), x10)
@@ -306,7 +343,6 @@ mod avx2 {
                 _mm256_add_epi32(_mm256_madd_epi16(slo, ones), _mm256_madd_epi16(shi, ones)),
                 _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
             );
-            let dw = f16_8rows(&rows, off);
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
         }

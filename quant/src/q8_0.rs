@@ -16,6 +16,21 @@ pub struct BlockQ8_0 {
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 pub const BLOCK_BYTES: usize = 34;
 
+/// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, then
+/// the eight rows' 32 values.
+pub(crate) const PACK: &[Field] = &[
+    Field {
+        off: 0,
+        len: 2,
+        dwords: false,
+    },
+    Field {
+        off: 2,
+        len: 32,
+        dwords: false,
+    },
+];
+
 /// A block holding the given int8 values unchanged with scale `d`.
 pub fn block_from_int8(qs: &[i8; 32], d: f16) -> BlockQ8_0 {
     BlockQ8_0 { d, qs: *qs }
@@ -84,6 +99,26 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         return;
     }
     dequantize_scalar(src, dst)
+}
+
+/// Dequantize one group of eight rows in the packed-column layout of
+/// [`crate::Layout::Interleaved8`] (`nb` columns) into `dst` (eight rows of `nb·32` values),
+/// equal to [`dequantize`] of the rows.
+pub(crate) fn dequantize_packed_group(group: &[u8], nb: usize, dst: &mut [f32]) {
+    let n = nb * QK;
+    assert!(
+        group.len() >= 8 * nb * BLOCK_BYTES && dst.len() >= 8 * n,
+        "q8_0 dequantize_packed_group: {nb} columns"
+    );
+    for (b, col) in group.chunks_exact(8 * BLOCK_BYTES).take(nb).enumerate() {
+        for r in 0..8 {
+            let d = f16_at(col, 2 * r);
+            let q = &col[16 + 32 * r..16 + 32 * (r + 1)];
+            for (o, &v) in dst[r * n + b * QK..r * n + (b + 1) * QK].iter_mut().zip(q) {
+                *o = (v as i8) as f32 * d;
+            }
+        }
+    }
 }
 
 /// Integer dot of one block pair.
@@ -168,20 +203,17 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [0f32; 8];
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks (in either
             // layout, the same bytes) lie inside `w` and `a` holds nb blocks (asserted above).
+            let g = w[r * row_bytes..].as_ptr();
             unsafe {
-                avx2::vec_dot_8rows(
-                    w.as_ptr().add(r * row_bytes),
-                    rb,
-                    bs,
-                    nb,
-                    a.as_ptr(),
-                    &mut o,
-                )
+                if il {
+                    avx2::vec_dot_8rows::<true>(g, row_bytes, nb, a.as_ptr(), &mut o)
+                } else {
+                    avx2::vec_dot_8rows::<false>(g, row_bytes, nb, a.as_ptr(), &mut o)
+                }
             };
             out[r..r + 8].copy_from_slice(&o);
             r += 8;
@@ -217,21 +249,18 @@ pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, il: bool, x: &[f32], out: &m
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && nb > 0 {
-        let (rb, bs) = group_strides(il, row_bytes, BLOCK_BYTES);
         while r + 8 <= out.len() {
             let mut o = [0f32; 8];
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
             // same bytes) lie inside `w` (asserted: w holds out.len() rows of nb blocks) and
             // `x` holds nb·32 values (asserted).
+            let g = w[r * row_bytes..].as_ptr();
             unsafe {
-                avx2::vec_dot_f32_8rows(
-                    w.as_ptr().add(r * row_bytes),
-                    rb,
-                    bs,
-                    nb,
-                    x.as_ptr(),
-                    &mut o,
-                )
+                if il {
+                    avx2::vec_dot_f32_8rows::<true>(g, row_bytes, nb, x.as_ptr(), &mut o)
+                } else {
+                    avx2::vec_dot_f32_8rows::<false>(g, row_bytes, nb, x.as_ptr(), &mut o)
+                }
             };
             out[r..r + 8].copy_from_slice(&o);
             r += 8;
@@ -334,36 +363,45 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); block b of
-    /// row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (see
-    /// `q4_0::avx2::nib_8rows` for the two layouts) and `a` for `nb` blocks.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for eight rows of `nb` blocks (`rb` bytes apart; with `PACKED`, one group in
+    /// the packed-column layout of [`crate::Layout::Interleaved8`]) and `a` for `nb` blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows(
+    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
         w: *const u8,
         rb: usize,
-        bs: usize,
         nb: usize,
         a: *const u8,
         out: &mut [f32; 8],
     ) {
-        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
-        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * bs;
-            if plain && b % 2 == 0 {
-                for p in &rows {
-                    prefetch(p.add(off), 384);
+            // Packed column b: the eight scales, then the eight rows' 32 bytes.
+            let col = w.add(b * 8 * BLOCK_BYTES);
+            let dw = if PACKED {
+                _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i))
+            } else {
+                if b % 2 == 0 {
+                    for p in &rows {
+                        prefetch(p.add(b * BLOCK_BYTES), 384);
+                    }
                 }
-            }
+                f16_8rows(&rows, b * BLOCK_BYTES)
+            };
             let ab = a.add(b * BLOCK_BYTES);
             let av = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             let da = f16_load(ab);
-            let d = _mm256_mul_ps(f16_8rows(&rows, off), _mm256_set1_ps(da));
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(da));
             _mm256_storeu_ps(ds.as_mut_ptr(), d);
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let q = _mm256_loadu_si256(rows[r].add(off + 2) as *const __m256i);
+                let qp = if PACKED {
+                    col.add(16 + 32 * r)
+                } else {
+                    rows[r].add(b * BLOCK_BYTES + 2)
+                };
+                let q = _mm256_loadu_si256(qp as *const __m256i);
                 *acc_r = _mm256_fmadd_ps(_mm256_broadcast_ss(&ds[r]), dot_i8_ps(q, av), *acc_r);
             }
         }
@@ -379,30 +417,33 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); block b of
-    /// row r (r < 8, b < nb) at `w + r·rb + b·bs` must be readable (see
-    /// `q4_0::avx2::nib_8rows` for the two layouts) and `x` for `nb·32` values.
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for eight rows of `nb` blocks (`rb` bytes apart; with `PACKED`, one group in
+    /// the packed-column layout of [`crate::Layout::Interleaved8`]) and `x` for `nb·32` values.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_f32_8rows(
+    pub unsafe fn vec_dot_f32_8rows<const PACKED: bool>(
         w: *const u8,
         rb: usize,
-        bs: usize,
         nb: usize,
         x: *const f32,
         out: &mut [f32; 8],
     ) {
-        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
-        let plain = bs == BLOCK_BYTES;
         for b in 0..nb {
-            let off = b * bs;
-            if plain && b % 2 == 0 {
-                for p in &rows {
-                    prefetch(p.add(off), 384);
+            let col = w.add(b * 8 * BLOCK_BYTES);
+            let dw = if PACKED {
+                _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i))
+            } else {
+                if b % 2 == 0 {
+                    for p in &rows {
+                        prefetch(p.add(b * BLOCK_BYTES), 384);
+                    }
                 }
-            }
-            _mm256_storeu_ps(ds.as_mut_ptr(), f16_8rows(&rows, off));
+                f16_8rows(&rows, b * BLOCK_BYTES)
+            };
+            _mm256_storeu_ps(ds.as_mut_ptr(), dw);
             let xb = x.add(b * QK);
             let xv = [
                 _mm256_loadu_ps(xb),
@@ -411,7 +452,11 @@ mod avx2 {
                 _mm256_loadu_ps(xb.add(24)),
             ];
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let q = rows[r].add(off + 2);
+                let q = if PACKED {
+                    col.add(16 + 32 * r)
+                } else {
+                    rows[r].add(b * BLOCK_BYTES + 2)
+                };
                 let f = |k: usize| {
                     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
                         q.add(8 * k) as *const __m128i
