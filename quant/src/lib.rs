@@ -425,8 +425,9 @@ fn has_rows_kernel(ty: GgmlType) -> bool {
 
 /// Dot every row of `w` (consecutive rows of `n` elements) with several activations (batched
 /// prefill): `out[r·acts.len() + t] = w_r · acts[t]`. Sizes are checked once; Q4_0 goes through
-/// a kernel that unpacks each weight block once for four tokens and eight rows, the other types
-/// row by row with each row hot in cache across the tokens.
+/// a kernel that unpacks each weight block once for four tokens and eight rows, Q4_K one that
+/// unpacks each super-block once for four tokens, the other types row by row with each row hot
+/// in cache across the tokens.
 pub fn vec_dot_rows_multi(
     weight_ty: GgmlType,
     n: usize,
@@ -484,6 +485,11 @@ pub(crate) fn rows_multi_with(
             }
             _ => q4_0::vec_dot_rows_multi(w, rb, il, acts, None, out),
         }
+        return Ok(());
+    }
+    if weight_ty == GgmlType::Q4_K {
+        assert!(!il, "q4_k has no interleaved layout");
+        q4_k::vec_dot_rows_multi(w, rb, acts, out);
         return Ok(());
     }
     if has_rows_kernel(weight_ty) {

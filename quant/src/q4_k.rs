@@ -202,6 +202,63 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
+/// consecutive rows of `row_bytes` bytes. Up to four tokens share each unpacked super-block
+/// (nibbles masked, scales and mins unpacked once); every entry equals [`vec_dot`] for that
+/// row and token bit for bit (same integer sums, same float steps in the same order).
+pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, acts: &[&[u8]], out: &mut [f32]) {
+    let tokens = acts.len();
+    assert!(
+        tokens > 0 && out.len() % tokens == 0,
+        "q4_k vec_dot_rows_multi: {} outputs for {tokens} activations",
+        out.len()
+    );
+    let rows = out.len() / tokens;
+    let nb = check_rows("q4_k vec_dot_rows_multi", w, row_bytes, BLOCK_BYTES, rows);
+    let need = nb * q8_k::BLOCK_BYTES;
+    for (t, a) in acts.iter().enumerate() {
+        assert!(
+            a.len() >= need,
+            "q4_k vec_dot_rows_multi: activation {t} has {} bytes, {nb} blocks need {need}",
+            a.len()
+        );
+    }
+    for (r, row) in w.chunks_exact(row_bytes.max(1)).take(rows).enumerate() {
+        let o = &mut out[r * tokens..(r + 1) * tokens];
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            let mut t0 = 0;
+            while t0 < tokens {
+                let k = (tokens - t0).min(4);
+                // SAFETY: AVX2/FMA/F16C detected at run time; `row` holds nb blocks and every
+                // activation at least nb blocks (asserted above).
+                unsafe {
+                    match k {
+                        4 => {
+                            let a = [acts[t0], acts[t0 + 1], acts[t0 + 2], acts[t0 + 3]];
+                            o[t0..t0 + 4].copy_from_slice(&avx2::vec_dot_multi::<4>(row, a));
+                        }
+                        3 => {
+                            let a = [acts[t0], acts[t0 + 1], acts[t0 + 2]];
+                            o[t0..t0 + 3].copy_from_slice(&avx2::vec_dot_multi::<3>(row, a));
+                        }
+                        2 => {
+                            let a = [acts[t0], acts[t0 + 1]];
+                            o[t0..t0 + 2].copy_from_slice(&avx2::vec_dot_multi::<2>(row, a));
+                        }
+                        _ => o[t0] = avx2::vec_dot(row, acts[t0]),
+                    }
+                }
+                t0 += k;
+            }
+            continue;
+        }
+        for (ot, a) in o.iter_mut().zip(acts) {
+            *ot = vec_dot_scalar(row, a);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -259,6 +316,89 @@ mod avx2 {
         let summ = hsum_epi32(summ_v);
         let da = (ap as *const f32).read_unaligned();
         da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32
+    }
+
+    /// [`superblock`] for `T` activations: the block's nibbles, scales and mins are unpacked
+    /// once and each token's integer sums and float steps are the ones `superblock` computes.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `bp` must
+    /// point to one readable Q4_K block and each of `aps` to one readable Q8_K block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn superblock_multi<const T: usize>(bp: *const u8, aps: [*const u8; T]) -> [f32; T] {
+        let m4 = _mm256_set1_epi8(0x0F);
+        prefetch(bp, 2 * BLOCK_BYTES);
+        prefetch(bp, 2 * BLOCK_BYTES + 64);
+        prefetch(bp, 2 * BLOCK_BYTES + 128);
+        let sm = k_scales_mins(bp.add(4));
+        let mins = _mm256_permute2x128_si256(sm, sm, 0x11);
+        let mins2 = _mm256_blend_epi32(
+            _mm256_unpacklo_epi16(mins, mins),
+            _mm256_unpackhi_epi16(mins, mins),
+            0xF0,
+        );
+        let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
+        let sc: [__m256i; 8] = [
+            bcast_i16::<0>(scl),
+            bcast_i16::<1>(scl),
+            bcast_i16::<2>(scl),
+            bcast_i16::<3>(scl),
+            bcast_i16::<4>(scl),
+            bcast_i16::<5>(scl),
+            bcast_i16::<6>(scl),
+            bcast_i16::<7>(scl),
+        ];
+        let qp = bp.add(16);
+        let q: [__m256i; 4] =
+            std::array::from_fn(|c| _mm256_loadu_si256(qp.add(32 * c) as *const __m256i));
+        let lo: [__m256i; 4] = std::array::from_fn(|c| _mm256_and_si256(q[c], m4));
+        let hi: [__m256i; 4] =
+            std::array::from_fn(|c| _mm256_and_si256(_mm256_srli_epi16(q[c], 4), m4));
+        let (d, dmin) = (f16_load(bp), f16_load(bp.add(2)));
+        let mut out = [0f32; T];
+        for (o, ap) in out.iter_mut().zip(aps) {
+            let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
+            let summ_v = _mm256_madd_epi16(bs, mins2);
+            let yp = ap.add(q8_k::QS_OFF);
+            let mut acc0 = _mm256_setzero_si256();
+            let mut acc1 = _mm256_setzero_si256();
+            for c in 0..4 {
+                let y0 = _mm256_loadu_si256(yp.add(64 * c) as *const __m256i);
+                let y1 = _mm256_loadu_si256(yp.add(64 * c + 32) as *const __m256i);
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[c], y0), sc[2 * c]);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[c], y1), sc[2 * c + 1]);
+                acc0 = _mm256_add_epi32(acc0, p0);
+                acc1 = _mm256_add_epi32(acc1, p1);
+            }
+            let isum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
+            let summ = hsum_epi32(summ_v);
+            let da = (ap as *const f32).read_unaligned();
+            *o = da * d * isum as f32 - da * dmin * summ as f32;
+        }
+        out
+    }
+
+    /// One row against `T` activations, super-block by super-block (see [`superblock_multi`]);
+    /// each token's sum accumulates in [`vec_dot`]'s order.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); each of `a`
+    /// must hold at least as many activation blocks as `w` holds whole weight blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_multi<const T: usize>(w: &[u8], a: [&[u8]; T]) -> [f32; T] {
+        let nb = w.len() / BLOCK_BYTES;
+        let mut sum = [0f32; T];
+        for i in 0..nb {
+            let aps = std::array::from_fn(|t| a[t].as_ptr().add(i * q8_k::BLOCK_BYTES));
+            let sb = superblock_multi::<T>(w.as_ptr().add(i * BLOCK_BYTES), aps);
+            for (s, v) in sum.iter_mut().zip(sb) {
+                *s += v;
+            }
+        }
+        sum
     }
 
     /// Per super-block: exact integer sums (scales unpacked with word operations, the mins

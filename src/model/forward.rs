@@ -154,6 +154,14 @@ impl Model {
             }
             trace(l, &h, &routing);
         }
+        if session.sink.is_some() {
+            // The output projection's input at every position (also when no logits are asked
+            // for, as in the imatrix pass): its tied embedding gets importance statistics too.
+            let mut x = h.clone();
+            rms_norm(&mut x, &self.output_norm, hp.eps);
+            let name = self.file.tensors()[self.output.index].name.clone();
+            session.observe(&name, 0, 1, &x, emb);
+        }
         let rows: &mut [f32] = match want {
             Logits::None => return Ok(Vec::new()),
             Logits::All => &mut h,
