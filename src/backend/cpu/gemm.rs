@@ -1,20 +1,71 @@
 //! A small f32 GEMM micro-kernel for batched prefill: a tile of weight rows (already
 //! dequantized to f32) times a batch of token rows, `out[r][t] = Σ_i w[r][i]·x[t][i]`.
-//! AVX2+FMA: k-blocked (256), tokens packed k-major 16 at a time, a 6-row × 16-token register
-//! tile (12 accumulators, weights broadcast); the scalar path is the reference.
+//! AVX2+FMA: k-blocked (256), tokens packed k-major 16 at a time ([`PackedTokens`], once per
+//! matmul and shared by every row tile), a 6-row × 16-token register tile (12 accumulators,
+//! weights broadcast); the scalar path is the reference.
+
+/// Elements of the k dimension per pass.
+const KC: usize = 256;
+/// Tokens per register tile (two 8-lane vectors).
+const NR: usize = 16;
+
+/// The batch `x` (`tokens × n`) packed for [`gemm_tile_packed`]: for each group of 16 tokens
+/// and each k block of 256, the block's values k-major, 16 tokens per k (zeros past the last
+/// token). Packing once per matmul instead of once per row tile: at 128 tokens of 2048 the
+/// packing cost as much as a 32-row tile's arithmetic.
+pub struct PackedTokens {
+    data: Vec<f32>,
+    n: usize,
+    tokens: usize,
+}
+
+impl PackedTokens {
+    pub fn new(x: &[f32], n: usize) -> PackedTokens {
+        let tokens = if n == 0 { 0 } else { x.len() / n };
+        let groups = tokens.div_ceil(NR);
+        let mut data = vec![0f32; groups * n * NR];
+        for g in 0..groups {
+            let nt = NR.min(tokens - g * NR);
+            let base = g * n * NR;
+            for j in 0..nt {
+                let xr = &x[(g * NR + j) * n..(g * NR + j + 1) * n];
+                for (k, v) in xr.iter().enumerate() {
+                    // Block k0 = k / KC starts at base + k0·KC·NR; inside it k-major.
+                    data[base + k * NR + j] = *v;
+                }
+            }
+        }
+        PackedTokens { data, n, tokens }
+    }
+}
 
 /// `w`: `rows × n`, `x`: `tokens × n`, `out`: `rows × tokens`.
+#[cfg(test)]
 pub fn gemm_tile(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
+    gemm_tile_packed(w, &PackedTokens::new(x, n), out);
+}
+
+/// [`gemm_tile`] with the batch already packed.
+pub fn gemm_tile_packed(w: &[f32], x: &PackedTokens, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the features are present; the slices' lengths are checked inside.
-        unsafe { avx2::gemm_tile(w, x, n, out) };
+        unsafe { avx2::gemm_tile(w, x, out) };
         return;
     }
-    gemm_tile_scalar(w, x, n, out);
+    let n = x.n;
+    let tokens = x.tokens;
+    for (r, wr) in w.chunks_exact(n.max(1)).enumerate() {
+        for t in 0..tokens {
+            let (g, j) = (t / NR, t % NR);
+            let p = &x.data[g * n * NR..(g + 1) * n * NR];
+            out[r * tokens + t] = wr.iter().enumerate().map(|(k, a)| a * p[k * NR + j]).sum();
+        }
+    }
 }
 
 /// Scalar reference of [`gemm_tile`].
+#[cfg(test)]
 pub fn gemm_tile_scalar(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
     let tokens = x.len() / n;
     for (r, wr) in w.chunks_exact(n).enumerate() {
@@ -28,10 +79,8 @@ pub fn gemm_tile_scalar(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Elements of the k dimension per pass.
-    const KC: usize = 256;
-    /// Tokens per register tile (two 8-lane vectors).
-    const NR: usize = 16;
+    use super::{PackedTokens, KC, NR};
+
     /// Weight rows per register tile (6 × 2 accumulators + 2 token vectors + 1 broadcast).
     const MR: usize = 6;
 
@@ -74,35 +123,23 @@ mod avx2 {
     /// else (sizes are asserted).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)]
-    pub unsafe fn gemm_tile(w: &[f32], x: &[f32], n: usize, out: &mut [f32]) {
-        let rows = w.len() / n;
-        let tokens = x.len() / n;
-        assert!(out.len() >= rows * tokens && w.len() == rows * n && x.len() == tokens * n);
+    pub unsafe fn gemm_tile(w: &[f32], x: &PackedTokens, out: &mut [f32]) {
+        let n = x.n;
+        let tokens = x.tokens;
+        let rows = if n == 0 { 0 } else { w.len() / n };
+        assert!(out.len() >= rows * tokens && w.len() == rows * n);
+        assert!(x.data.len() >= tokens.div_ceil(NR) * n * NR);
         out[..rows * tokens].iter_mut().for_each(|o| *o = 0.0);
-        let mut pack = vec![0f32; KC * NR];
         let mut res = [[0f32; NR]; MR];
         for k0 in (0..n).step_by(KC) {
             let kc = KC.min(n - k0);
             for t0 in (0..tokens).step_by(NR) {
                 let nt = NR.min(tokens - t0);
-                // Pack tokens t0.. (k-major, zero lanes past the last token) so the micro
-                // kernel reads one contiguous 64-byte row per k from L1.
-                for j in 0..NR {
-                    if j < nt {
-                        let xr = &x[(t0 + j) * n + k0..(t0 + j) * n + k0 + kc];
-                        for (k, v) in xr.iter().enumerate() {
-                            pack[k * NR + j] = *v;
-                        }
-                    } else {
-                        for k in 0..kc {
-                            pack[k * NR + j] = 0.0;
-                        }
-                    }
-                }
+                // Group t0/NR's block at k0: kc rows of 16 tokens, contiguous.
+                let pp = x.data.as_ptr().add((t0 / NR) * n * NR + k0 * NR);
                 for r0 in (0..rows).step_by(MR) {
                     let mr = MR.min(rows - r0);
                     let wp = w.as_ptr().add(r0 * n + k0);
-                    let pp = pack.as_ptr();
                     match mr {
                         6 => micro::<6>(wp, n, pp, kc, &mut res),
                         5 => micro::<5>(wp, n, pp, kc, &mut res),

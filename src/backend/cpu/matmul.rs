@@ -200,6 +200,8 @@ pub fn matmul(
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        // Packed once for every row tile.
+        let packed = super::gemm::PackedTokens::new(&x, n_in);
         // One tile buffer per worker, reused across its tasks (a fresh 32-row tile per task
         // would be a fresh mapping: page faults and kernel zeroing on every task).
         tmp.par_chunks_mut(ROWS_PER_TASK * t)
@@ -217,7 +219,7 @@ pub fn matmul(
                         w.layout,
                         &mut tile[..rows * n_in],
                     )?;
-                    super::gemm::gemm_tile(&tile[..rows * n_in], &x, n_in, chunk);
+                    super::gemm::gemm_tile_packed(&tile[..rows * n_in], &packed, chunk);
                     Ok(())
                 },
             )?;

@@ -92,9 +92,20 @@ pub fn exp_f32(x: f32) -> f32 {
     p * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
-/// `cap · tanh(x / cap)`.
+/// `cap · tanh(x / cap)`, with [`tanh_f32`] (glibc's `tanhf` was ~3 % of a 512-token
+/// prefill: one call per attention score).
+#[inline]
 pub fn softcap(x: f32, cap: f32) -> f32 {
-    cap * (x / cap).tanh()
+    cap * tanh_f32(x / cap)
+}
+
+/// `tanh(y)` as `1 − 2 / (e^(2y) + 1)` with [`exp_f32`]: branch-free, within 2.5e-7 of the
+/// true value in absolute terms (tested; the absolute error is what the soft-cap's `30·`
+/// scales, ≤ 7.5e-6 on an attention logit, far below its own f32 rounding at the magnitudes
+/// where the cap matters).
+#[inline]
+pub fn tanh_f32(y: f32) -> f32 {
+    1.0 - 2.0 / (exp_f32(2.0 * y) + 1.0)
 }
 
 /// Rotary embedding, rotate-half (NEOX) form over the whole head: for i < d/2, with
@@ -163,6 +174,15 @@ mod tests {
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp:e}");
         assert!(worst_gelu < 2e-7, "gelu error {worst_gelu:e}");
         assert!(exp_f32(f32::NAN).is_nan() && gelu_tanh(f32::NAN).is_nan());
+        let mut worst_tanh = 0f64;
+        let mut y = -50.0f32;
+        while y <= 50.0 {
+            worst_tanh = worst_tanh.max((tanh_f32(y) as f64 - (y as f64).tanh()).abs());
+            y += 0.000_31;
+        }
+        assert!(worst_tanh < 2.5e-7, "tanh absolute error {worst_tanh:e}");
+        assert!(tanh_f32(f32::NAN).is_nan());
+        assert_eq!((tanh_f32(1e30), tanh_f32(-1e30)), (1.0, -1.0));
         assert!(gelu_tanh(-1e30).abs() < 1e-8);
         assert_eq!(gelu_tanh(1e30), 1e30);
     }
