@@ -21,7 +21,7 @@ pub struct PackedTokens {
 
 impl PackedTokens {
     pub fn new(x: &[f32], n: usize) -> PackedTokens {
-        let tokens = if n == 0 { 0 } else { x.len() / n };
+        let tokens = x.len().checked_div(n).unwrap_or(0);
         let groups = tokens.div_ceil(NR);
         let mut data = vec![0f32; groups * n * NR];
         for g in 0..groups {
@@ -126,7 +126,7 @@ mod avx2 {
     pub unsafe fn gemm_tile(w: &[f32], x: &PackedTokens, out: &mut [f32]) {
         let n = x.n;
         let tokens = x.tokens;
-        let rows = if n == 0 { 0 } else { w.len() / n };
+        let rows = w.len().checked_div(n).unwrap_or(0);
         assert!(out.len() >= rows * tokens && w.len() == rows * n);
         assert!(x.data.len() >= tokens.div_ceil(NR) * n * NR);
         out[..rows * tokens].iter_mut().for_each(|o| *o = 0.0);
