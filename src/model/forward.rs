@@ -8,8 +8,8 @@
 
 use super::{Model, ModelError, Session, TensorRef};
 use crate::backend::cpu::{
-    dot_f32, gelu_mul, matmul, matmul_many, rms_norm, rope_rotate_half, softcap, softmax_in_place,
-    PreparedActivations,
+    attend_head, gelu_mul, matmul, matmul_many, rms_norm, rope_rotate_half, softmax_in_place,
+    AttnInputs, PreparedActivations,
 };
 use crate::backend::WeightMatrix;
 use rayon::prelude::*;
@@ -26,9 +26,6 @@ pub enum Logits {
     /// None: warm the cache only.
     None,
 }
-
-/// Masked attention score, as the reference uses.
-const MASKED: f32 = -1e30;
 
 /// Per-layer routing of a batch: for each token, the chosen experts and their gates.
 pub type Routing = Vec<Vec<(usize, f32)>>;
@@ -224,28 +221,23 @@ impl Model {
         let group = hp.n_heads / hp.n_kv_heads;
         let (scale, cap, pad) = (hp.attn_output_scale, hp.softcap, hp.pad_id);
         let mut out = vec![0f32; t_new * q_dim];
-        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-            let (t, head) = (i / hp.n_heads, i % hp.n_heads);
-            let pos = p0 + t;
-            let g = head / group;
-            let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
-            let mut scores: Vec<f32> = (0..=pos)
-                .map(|s| {
-                    if toks[s] == pad {
-                        return MASKED;
-                    }
-                    let kh = &kc[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
-                    softcap(dot_f32(qh, kh) * scale, cap)
-                })
-                .collect();
-            softmax_in_place(&mut scores);
-            for (s, p) in scores.iter().enumerate() {
-                let vh = &vc[s * kv_dim + g * hd..s * kv_dim + (g + 1) * hd];
-                for (a, b) in o.iter_mut().zip(vh) {
-                    *a += p * b;
-                }
-            }
-        });
+        let masked: Vec<bool> = toks.iter().map(|&id| id == pad).collect();
+        out.par_chunks_mut(hd)
+            .enumerate()
+            .for_each_init(Vec::new, |scores, (i, o)| {
+                let (t, head) = (i / hp.n_heads, i % hp.n_heads);
+                let g = head / group;
+                let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
+                let head_kv = AttnInputs {
+                    k: &kc[g * hd..],
+                    v: &vc[g * hd..],
+                    stride: kv_dim,
+                    masked: &masked[..=p0 + t],
+                    scale,
+                    cap,
+                };
+                attend_head(qh, &head_kv, scores, o);
+            });
         Ok(out)
     }
 

@@ -7,5 +7,6 @@ mod ops;
 
 pub use matmul::{matmul, matmul_many, PreparedActivations};
 pub use ops::{
-    dot_f32, gelu_mul, gelu_tanh, rms_norm, rope_rotate_half, softcap, softmax_in_place,
+    attend_head, dot_f32, gelu_mul, gelu_tanh, rms_norm, rope_rotate_half, softcap,
+    softmax_in_place, AttnInputs,
 };
