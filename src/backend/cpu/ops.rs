@@ -81,9 +81,9 @@ unsafe fn attend_head_avx2(q: &[f32], a: &AttnInputs, scores: &mut Vec<f32>, out
     assert!(out.len() >= hd && (n == 0 || a.k.len().min(a.v.len()) >= (n - 1) * a.stride + hd));
     scores.clear();
     scores.resize(n, 0.0);
-    for s in 0..n {
-        if a.masked[s] {
-            scores[s] = MASKED;
+    for (s, (sc, &m)) in scores.iter_mut().zip(a.masked).enumerate() {
+        if m {
+            *sc = MASKED;
             continue;
         }
         let kp = a.k.as_ptr().add(s * a.stride);
@@ -104,7 +104,7 @@ unsafe fn attend_head_avx2(q: &[f32], a: &AttnInputs, scores: &mut Vec<f32>, out
         }
         let dot = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
             + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
-        scores[s] = softcap(dot * a.scale, a.cap);
+        *sc = softcap(dot * a.scale, a.cap);
     }
     softmax_in_place(scores);
     for (s, &p) in scores.iter().enumerate() {
@@ -128,15 +128,14 @@ unsafe fn attend_head_avx2(q: &[f32], a: &AttnInputs, scores: &mut Vec<f32>, out
     }
 }
 
-#[inline(always)]
+/// The reference (and non-AVX2) path of [`attend_head`].
 fn attend_head_body(q: &[f32], a: &AttnInputs, scores: &mut Vec<f32>, out: &mut [f32]) {
     let hd = q.len();
     let n = a.masked.len();
     scores.clear();
     scores.resize(n, 0.0);
-    // Plain loops: iterator adaptors behind `extend` may be outlined, losing the AVX2 context.
-    for s in 0..n {
-        scores[s] = if a.masked[s] {
+    for (s, (sc, &m)) in scores.iter_mut().zip(a.masked).enumerate() {
+        *sc = if m {
             MASKED
         } else {
             let kh = &a.k[s * a.stride..s * a.stride + hd];
@@ -320,7 +319,7 @@ mod tests {
     fn attention_avx2_equals_the_scalar_body() {
         for (hd, n) in [(128usize, 1usize), (128, 37), (64, 300), (12, 5)] {
             let stride = hd * 3;
-            let f = |i: usize, m: f32| ((i as f32 * m).sin() * 3.0);
+            let f = |i: usize, m: f32| (i as f32 * m).sin() * 3.0;
             let k: Vec<f32> = (0..n * stride).map(|i| f(i, 0.37)).collect();
             let v: Vec<f32> = (0..n * stride).map(|i| f(i, 0.11)).collect();
             let q: Vec<f32> = (0..hd).map(|i| f(i, 0.23)).collect();
