@@ -122,8 +122,8 @@ unsafe fn attend_head_avx2(q: &[f32], a: &AttnInputs, scores: &mut Vec<f32>, out
             );
             i += 8;
         }
-        for j in n8..hd {
-            out[j] += p * *vp.add(j);
+        for (j, o) in out.iter_mut().enumerate().take(hd).skip(n8) {
+            *o += p * *vp.add(j);
         }
     }
 }
