@@ -265,61 +265,9 @@ mod avx2 {
     use crate::common::x86::*;
     use std::arch::x86_64::*;
 
-    /// One super-block's contribution `d_a·d·Σ sc·q·y − d_a·dmin·Σ m·bsum` (exact integer sums,
-    /// then the scalar reference's float steps).
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `bp` must
-    /// point to one readable Q4_K block and `ap` to one readable Q8_K block.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn superblock(bp: *const u8, ap: *const u8) -> f32 {
-        let m4 = _mm256_set1_epi8(0x0F);
-        prefetch(bp, 2 * BLOCK_BYTES);
-        prefetch(bp, 2 * BLOCK_BYTES + 64);
-        prefetch(bp, 2 * BLOCK_BYTES + 128);
-        let sm = k_scales_mins(bp.add(4));
-        // mins: pairs of bsums share a min
-        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
-        let mins = _mm256_permute2x128_si256(sm, sm, 0x11); // 8 mins in both lanes
-                                                            // m0 m0 m1 m1 .. m3 m3 | m4 m4 .. m7 m7
-        let mins2 = _mm256_blend_epi32(
-            _mm256_unpacklo_epi16(mins, mins),
-            _mm256_unpackhi_epi16(mins, mins),
-            0xF0,
-        );
-        let summ_v = _mm256_madd_epi16(bs, mins2);
-        let scl = _mm256_permute2x128_si256(sm, sm, 0x00); // 8 scales in both lanes
-        let qp = bp.add(16);
-        let yp = ap.add(q8_k::QS_OFF);
-        let mut acc0 = _mm256_setzero_si256();
-        let mut acc1 = _mm256_setzero_si256();
-        macro_rules! pair {
-            ($c:literal, $j0:literal, $j1:literal) => {{
-                let q = _mm256_loadu_si256(qp.add(32 * $c) as *const __m256i);
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                let y0 = _mm256_loadu_si256(yp.add(64 * $c) as *const __m256i);
-                let y1 = _mm256_loadu_si256(yp.add(64 * $c + 32) as *const __m256i);
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), bcast_i16::<$j0>(scl));
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), bcast_i16::<$j1>(scl));
-                acc0 = _mm256_add_epi32(acc0, p0);
-                acc1 = _mm256_add_epi32(acc1, p1);
-            }};
-        }
-        pair!(0, 0, 1);
-        pair!(1, 2, 3);
-        pair!(2, 4, 5);
-        pair!(3, 6, 7);
-        let isum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
-        let summ = hsum_epi32(summ_v);
-        let da = (ap as *const f32).read_unaligned();
-        da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32
-    }
-
-    /// [`superblock`] for `T` activations: the block's nibbles, scales and mins are unpacked
-    /// once and each token's integer sums and float steps are the ones `superblock` computes.
+    /// One super-block against `T` activations: per token `d_a·d·Σ sc·q·y − d_a·dmin·Σ m·bsum`
+    /// (exact integer sums, then the scalar reference's float steps); the block's nibbles,
+    /// scales and mins are unpacked once for all `T`. `T = 1` is the single-row kernel.
     ///
     /// # Safety
     ///
@@ -413,10 +361,10 @@ mod avx2 {
         let nb = w.len() / BLOCK_BYTES;
         let mut sum = 0.0f32;
         for i in 0..nb {
-            sum += superblock(
+            sum += superblock_multi::<1>(
                 w.as_ptr().add(i * BLOCK_BYTES),
-                a.as_ptr().add(i * q8_k::BLOCK_BYTES),
-            );
+                [a.as_ptr().add(i * q8_k::BLOCK_BYTES)],
+            )[0];
         }
         sum
     }
