@@ -357,6 +357,41 @@ mod avx2 {
         ))
     }
 
+    /// Block column `b` of a group of eight rows, for both eight-row kernels: the rows' f16
+    /// scales as f32 lanes and a pointer to each row's 32 values. Packed: the column holds the
+    /// eight scales, then the eight rows' values. Row-major: the rows `rows[r]`, prefetched
+    /// ahead every other block.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); block `b`
+    /// must be readable in the layout `PACKED` names (`w` the group's start, `rows` its rows).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn column<const PACKED: bool>(
+        w: *const u8,
+        rows: &[*const u8; 8],
+        b: usize,
+    ) -> (__m256, [*const u8; 8]) {
+        if PACKED {
+            let col = w.add(b * 8 * BLOCK_BYTES);
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i)),
+                std::array::from_fn(|r| col.add(16 + 32 * r)),
+            )
+        } else {
+            if b % 2 == 0 {
+                for p in rows {
+                    prefetch(p.add(b * BLOCK_BYTES), 384);
+                }
+            }
+            (
+                f16_8rows(rows, b * BLOCK_BYTES),
+                std::array::from_fn(|r| rows[r].add(b * BLOCK_BYTES + 2)),
+            )
+        }
+    }
+
     /// Eight rows against one Q8_0 activation: per block the activation's 32 bytes and scale
     /// are loaded once, each row's block dotted with the sign trick into its own accumulator
     /// (scales of the eight rows converted together).
@@ -378,30 +413,14 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
         for b in 0..nb {
-            // Packed column b: the eight scales, then the eight rows' 32 bytes.
-            let col = w.add(b * 8 * BLOCK_BYTES);
-            let dw = if PACKED {
-                _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i))
-            } else {
-                if b % 2 == 0 {
-                    for p in &rows {
-                        prefetch(p.add(b * BLOCK_BYTES), 384);
-                    }
-                }
-                f16_8rows(&rows, b * BLOCK_BYTES)
-            };
+            let (dw, qs) = column::<PACKED>(w, &rows, b);
             let ab = a.add(b * BLOCK_BYTES);
             let av = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             let da = f16_load(ab);
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(da));
             _mm256_storeu_ps(ds.as_mut_ptr(), d);
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let qp = if PACKED {
-                    col.add(16 + 32 * r)
-                } else {
-                    rows[r].add(b * BLOCK_BYTES + 2)
-                };
-                let q = _mm256_loadu_si256(qp as *const __m256i);
+                let q = _mm256_loadu_si256(qs[r] as *const __m256i);
                 *acc_r = _mm256_fmadd_ps(_mm256_broadcast_ss(&ds[r]), dot_i8_ps(q, av), *acc_r);
             }
         }
@@ -432,17 +451,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
         for b in 0..nb {
-            let col = w.add(b * 8 * BLOCK_BYTES);
-            let dw = if PACKED {
-                _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i))
-            } else {
-                if b % 2 == 0 {
-                    for p in &rows {
-                        prefetch(p.add(b * BLOCK_BYTES), 384);
-                    }
-                }
-                f16_8rows(&rows, b * BLOCK_BYTES)
-            };
+            let (dw, qs) = column::<PACKED>(w, &rows, b);
             _mm256_storeu_ps(ds.as_mut_ptr(), dw);
             let xb = x.add(b * QK);
             let xv = [
@@ -452,11 +461,7 @@ mod avx2 {
                 _mm256_loadu_ps(xb.add(24)),
             ];
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let q = if PACKED {
-                    col.add(16 + 32 * r)
-                } else {
-                    rows[r].add(b * BLOCK_BYTES + 2)
-                };
+                let q = qs[r];
                 let f = |k: usize| {
                     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
                         q.add(8 * k) as *const __m128i
