@@ -168,16 +168,8 @@ pub fn vec_dot_rows_multi_in(
         let il = layout == Layout::Interleaved8;
         return crate::rows_multi_with(weight_ty, n, w, il, acts, preps, out);
     }
-    let rb = check_aligned(weight_ty, n)?;
     let t = acts.len();
-    if t == 0 || out.len() % t != 0 {
-        return Err(QuantError::OutLen {
-            expected: t.max(1) * (out.len() / t.max(1)),
-            found: out.len(),
-        });
-    }
-    let rows = out.len() / t;
-    check_bytes(weight_ty, n * rows, w.len())?;
+    let (rb, rows) = crate::check_multi(weight_ty, n, w, t, out.len())?;
     via_rows(weight_ty, w, rb, rows, |plain, r0| {
         let k = plain.len() / rb.max(1);
         crate::vec_dot_rows_multi_with(

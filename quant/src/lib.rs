@@ -451,6 +451,27 @@ pub fn vec_dot_rows_multi_with(
     rows_multi_with(weight_ty, n, w, false, acts, preps, out)
 }
 
+/// The sizes of a batched dot: `out_len` a whole number of rows for `tokens > 0` activations
+/// and `w` exactly those rows of `n` elements. Returns (row bytes, rows).
+pub(crate) fn check_multi(
+    ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    tokens: usize,
+    out_len: usize,
+) -> Result<(usize, usize), QuantError> {
+    let rb = check_aligned(ty, n)?;
+    if tokens == 0 || out_len % tokens != 0 {
+        return Err(QuantError::OutLen {
+            expected: tokens.max(1) * (out_len / tokens.max(1)),
+            found: out_len,
+        });
+    }
+    let rows = out_len / tokens;
+    check_bytes(ty, n * rows, w.len())?;
+    Ok((rb, rows))
+}
+
 /// [`vec_dot_rows_multi_with`] in either layout (see [`rows_with`]).
 pub(crate) fn rows_multi_with(
     weight_ty: GgmlType,
@@ -461,16 +482,8 @@ pub(crate) fn rows_multi_with(
     preps: Option<&[ActPrep]>,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    let rb = check_aligned(weight_ty, n)?;
     let tokens = acts.len();
-    if tokens == 0 || out.len() % tokens != 0 {
-        return Err(QuantError::OutLen {
-            expected: tokens.max(1) * (out.len() / tokens.max(1)),
-            found: out.len(),
-        });
-    }
-    let rows = out.len() / tokens;
-    check_bytes(weight_ty, n * rows, w.len())?;
+    let (rb, rows) = check_multi(weight_ty, n, w, tokens, out.len())?;
     if let Some(first) = w.get(..rb) {
         for a in acts {
             check_dot(weight_ty, n, first, a)?;
