@@ -4,7 +4,7 @@
 
 use quant::layout::*;
 use quant::{
-    dequantize_row, quantize_activation, quantize_row, vec_dot_f32_rows, vec_dot_rows_multi_with,
+    dequantize_row, quantize_activation, quantize_rows, vec_dot_f32_rows, vec_dot_rows_multi_with,
     vec_dot_rows_with, ActPrep, GgmlType,
 };
 
@@ -21,18 +21,8 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn matrix(ty: GgmlType, n: usize, rows: usize, seed: u32) -> Vec<u8> {
-    let rb = ty.row_bytes(n).unwrap();
-    let src = data(n * rows, seed);
-    let mut w = vec![0u8; rb * rows];
-    for r in 0..rows {
-        quantize_row(
-            ty,
-            &src[r * n..(r + 1) * n],
-            &mut w[r * rb..(r + 1) * rb],
-            None,
-        )
-        .unwrap();
-    }
+    let mut w = vec![0u8; ty.row_bytes(n).unwrap() * rows];
+    quantize_rows(ty, &data(n * rows, seed), n, &mut w, None).unwrap();
     w
 }
 
