@@ -104,6 +104,29 @@ pub(crate) struct Field {
     pub dwords: bool,
 }
 
+impl Field {
+    /// `len` bytes at `off`, row after row.
+    pub const fn rows(off: usize, len: usize) -> Field {
+        Field {
+            off,
+            len,
+            dwords: false,
+        }
+    }
+
+    /// `len` bytes at `off`, in 4-byte groups of the eight rows.
+    pub const fn dwords(off: usize, len: usize) -> Field {
+        Field {
+            off,
+            len,
+            dwords: true,
+        }
+    }
+}
+
+/// The f16 block scale every legacy block starts with, packed eight scales together.
+pub(crate) const SCALE: Field = Field::rows(0, 2);
+
 /// Permute `src` (`rows` rows of `row_bytes` bytes, ggml layout) into `dst` with every whole
 /// group of eight rows stored as columns: column b holds block b of the eight rows, field by
 /// field as `fields` says (the fields must tile the block). The rows after the last whole

@@ -18,18 +18,7 @@ pub const BLOCK_BYTES: usize = 18;
 
 /// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, then
 /// the nibble bytes in 4-byte groups (what the eight-row kernel's transpose produced).
-pub(crate) const PACK: &[Field] = &[
-    Field {
-        off: 0,
-        len: 2,
-        dwords: false,
-    },
-    Field {
-        off: 2,
-        len: 16,
-        dwords: true,
-    },
-];
+pub(crate) const PACK: &[Field] = &[SCALE, Field::dwords(2, 16)];
 
 /// The signed value with the largest magnitude (first one on ties), as ggml picks it.
 pub(crate) fn signed_absmax(x: &[f32]) -> f32 {

@@ -20,23 +20,7 @@ pub const BLOCK_BYTES: usize = 22;
 
 /// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, the
 /// eight `qh` words, then the nibble bytes in 4-byte groups.
-pub(crate) const PACK: &[Field] = &[
-    Field {
-        off: 0,
-        len: 2,
-        dwords: false,
-    },
-    Field {
-        off: 2,
-        len: 4,
-        dwords: false,
-    },
-    Field {
-        off: 6,
-        len: 16,
-        dwords: true,
-    },
-];
+pub(crate) const PACK: &[Field] = &[SCALE, Field::rows(2, 4), Field::dwords(6, 16)];
 
 /// Quantize one block; without weights byte-exact with ggml's reference / gguf-py.
 pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ5_0 {

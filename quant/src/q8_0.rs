@@ -18,18 +18,7 @@ pub const BLOCK_BYTES: usize = 34;
 
 /// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, then
 /// the eight rows' 32 values.
-pub(crate) const PACK: &[Field] = &[
-    Field {
-        off: 0,
-        len: 2,
-        dwords: false,
-    },
-    Field {
-        off: 2,
-        len: 32,
-        dwords: false,
-    },
-];
+pub(crate) const PACK: &[Field] = &[SCALE, Field::rows(2, 32)];
 
 /// A block holding the given int8 values unchanged with scale `d`.
 pub fn block_from_int8(qs: &[i8; 32], d: f16) -> BlockQ8_0 {
