@@ -2,6 +2,10 @@
 //! every entry point, on the AVX2 kernels and (re-run in a child process with
 //! `QUANT_FORCE_SCALAR=1`) on the scalar fallback.
 
+mod common;
+
+use common::data;
+
 use quant::layout::*;
 use quant::{
     dequantize_row, quantize_activation, quantize_rows, vec_dot_f32_rows, vec_dot_rows_multi_with,
@@ -9,16 +13,6 @@ use quant::{
 };
 
 const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
-
-fn data(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn matrix(ty: GgmlType, n: usize, rows: usize, seed: u32) -> Vec<u8> {
     let mut w = vec![0u8; ty.row_bytes(n).unwrap() * rows];

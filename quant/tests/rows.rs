@@ -1,19 +1,13 @@
 //! The multi-row entry points equal the per-row ones.
 
+mod common;
+
+use common::data;
+
 use quant::{
     quantize_activation, quantize_row, vec_dot, vec_dot_f32, vec_dot_f32_rows, vec_dot_rows,
     GgmlType,
 };
-
-fn data(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 #[test]
 fn rows_equal_single_row_dots_for_every_type() {
