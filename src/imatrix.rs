@@ -15,6 +15,10 @@ use std::path::Path;
 /// Tokens below which an expert's own statistics are blended with its layer's average.
 pub const MIN_TOKENS: f64 = 32.0;
 
+/// Damping of a covariance's diagonal before it is factored, as a fraction of the diagonal's
+/// mean (GPTQ's default).
+pub const COV_DAMP: f64 = 0.01;
+
 /// One matrix (or merged expert tensor) of statistics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImatrixEntry {
@@ -24,6 +28,9 @@ pub struct ImatrixEntry {
     pub sums: Vec<f64>,
     /// Tokens seen by each matrix.
     pub counts: Vec<f64>,
+    /// When collected: `n_mat × n_in × n_in` sums of `x·xᵀ` (the upper triangle, column ≥ row,
+    /// is what is accumulated and read; written mirrored).
+    pub cov: Option<Vec<f64>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -32,6 +39,8 @@ pub struct Imatrix {
     pub datasets: Vec<String>,
     pub chunk_count: u32,
     pub chunk_size: u32,
+    /// Collect input covariances too (`imatrix --covariance`).
+    pub collect_cov: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +64,7 @@ impl Imatrix {
         if n_in == 0 || mat >= n_mat {
             return;
         }
+        let collect_cov = self.collect_cov;
         let e = self
             .entries
             .entry(name.to_string())
@@ -63,6 +73,7 @@ impl Imatrix {
                 n_mat,
                 sums: vec![0.0; n_in * n_mat],
                 counts: vec![0.0; n_mat],
+                cov: collect_cov.then(|| vec![0.0; n_in * n_in * n_mat]),
             });
         if e.n_in != n_in || e.n_mat != n_mat {
             return;
@@ -74,6 +85,55 @@ impl Imatrix {
             }
             e.counts[mat] += 1.0;
         }
+        if let Some(cov) = e.cov.as_mut() {
+            let nn = n_in * n_in;
+            add_outer_upper(&mut cov[mat * nn..(mat + 1) * nn], x, n_in);
+        }
+    }
+
+    /// Covariance bytes held while collecting for matrices of these `(n_in, n_mat)` shapes.
+    pub fn cov_bytes(shapes: impl Iterator<Item = (usize, usize)>) -> u64 {
+        shapes
+            .map(|(n, m)| {
+                (n as u64)
+                    .saturating_mul(n as u64)
+                    .saturating_mul(m as u64 * 8)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// The mean input covariance (`n_in × n_in`, symmetric) of matrix `mat` of `name`, blended
+    /// for rarely routed experts as [`Imatrix::importance`] is. `None` when not collected.
+    pub fn covariance(&self, name: &str, mat: usize) -> Option<Vec<f64>> {
+        let e = self.entries.get(name)?;
+        let cov = e.cov.as_ref()?;
+        let n = e.n_in;
+        let nn = n * n;
+        if mat >= e.n_mat {
+            return None;
+        }
+        let total: f64 = e.counts.iter().sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let c = e.counts[mat];
+        let own = &cov[mat * nn..(mat + 1) * nn];
+        let blend = c < MIN_TOKENS && e.n_mat > 1;
+        let mut out = vec![0.0f64; nn];
+        for i in 0..n {
+            for j in i..n {
+                let v = if blend {
+                    let avg: f64 =
+                        (0..e.n_mat).map(|m| cov[m * nn + i * n + j]).sum::<f64>() / total;
+                    (own[i * n + j] + MIN_TOKENS * avg) / (c + MIN_TOKENS)
+                } else {
+                    own[i * n + j] / c.max(1.0)
+                };
+                out[i * n + j] = v;
+                out[j * n + i] = v;
+            }
+        }
+        Some(out)
     }
 
     /// Per-column importance for matrix `mat` of `name`: the mean squared input. An expert that
@@ -103,6 +163,34 @@ impl Imatrix {
             })
             .collect();
         Some(out)
+    }
+
+    /// Per matrix of tensor `name` (`n_mat` matrices of `n_in` columns), its input covariance
+    /// factored for error-feedback quantization (`quant::gptq`), where one was collected.
+    /// An error names the matrix and what is wrong with its covariance.
+    pub fn factors(
+        &self,
+        name: &str,
+        n_mat: usize,
+        n_in: usize,
+    ) -> Result<Vec<Option<quant::gptq::Factor>>, String> {
+        (0..n_mat)
+            .map(|m| {
+                let Some(cov) = self.covariance(name, m) else {
+                    return Ok(None);
+                };
+                if cov.len() != n_in * n_in {
+                    return Err(format!(
+                        "'{name}': the imatrix's input covariance has {} values, expected \
+                         {n_in}² for {n_in} columns",
+                        cov.len()
+                    ));
+                }
+                quant::gptq::Factor::new(&cov, n_in, COV_DAMP)
+                    .map(Some)
+                    .map_err(|e| format!("'{name}' matrix {m}: {e}"))
+            })
+            .collect()
     }
 
     /// Write in llama.cpp's GGUF imatrix format.
@@ -135,6 +223,27 @@ impl Imatrix {
                 ),
                 sums,
             ));
+            if let Some(cov) = &e.cov {
+                let n = e.n_in;
+                let mut b = Vec::with_capacity(cov.len() * 4);
+                for m in 0..e.n_mat {
+                    let c = &cov[m * n * n..(m + 1) * n * n];
+                    for i in 0..n {
+                        for j in 0..n {
+                            let v = if j >= i { c[i * n + j] } else { c[j * n + i] };
+                            b.extend_from_slice(&(v as f32).to_le_bytes());
+                        }
+                    }
+                }
+                bufs.push((
+                    TensorSpec::new(
+                        format!("{name}.in_cov"),
+                        vec![n as u64, n as u64, e.n_mat as u64],
+                        GgmlType::F32,
+                    ),
+                    b,
+                ));
+            }
             bufs.push((
                 TensorSpec::new(
                     format!("{name}.counts"),
@@ -207,6 +316,24 @@ impl Imatrix {
                     "'{base}': negative or non-finite statistics"
                 )));
             }
+            let cov = match f.tensor(&format!("{base}.in_cov")) {
+                None => None,
+                Some(_) => {
+                    let (cs, cov) = f32s(&format!("{base}.in_cov"))?;
+                    let want = [n_in as u64, n_in as u64, n_mat as u64];
+                    if cs.iter().product::<u64>() != want.iter().product::<u64>()
+                        || cs[..2] != want[..2]
+                    {
+                        return Err(invalid(format!(
+                            "'{base}.in_cov' has shape {cs:?}, expected {want:?}"
+                        )));
+                    }
+                    if cov.iter().any(|v| !v.is_finite()) {
+                        return Err(invalid(format!("'{base}.in_cov': non-finite values")));
+                    }
+                    Some(cov)
+                }
+            };
             im.entries.insert(
                 base.to_string(),
                 ImatrixEntry {
@@ -214,6 +341,7 @@ impl Imatrix {
                     n_mat,
                     sums,
                     counts,
+                    cov,
                 },
             );
         }
@@ -232,6 +360,27 @@ impl Imatrix {
             .filter(|(_, e)| e.n_mat > 1)
             .map(|(n, e)| (n.clone(), e.counts.clone()))
             .collect()
+    }
+}
+
+/// `acc += Σ_rows x·xᵀ` over the upper triangle (column ≥ row) of the `n × n` `acc`, for the
+/// rows of `x` (`rows × n`). Summed in f32 over one call (at most a chunk of tokens), then
+/// added to the f64 sums.
+fn add_outer_upper(acc: &mut [f64], x: &[f32], n: usize) {
+    let mut part = vec![0.0f32; n];
+    for i in 0..n {
+        part[i..].iter_mut().for_each(|v| *v = 0.0);
+        for row in x.chunks_exact(n) {
+            let xi = row[i];
+            if xi != 0.0 {
+                for (p, &xj) in part[i..].iter_mut().zip(&row[i..]) {
+                    *p += xi * xj;
+                }
+            }
+        }
+        for (a, &p) in acc[i * n + i..(i + 1) * n].iter_mut().zip(&part[i..]) {
+            *a += p as f64;
+        }
     }
 }
 
@@ -269,6 +418,56 @@ mod tests {
         assert!((rare[0] - want).abs() < 1e-6, "{rare:?} vs {want}");
         assert_eq!(back.expert_coverage()[0].1, vec![40.0, 2.0]);
         assert!(back.importance("nope", 0).is_none());
+        assert!(back.covariance("blk.0.attn_q.weight", 0).is_none());
+    }
+
+    #[test]
+    fn covariance_write_read_and_blend() {
+        let mut im = Imatrix {
+            collect_cov: true,
+            ..Imatrix::default()
+        };
+        // Two tokens (1, 2) and (3, −1): Σ x·xᵀ = [[10, −1], [−1, 5]].
+        im.accumulate("blk.0.attn_q.weight", 1, 0, &[1.0, 2.0, 3.0, -1.0], 2);
+        // Expert 0: 40 tokens of (1, 1); expert 1: 2 tokens of (3, 0).
+        im.accumulate("blk.0.ffn_up_exps.weight", 2, 0, &[1.0f32; 80], 2);
+        im.accumulate("blk.0.ffn_up_exps.weight", 2, 1, &[3.0, 0.0, 3.0, 0.0], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("im.gguf");
+        im.write(&p).unwrap();
+        let back = Imatrix::read(&p).unwrap();
+        assert_eq!(
+            back.covariance("blk.0.attn_q.weight", 0).unwrap(),
+            vec![5.0, -0.5, -0.5, 2.5]
+        );
+        assert_eq!(
+            back.importance("blk.0.attn_q.weight", 0).unwrap(),
+            vec![5.0, 2.5]
+        );
+        assert_eq!(
+            back.covariance("blk.0.ffn_up_exps.weight", 0).unwrap(),
+            vec![1.0; 4]
+        );
+        // Rare expert 1: (own + 32·avg) / (2 + 32), avg = (Σ over experts) / 42 tokens.
+        let rare = back.covariance("blk.0.ffn_up_exps.weight", 1).unwrap();
+        let want = |own: f64, all: f64| (own + 32.0 * all / 42.0) / 34.0;
+        let expect = [
+            want(18.0, 58.0),
+            want(0.0, 40.0),
+            want(0.0, 40.0),
+            want(0.0, 40.0),
+        ];
+        for (a, b) in rare.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-9, "{rare:?} vs {expect:?}");
+        }
+        // A file without covariances reads as before.
+        let mut plain = im.clone();
+        plain.entries.values_mut().for_each(|e| e.cov = None);
+        plain.write(&p).unwrap();
+        assert!(Imatrix::read(&p)
+            .unwrap()
+            .covariance("blk.0.attn_q.weight", 0)
+            .is_none());
     }
 }
 

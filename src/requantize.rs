@@ -43,6 +43,8 @@ pub struct QuantizeSummary {
     pub seconds: f64,
     /// Tensors quantized with importance weights.
     pub weighted: usize,
+    /// Of those, tensors quantized with error feedback through their input covariance.
+    pub with_cov: usize,
     /// Per tensor: name and type written.
     pub types: Vec<(String, GgmlType)>,
 }
@@ -118,6 +120,7 @@ pub fn quantize_gguf(opts: &QuantizeOptions) -> Result<QuantizeSummary, Quantize
     let part = PathBuf::from(part);
     let writer = GgufFileWriter::create(&part, layout).map_err(gguf_err(&part))?;
     let mut weighted = 0;
+    let mut with_cov = 0;
     for (i, t) in src.tensors().iter().enumerate() {
         let view = src.tensor_at(i);
         let dst_ty = specs[i].ty;
@@ -140,6 +143,19 @@ pub fn quantize_gguf(opts: &QuantizeOptions) -> Result<QuantizeSummary, Quantize
         {
             weighted += 1;
         }
+        let factors = match opts.imatrix {
+            Some(im) if quant::gptq::supports(dst_ty) => {
+                im.factors(&t.name, n_mat, n_in)
+                    .map_err(|what| QuantizeError::Tensor {
+                        tensor: t.name.clone(),
+                        what,
+                    })?
+            }
+            _ => vec![None; n_mat],
+        };
+        if factors.iter().any(Option::is_some) {
+            with_cov += 1;
+        }
         let band = ((1 << 20) / (n_in * 4)).clamp(1, rows_per_mat.max(1));
         let bands: Vec<(usize, usize)> = (0..n_mat)
             .flat_map(|m| {
@@ -158,12 +174,14 @@ pub fn quantize_gguf(opts: &QuantizeOptions) -> Result<QuantizeSummary, Quantize
                 let mut f = vec![0f32; nr * n_in];
                 quant::dequantize_row(t.ty, &view.data[r0 * src_rb..(r0 + nr) * src_rb], &mut f)
                     .map_err(|e| terr(e.to_string()))?;
-                let w = weights[r0 / rows_per_mat.max(1)]
-                    .as_deref()
-                    .filter(|w| w.len() == n_in);
+                let m = r0 / rows_per_mat.max(1);
+                let w = weights[m].as_deref().filter(|w| w.len() == n_in);
                 let mut out = vec![0u8; nr * dst_rb];
-                quant::quantize_rows(dst_ty, &f, n_in, &mut out, w)
-                    .map_err(|e| terr(e.to_string()))?;
+                match &factors[m] {
+                    Some(fac) => quant::quantize_rows_gptq(dst_ty, &f, fac, &mut out),
+                    None => quant::quantize_rows(dst_ty, &f, n_in, &mut out, w),
+                }
+                .map_err(|e| terr(e.to_string()))?;
                 writer
                     .write_tensor_part(i, (r0 * dst_rb) as u64, &out)
                     .map_err(gguf_err(&part))
@@ -180,6 +198,7 @@ pub fn quantize_gguf(opts: &QuantizeOptions) -> Result<QuantizeSummary, Quantize
         bytes_out,
         seconds: t0.elapsed().as_secs_f64(),
         weighted,
+        with_cov,
         types: specs.iter().map(|s| (s.name.clone(), s.ty)).collect(),
     })
 }

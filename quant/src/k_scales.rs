@@ -100,7 +100,7 @@ const SUB: usize = 32;
 
 /// Level of `v` for `x ≈ dl·q − ml` given `inv = 1/dl` (0 when `dl` is 0, every level is then 0).
 #[inline]
-fn level_of(v: f32, dl: f32, inv: f32, ml: f32, nmax: i32) -> i32 {
+pub(crate) fn level_of(v: f32, dl: f32, inv: f32, ml: f32, nmax: i32) -> i32 {
     if dl == 0.0 {
         0
     } else {

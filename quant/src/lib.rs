@@ -11,6 +11,7 @@
 
 mod common;
 pub mod float;
+pub mod gptq;
 mod k_scales;
 pub mod layout;
 pub mod q4_0;
@@ -145,6 +146,35 @@ pub fn quantize_rows(
     src.par_chunks(n_per_row)
         .zip(dst.par_chunks_mut(rb.max(1)))
         .for_each(|(s, d)| quantize_row_unchecked(ty, s, d, imatrix));
+    Ok(())
+}
+
+/// Quantize many rows (rayon) with error feedback through the input covariance factored in
+/// `f` (see [`gptq`]); `ty` must be one of [`gptq::supports`], rows `f.n()` long.
+pub fn quantize_rows_gptq(
+    ty: GgmlType,
+    src: &[f32],
+    f: &gptq::Factor,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    if !gptq::supports(ty) {
+        return Err(QuantError::Unsupported {
+            ty,
+            what: "quantization with an input covariance",
+        });
+    }
+    let n = f.n();
+    let rb = check_aligned(ty, n)?;
+    if n == 0 {
+        return check_bytes(ty, 0, dst.len());
+    }
+    if src.len() % n != 0 {
+        return Err(QuantError::NotBlockAligned { ty, len: src.len() });
+    }
+    check_bytes(ty, src.len(), dst.len())?;
+    src.par_chunks(n)
+        .zip(dst.par_chunks_mut(rb))
+        .for_each(|(s, d)| gptq::quantize_row(ty, f, s, d));
     Ok(())
 }
 

@@ -95,10 +95,15 @@ pub(crate) fn quantize_superblock(
 
 pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ4_K {
     let (d, dmin, ls, lm, l) = quantize_superblock(x, imatrix, 15);
+    encode(d, dmin, &ls, &lm, &l)
+}
+
+/// A block from its steps, 6-bit codes and levels (`0..=15`).
+pub(crate) fn encode(d: f16, dmin: f16, ls: &[u8; 8], lm: &[u8; 8], l: &[i32]) -> BlockQ4_K {
     let mut b = BlockQ4_K {
         d,
         dmin,
-        scales: pack_scales(&ls, &lm),
+        scales: pack_scales(ls, lm),
         qs: [0; 128],
     };
     for c in 0..4 {

@@ -23,10 +23,15 @@ pub const BLOCK_BYTES: usize = 176;
 
 pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ5_K {
     let (d, dmin, ls, lm, l) = quantize_superblock(x, imatrix, 31);
+    encode(d, dmin, &ls, &lm, &l)
+}
+
+/// A block from its steps, 6-bit codes and levels (`0..=31`).
+pub(crate) fn encode(d: f16, dmin: f16, ls: &[u8; 8], lm: &[u8; 8], l: &[i32]) -> BlockQ5_K {
     let mut b = BlockQ5_K {
         d,
         dmin,
-        scales: pack_scales(&ls, &lm),
+        scales: pack_scales(ls, lm),
         qh: [0; 32],
         qs: [0; 128],
     };

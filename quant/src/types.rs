@@ -48,6 +48,8 @@ pub enum QuantError {
     ImatrixValue { index: usize },
     /// A row count that does not match the output slice length.
     OutLen { expected: usize, found: usize },
+    /// An input covariance (`n × n`) that cannot be used, and why.
+    Covariance { n: usize, what: &'static str },
 }
 
 impl fmt::Display for QuantError {
@@ -80,6 +82,9 @@ impl fmt::Display for QuantError {
             }
             QuantError::OutLen { expected, found } => {
                 write!(f, "output: expected {expected} values, found {found}")
+            }
+            QuantError::Covariance { n, what } => {
+                write!(f, "input covariance ({n} × {n}): {what}")
             }
         }
     }

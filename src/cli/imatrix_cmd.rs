@@ -30,6 +30,13 @@ pub struct ImatrixArgs {
     /// Read Q4_0/Q5_0/Q8_0 weights as stored (no interleaved copy; see `run --help`).
     #[arg(long)]
     pub no_repack: bool,
+    /// Also collect each matrix's input covariance (`n_in × n_in` per matrix and expert, as
+    /// `<name>.in_cov` tensors, which llama.cpp ignores). `quantize`/`convert --imatrix` then
+    /// compensate each column's rounding error on the columns after it (GPTQ) for Q4_0, Q4_K
+    /// and Q5_K. Held in memory as f64 while collecting: refused when that exceeds half of the
+    /// available memory (Grok-1 would need hundreds of GB; models with small matrices only).
+    #[arg(long)]
+    pub covariance: bool,
 }
 
 pub fn run_imatrix(a: ImatrixArgs) -> CliResult {
@@ -47,6 +54,35 @@ pub fn run_imatrix(a: ImatrixArgs) -> CliResult {
     }
     let chunks = (tokens.len() / a.ctx).min(a.chunks.unwrap_or(usize::MAX));
     let collector = Collector::default();
+    if a.covariance {
+        let shapes = model
+            .gguf()
+            .tensors()
+            .iter()
+            .filter(|t| t.name.starts_with("blk.") && t.shape.len() >= 2)
+            .map(|t| {
+                let n_mat = t.shape.get(2).copied().unwrap_or(1);
+                (t.shape[0] as usize, n_mat as usize)
+            })
+            .collect::<Vec<_>>();
+        let need = Imatrix::cov_bytes(shapes.into_iter());
+        let avail = crate::model::mem_available().unwrap_or(0);
+        if need > avail / 2 {
+            return Err(format!(
+                "--covariance needs {:.1} GB to hold the input covariances, more than half of the \
+                 {:.1} GB available; collect without it (importance only)",
+                need as f64 / 1e9,
+                avail as f64 / 1e9
+            )
+            .into());
+        }
+        eprintln!("collecting input covariances: {:.1} MB", need as f64 / 1e6);
+        collector
+            .0
+            .lock()
+            .map_err(|_| "collector poisoned")?
+            .collect_cov = true;
+    }
     let mut session = Session::new(model.hparams(), a.ctx);
     session.set_sink(Box::new(collector.clone()));
     let bar = indicatif::ProgressBar::new(chunks as u64);
@@ -149,7 +185,10 @@ pub fn run_quantize(a: QuantizeArgs) -> CliResult {
         s.bytes_out as f64 / 1e9,
         s.seconds,
         if im.is_some() {
-            format!(", {} weighted by the imatrix", s.weighted)
+            format!(
+                ", {} weighted by the imatrix ({} with error feedback through its covariances)",
+                s.weighted, s.with_cov
+            )
         } else {
             String::new()
         }

@@ -53,6 +53,7 @@ impl<'s, 'a> Band<'s, 'a> {
         ty: GgmlType,
         dst: &mut [u8],
         imatrix: Option<&[f32]>,
+        cov: Option<&quant::gptq::Factor>,
     ) -> Result<EncodeStats, quant::QuantError> {
         let n_in = self.src.n_in;
         let mut stats = EncodeStats::default();
@@ -77,7 +78,10 @@ impl<'s, 'a> Band<'s, 'a> {
             }
             _ => {
                 let f = self.f32();
-                quant::quantize_rows(ty, f, n_in, dst, imatrix)?;
+                match cov.filter(|_| quant::gptq::supports(ty)) {
+                    Some(fac) => quant::quantize_rows_gptq(ty, f, fac, dst)?,
+                    None => quant::quantize_rows(ty, f, n_in, dst, imatrix)?,
+                }
             }
         }
         Ok(stats)

@@ -577,6 +577,15 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
                     .filter(|w| w.len() == src.n_in)
             })
             .collect();
+        let cov_factors = match opts.imatrix.as_ref() {
+            Some(im) if needed.iter().any(|o| quant::gptq::supports(o.types[t])) => im
+                .factors(&name, src.experts, src.n_in)
+                .map_err(|what| ConvertError::Tensor {
+                    tensor: name.clone(),
+                    what,
+                })?,
+            _ => vec![None; src.experts],
+        };
         let per_band_in = file_bytes[t] / bands.len().max(1) as u64;
         jobs.push(stream::TensorJob::new(
             t,
@@ -586,6 +595,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError> {
             needed,
             bands,
             imatrix_rows,
+            cov_factors,
             per_band_in,
         ));
     }

@@ -36,6 +36,9 @@ pub(super) struct TensorJob<'p, 'o> {
     pub bands: Vec<(usize, usize)>,
     /// Importance weights of each expert (or of the one matrix).
     pub imatrix_rows: Vec<Option<Vec<f32>>>,
+    /// Input covariance of each expert, factored (error-feedback quantization), when the
+    /// imatrix holds one.
+    pub cov_factors: Vec<Option<quant::gptq::Factor>>,
     /// Input bytes to credit the progress bar per band.
     pub per_band_in: u64,
     hashes: Vec<Mutex<Vec<u64>>>,
@@ -57,6 +60,7 @@ impl<'p, 'o> TensorJob<'p, 'o> {
         needed: Vec<&'o Output>,
         bands: Vec<(usize, usize)>,
         imatrix_rows: Vec<Option<Vec<f32>>>,
+        cov_factors: Vec<Option<quant::gptq::Factor>>,
         per_band_in: u64,
     ) -> Self {
         let expert_bands_left = (0..src.experts)
@@ -84,6 +88,7 @@ impl<'p, 'o> TensorJob<'p, 'o> {
             needed,
             bands,
             imatrix_rows,
+            cov_factors,
             per_band_in,
         }
     }
@@ -160,16 +165,17 @@ fn write_band(job: &TensorJob, bi: usize) -> Result<(), ConvertError> {
                 dst.copy_from_slice(bytes);
             } else {
                 // Every encoder overwrites the whole band, so a reused buffer needs no clearing.
-                let weights = match ty {
-                    GgmlType::Q8_0 => None,
-                    _ => job.imatrix_rows[row0 / src.n_out].as_deref(),
+                let e = row0 / src.n_out;
+                let (weights, factor) = match ty {
+                    GgmlType::Q8_0 => (None, None),
+                    _ => (job.imatrix_rows[e].as_deref(), job.cov_factors[e].as_ref()),
                 };
-                let st = band
-                    .encode(ty, dst, weights)
-                    .map_err(|q| ConvertError::Tensor {
-                        tensor: job.name.clone(),
-                        what: q.to_string(),
-                    })?;
+                let st =
+                    band.encode(ty, dst, weights, factor)
+                        .map_err(|q| ConvertError::Tensor {
+                            tensor: job.name.clone(),
+                            what: q.to_string(),
+                        })?;
                 *job.stats.lock().expect("stats lock") += st;
             }
             let mut partial = PartialPages::new();

@@ -10,6 +10,7 @@ mod repack;
 pub use forward::Logits;
 pub use hparams::HParams;
 pub use kv::{ActivationSink, Session};
+pub(crate) use repack::mem_available;
 pub use repack::{ExpertRepack, RepackReport};
 
 use crate::backend::WeightMatrix;
