@@ -9,6 +9,7 @@
 
 use crate::gguf::{write_gguf, GgufArray, GgufFile, GgufValue, Metadata, TensorSpec};
 use quant::GgmlType;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -41,6 +42,9 @@ pub struct Imatrix {
     pub chunk_size: u32,
     /// Collect input covariances too (`imatrix --covariance`).
     pub collect_cov: bool,
+    /// The last inputs whose outer products were summed, and that sum (q/k/v and each expert's
+    /// gate/up see the same inputs one after another). Not part of the file.
+    gram_cache: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +68,12 @@ impl Imatrix {
         if n_in == 0 || mat >= n_mat {
             return;
         }
-        let collect_cov = self.collect_cov;
+        // The router stays f32 (it is never quantized): no covariance for it.
+        let collect_cov = self.collect_cov
+            && !matches!(
+                crate::naming::Role::from_gguf_name(name),
+                Some((crate::naming::Role::FfnGateInp, _))
+            );
         let e = self
             .entries
             .entry(name.to_string())
@@ -87,7 +96,22 @@ impl Imatrix {
         }
         if let Some(cov) = e.cov.as_mut() {
             let nn = n_in * n_in;
-            add_outer_upper(&mut cov[mat * nn..(mat + 1) * nn], x, n_in);
+            let cached = matches!(&self.gram_cache, Some((cx, _)) if cx.as_slice() == x);
+            if !cached {
+                self.gram_cache = Some((x.to_vec(), outer_upper(x, n_in)));
+            }
+            if let Some((_, gram)) = &self.gram_cache {
+                cov[mat * nn..(mat + 1) * nn]
+                    .par_chunks_mut(n_in)
+                    .zip(gram.par_chunks(n_in))
+                    .enumerate()
+                    .for_each(|(i, (a, g))| {
+                        a[i..]
+                            .iter_mut()
+                            .zip(&g[i..])
+                            .for_each(|(a, &g)| *a += g as f64)
+                    });
+            }
         }
     }
 
@@ -363,25 +387,74 @@ impl Imatrix {
     }
 }
 
-/// `acc += Σ_rows x·xᵀ` over the upper triangle (column ≥ row) of the `n × n` `acc`, for the
-/// rows of `x` (`rows × n`). Summed in f32 over one call (at most a chunk of tokens), then
-/// added to the f64 sums.
-fn add_outer_upper(acc: &mut [f64], x: &[f32], n: usize) {
-    let mut part = vec![0.0f32; n];
-    for i in 0..n {
-        part[i..].iter_mut().for_each(|v| *v = 0.0);
-        for row in x.chunks_exact(n) {
-            let xi = row[i];
-            if xi != 0.0 {
-                for (p, &xj) in part[i..].iter_mut().zip(&row[i..]) {
-                    *p += xi * xj;
+/// `Σ_rows x·xᵀ` (the upper triangle, column ≥ row, of an `n × n` matrix; zeros below) for the
+/// rows of `x` (`rows × n`): f32 over one call (at most a chunk of tokens), rows of the result
+/// in parallel; the caller adds it to the f64 sums.
+/// Rows and columns of one tile of [`outer_upper`].
+const R: usize = 4;
+const C: usize = 16;
+
+/// `acc[k][c] = Σ_rows x[i0 + k]·x[j0 + c]`, in input-row order.
+#[inline(always)]
+fn tile_body(x: &[f32], n: usize, i0: usize, j0: usize, acc: &mut [[f32; C]; R]) {
+    for row in x.chunks_exact(n) {
+        let xj: &[f32; C] = row[j0..j0 + C].try_into().expect("C columns");
+        for (k, a) in acc.iter_mut().enumerate() {
+            let xi = row[i0 + k];
+            for c in 0..C {
+                a[c] += xi * xj[c];
+            }
+        }
+    }
+}
+
+/// [`tile_body`] compiled for AVX2 where the CPU has it (the accumulators then fit in eight
+/// registers; no FMA, so the sums are the same as the portable build's).
+fn full_tile(x: &[f32], n: usize, i0: usize, j0: usize, acc: &mut [[f32; C]; R]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(x: &[f32], n: usize, i0: usize, j0: usize, acc: &mut [[f32; C]; R]) {
+            tile_body(x, n, i0, j0, acc)
+        }
+        // SAFETY: AVX2 was detected; the body is safe code.
+        unsafe { avx2(x, n, i0, j0, acc) };
+        return;
+    }
+    tile_body(x, n, i0, j0, acc)
+}
+
+fn outer_upper(x: &[f32], n: usize) -> Vec<f32> {
+    // Tiles of R result rows × C columns, summed in registers over all input rows (each
+    // element is still summed in input-row order, the same as a plain loop would).
+    let mut out = vec![0.0f32; n * n];
+    out.par_chunks_mut(R * n).enumerate().for_each(|(b, band)| {
+        let i0 = b * R;
+        let nr = band.len() / n;
+        for j0 in (i0 / C * C..n).step_by(C) {
+            let nc = C.min(n - j0);
+            let mut acc = [[0.0f32; C]; R];
+            if nr == R && nc == C {
+                full_tile(x, n, i0, j0, &mut acc);
+            } else {
+                for row in x.chunks_exact(n) {
+                    for k in 0..nr {
+                        for c in 0..nc {
+                            acc[k][c] += row[i0 + k] * row[j0 + c];
+                        }
+                    }
+                }
+            }
+            for k in 0..nr {
+                for c in 0..nc {
+                    if j0 + c >= i0 + k {
+                        band[k * n + j0 + c] = acc[k][c];
+                    }
                 }
             }
         }
-        for (a, &p) in acc[i * n + i..(i + 1) * n].iter_mut().zip(&part[i..]) {
-            *a += p as f64;
-        }
-    }
+    });
+    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use crate::common::round_away;
 use crate::k_scales;
 use crate::types::{QuantError, QK_K};
-use crate::{q4_0, q4_k, q5_k};
+use crate::{q4_0, q4_k, q5_0, q5_k, q6_k, q8_0};
 use half::f16;
 
 /// `U` and `diag H` of one covariance, ready to quantize rows of that many columns.
@@ -136,40 +136,79 @@ trait Grid: Sized {
     fn encode(&self, l: &[i32], out: &mut [u8]);
 }
 
-struct Q4_0Grid {
+/// Q4_0 (levels −8..=7), Q5_0 (−16..=15) and Q8_0 (−127..=127): one f16 scale per 32.
+struct SymGrid<const LO: i32, const HI: i32> {
     d: f16,
 }
 
-impl Grid for Q4_0Grid {
+impl<const LO: i32, const HI: i32> Grid for SymGrid<LO, HI> {
     const BLOCK: usize = q4_0::QK;
     const SUB: usize = q4_0::QK;
     fn start(x: &[f32], w: &[f32]) -> Self {
-        Q4_0Grid {
-            d: q4_0::quantize_block(x, Some(w)).d,
-        }
+        let d = match HI {
+            7 => q4_0::quantize_block(x, Some(w)).d,
+            15 => q5_0::quantize_block(x, Some(w)).d,
+            _ => q8_0::quantize_block(x, Some(w)).d,
+        };
+        SymGrid { d }
     }
     fn level(&self, _k: usize, v: f32) -> i32 {
         let d = self.d.to_f32();
         if d == 0.0 {
             0
         } else {
-            (round_away(v / d) as i32).clamp(-8, 7)
+            (round_away(v / d) as i32).clamp(LO, HI)
         }
     }
     fn value(&self, _k: usize, q: i32) -> f32 {
         q as f32 * self.d.to_f32()
     }
     fn encode(&self, l: &[i32], out: &mut [u8]) {
-        let mut lv = [0i32; q4_0::QK];
-        for (o, &q) in lv.iter_mut().zip(l) {
-            *o = q + 8;
+        // Q4_0/Q5_0 store l − LO (value = (stored + LO)·d); Q8_0 stores l.
+        let lv: [i32; q4_0::QK] = std::array::from_fn(|k| l[k] - LO);
+        match HI {
+            7 => out.copy_from_slice(bytemuck::bytes_of(&q4_0::encode(self.d, &lv))),
+            15 => out.copy_from_slice(bytemuck::bytes_of(&q5_0::encode(self.d, &lv))),
+            _ => {
+                let b = q8_0::BlockQ8_0 {
+                    d: self.d,
+                    qs: std::array::from_fn(|k| l[k] as i8),
+                };
+                out.copy_from_slice(bytemuck::bytes_of(&b));
+            }
         }
-        let mut b = q4_0::BlockQ4_0 {
-            d: self.d,
-            qs: [0; 16],
-        };
-        q4_0::pack_nibbles(&lv, &mut b.qs);
-        out.copy_from_slice(bytemuck::bytes_of(&b));
+    }
+}
+
+/// Q6_K: an f16 step, sixteen 8-bit sub-block scales, levels `−32..=31`.
+struct Q6KGrid {
+    d: f16,
+    scales: [i8; 16],
+}
+
+impl Grid for Q6KGrid {
+    const BLOCK: usize = QK_K;
+    const SUB: usize = QK_K;
+    fn start(x: &[f32], w: &[f32]) -> Self {
+        let b = q6_k::quantize_block(x, Some(w));
+        Q6KGrid {
+            d: b.d,
+            scales: b.scales,
+        }
+    }
+    fn level(&self, k: usize, v: f32) -> i32 {
+        let dl = self.d.to_f32() * self.scales[k / 16] as f32;
+        if dl == 0.0 {
+            0
+        } else {
+            (round_away(v / dl) as i32).clamp(-32, 31)
+        }
+    }
+    fn value(&self, k: usize, q: i32) -> f32 {
+        self.d.to_f32() * self.scales[k / 16] as f32 * q as f32
+    }
+    fn encode(&self, l: &[i32], out: &mut [u8]) {
+        out.copy_from_slice(bytemuck::bytes_of(&q6_k::encode(self.d, self.scales, l)));
     }
 }
 
@@ -263,16 +302,19 @@ fn row<G: Grid>(f: &Factor, src: &[f32], dst: &mut [u8]) {
 /// Whether [`crate::quantize_rows_gptq`] can produce `ty`.
 pub fn supports(ty: crate::GgmlType) -> bool {
     use crate::GgmlType::*;
-    matches!(ty, Q4_0 | Q4_K | Q5_K)
+    matches!(ty, Q4_0 | Q5_0 | Q8_0 | Q4_K | Q5_K | Q6_K)
 }
 
 /// One row of `ty` (checked by the caller: `ty` supported, sizes matching `f`).
 pub(crate) fn quantize_row(ty: crate::GgmlType, f: &Factor, src: &[f32], dst: &mut [u8]) {
     use crate::GgmlType::*;
     match ty {
-        Q4_0 => row::<Q4_0Grid>(f, src, dst),
+        Q4_0 => row::<SymGrid<-8, 7>>(f, src, dst),
+        Q5_0 => row::<SymGrid<-16, 15>>(f, src, dst),
+        Q8_0 => row::<SymGrid<-127, 127>>(f, src, dst),
         Q4_K => row::<KGrid<15>>(f, src, dst),
         Q5_K => row::<KGrid<31>>(f, src, dst),
+        Q6_K => row::<Q6KGrid>(f, src, dst),
         _ => unreachable!("checked by supports"),
     }
 }

@@ -59,11 +59,13 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ4_0 {
             d
         }
     };
-    let mut b = BlockQ4_0 {
-        d: f16::from_f32(d),
-        qs: [0; 16],
-    };
-    pack_nibbles(&l, &mut b.qs);
+    encode(f16::from_f32(d), &l)
+}
+
+/// A block from its scale and levels (`0..=15`, value = (l − 8)·d).
+pub(crate) fn encode(d: f16, l: &[i32; QK]) -> BlockQ4_0 {
+    let mut b = BlockQ4_0 { d, qs: [0; 16] };
+    pack_nibbles(l, &mut b.qs);
     b
 }
 

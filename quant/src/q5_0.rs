@@ -42,16 +42,21 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ5_0 {
             d
         }
     };
+    encode(f16::from_f32(d), &l)
+}
+
+/// A block from its scale and levels (`0..=31`, value = (l − 16)·d).
+pub(crate) fn encode(d: f16, l: &[i32; QK]) -> BlockQ5_0 {
     let mut qh = 0u32;
     for (j, &q) in l.iter().enumerate() {
         qh |= ((q as u32 >> 4) & 1) << j;
     }
     let mut b = BlockQ5_0 {
-        d: f16::from_f32(d),
+        d,
         qh: qh.to_le_bytes(),
         qs: [0; 16],
     };
-    crate::q4_0::pack_nibbles(&l, &mut b.qs);
+    crate::q4_0::pack_nibbles(l, &mut b.qs);
     b
 }
 

@@ -70,6 +70,15 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ6_K {
             };
         }
     }
+    encode(b.d, b.scales, &l)
+}
+
+/// A block from its step, sixteen 8-bit sub-block scales and signed levels (`−32..=31`,
+/// value = d·scale·l).
+pub(crate) fn encode(d: f16, scales: [i8; 16], l: &[i32]) -> BlockQ6_K {
+    let mut b = BlockQ6_K::zeroed();
+    b.d = d;
+    b.scales = scales;
     for (e, &li) in l.iter().enumerate() {
         let q = (li + 32) as u8;
         let (qi, qs, hi, hs) = pos(e);

@@ -87,7 +87,14 @@ fn errors(ty: GgmlType, rho: f32) -> (f64, f64) {
     )
 }
 
-const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K];
+const TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
 
 #[test]
 fn correlated_inputs_lower_the_output_error() {
@@ -124,6 +131,6 @@ fn sizes_and_types_are_checked() {
     let mut out = vec![0u8; GgmlType::Q4_0.row_bytes(N).unwrap() * ROWS];
     assert!(quantize_rows_gptq(GgmlType::Q4_0, &w[..N * ROWS - 1], &f, &mut out).is_err());
     assert!(quantize_rows_gptq(GgmlType::Q4_0, &w, &f, &mut out[1..]).is_err());
-    assert!(quantize_rows_gptq(GgmlType::Q8_0, &w, &f, &mut out).is_err());
+    assert!(quantize_rows_gptq(GgmlType::Q4_1, &w, &f, &mut out).is_err());
     assert!(quantize_rows_gptq(GgmlType::Q4_0, &w, &f, &mut out).is_ok());
 }

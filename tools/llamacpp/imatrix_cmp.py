@@ -11,9 +11,14 @@ our default for 4-bit types, llama-quantize `--token-embedding-type q6_k`):
   ours-TYPE            grok1-quant quantize F32 -t TYPE
   ours-TYPE-imO        ... --imatrix ours.imatrix          (grok1-quant imatrix, calib.txt)
   ours-TYPE-imL        ... --imatrix llama.imatrix         (llama-imatrix, calib.txt)
+  ours-TYPE-imC        ... --imatrix ours-cov.imatrix      (grok1-quant imatrix --covariance:
+                                                            error feedback through the input
+                                                            covariances, GPTQ-style)
   llq-TYPE             llama-quantize --pure --token-embedding-type q6_k F32 TYPE
   llq-TYPE-imL         ... --imatrix llama.imatrix
   llq-TYPE-imO         ... --imatrix ours.imatrix          (isolates the quantizer from the statistics)
+  llq-TYPE-imC         ... --imatrix ours-cov.imatrix      (llama.cpp reads the file; it ignores
+                                                            the covariances: same tensors as imO)
 
 llama-imatrix tokenizes calib.txt with llama.cpp's SPM tokenizer, which differs from the model's
 sentencepiece tokenization (no lone ▁ before digits etc., see docs/llamacpp.md), so its
@@ -71,9 +76,12 @@ def main():
     if not keep(f32):
         sh(g + ["convert", MINI / "ckpt-0", "--config", MINI / "config.json", "-o", w / "mini-{type}.gguf",
                 "--type", "f32", "--force", "-q"], "convert f32")
-    im_o, im_l = w / "ours.imatrix", w / "llama.imatrix"
+    im_o, im_l, im_c = w / "ours.imatrix", w / "llama.imatrix", w / "ours-cov.imatrix"
     if not keep(im_o):
         sh(g + ["imatrix", f32, "-f", MINI / "calib.txt", "-o", im_o, "-c", str(a.ctx)], "grok1-quant imatrix")
+    if not keep(im_c):
+        sh(g + ["imatrix", f32, "-f", MINI / "calib.txt", "-o", im_c, "-c", str(a.ctx), "--covariance"],
+           "grok1-quant imatrix --covariance")
     if not keep(im_l):
         out = sh([llama_bin("llama-imatrix"), "-m", f32, "-f", MINI / "calib.txt", "-o", im_l,
                   "-c", str(a.ctx), "-t", "1", "--no-ppl"], "llama-imatrix")
@@ -81,12 +89,12 @@ def main():
 
     files = []
     for ty in a.types.split(","):
-        for tag, im in (("", None), ("-imO", im_o), ("-imL", im_l)):
+        for tag, im in (("", None), ("-imO", im_o), ("-imL", im_l), ("-imC", im_c)):
             p = w / f"ours-{ty}{tag}.gguf"
             if not keep(p):
                 sh(g + ["quantize", f32, p, "-t", ty, "--force"] + (["--imatrix", im] if im else []), f"ours {ty}{tag}")
             files.append(p)
-        for tag, im in (("", None), ("-imL", im_l), ("-imO", im_o)):
+        for tag, im in (("", None), ("-imL", im_l), ("-imO", im_o), ("-imC", im_c)):
             p = w / f"llq-{ty}{tag}.gguf"
             if not keep(p):
                 sh([llama_bin("llama-quantize"), "--pure", "--token-embedding-type", "q6_k"]
