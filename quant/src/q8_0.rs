@@ -54,11 +54,18 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ8_0 {
 }
 
 pub fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    let simd = imatrix.is_none() && has_avx2();
     for (i, (x, out)) in src
         .chunks_exact(QK)
         .zip(dst.chunks_exact_mut(BLOCK_BYTES))
         .enumerate()
     {
+        // SAFETY: AVX2/FMA/F16C detected; `x` is one block of 32, `out` one block's bytes.
+        #[cfg(target_arch = "x86_64")]
+        if simd && unsafe { avx2::quantize_block(x, out) } {
+            continue;
+        }
         let w = imatrix.map(|m| &m[i * QK..(i + 1) * QK]);
         out.copy_from_slice(bytemuck::bytes_of(&quantize_block(x, w)));
     }
@@ -301,6 +308,48 @@ mod avx2 {
     use super::*;
     use crate::common::x86::*;
     use std::arch::x86_64::*;
+
+    /// [`super::quantize_block`] without weights, bit-exact with it: the same `amax`, `d` and
+    /// `1/d`, each level rounded half away from zero. Returns `false` (nothing written) where
+    /// `1/d` is not finite (a denormal `d`), which the scalar rule handles.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C; `x` holds 32 values, `out` 34 bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize_block(x: &[f32], out: &mut [u8]) -> bool {
+        debug_assert!(x.len() >= QK && out.len() >= BLOCK_BYTES);
+        let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(x.as_ptr().add(8 * k)));
+        let sign = _mm256_set1_ps(-0.0);
+        // max_ps returns its second operand when the first is NaN: NaNs are skipped, as
+        // f32::max skips them in the scalar fold.
+        let mut m = _mm256_setzero_ps();
+        for vk in v {
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, vk), m);
+        }
+        let lanes: [f32; 8] = std::mem::transmute(m);
+        let amax = lanes.iter().copied().fold(0.0f32, f32::max);
+        let d = amax / 127.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        if !id.is_finite() {
+            return false;
+        }
+        let idv = _mm256_set1_ps(id);
+        let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+        let q: [__m256i; 4] = std::array::from_fn(|k| {
+            let y = _mm256_mul_ps(v[k], idv);
+            // level_ps maps NaN to 0, as round_level_i8 does; with a finite 1/d an infinite
+            // product needs an infinite input, whose amax gives d = ∞ and 1/d = 0 instead.
+            _mm256_cvtps_epi32(level_ps(y, lo, hi))
+        });
+        let p16a = _mm256_packs_epi32(q[0], q[1]);
+        let p16b = _mm256_packs_epi32(q[2], q[3]);
+        let p8 = _mm256_packs_epi16(p16a, p16b);
+        let p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        _mm256_storeu_si256(out.as_mut_ptr().add(2) as *mut __m256i, p8);
+        true
+    }
 
     /// Four blocks per iteration into four independent accumulators; prefetches ahead.
     ///
@@ -555,5 +604,54 @@ mod f32_dot_tests {
         dequantize_scalar(&w, &mut deq);
         let exact: f64 = deq.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
         assert!((exact - v as f64).abs() < 1e-3, "{exact} vs {v}");
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod quantize_simd_tests {
+    use super::*;
+
+    #[test]
+    fn simd_quantize_is_bit_exact_with_scalar() {
+        if !has_avx2() {
+            return;
+        }
+        let mut st = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        let mut simd_blocks = 0;
+        for case in 0..20_000 {
+            let mag = 2f32.powi((next() % 300) as i32 - 150);
+            let mut x: Vec<f32> = (0..QK)
+                .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * mag)
+                .collect();
+            match case % 9 {
+                // Exact halves after scaling: k + 0.5 steps of amax/127.
+                0 => {
+                    for (i, v) in x.iter_mut().enumerate() {
+                        *v = i as f32 - 15.5;
+                    }
+                    x[0] = 127.0;
+                }
+                1 => x[(next() % 32) as usize] = f32::NAN,
+                2 => x[(next() % 32) as usize] = f32::INFINITY,
+                3 => x.iter_mut().for_each(|v| *v = 0.0),
+                4 => x.iter_mut().for_each(|v| *v *= 1e-39),
+                5 => x[(next() % 32) as usize] = -f32::MAX,
+                _ => {}
+            }
+            let want = bytemuck::bytes_of(&quantize_block(&x, None)).to_vec();
+            let mut got = vec![0u8; BLOCK_BYTES];
+            // SAFETY: AVX2 detected; sizes as required.
+            if unsafe { avx2::quantize_block(&x, &mut got) } {
+                simd_blocks += 1;
+                assert_eq!(got, want, "case {case}: {x:?}");
+            }
+        }
+        assert!(simd_blocks > 19_000, "{simd_blocks}");
     }
 }
