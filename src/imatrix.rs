@@ -413,6 +413,9 @@ fn tile_body(x: &[f32], n: usize, i0: usize, j0: usize, acc: &mut [[f32; C]; R])
 fn full_tile(x: &[f32], n: usize, i0: usize, j0: usize, acc: &mut [[f32; C]; R]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
+        /// # Safety
+        ///
+        /// The CPU must support AVX2 (checked just above); the body is safe code.
         #[target_feature(enable = "avx2")]
         unsafe fn avx2(x: &[f32], n: usize, i0: usize, j0: usize, acc: &mut [[f32; C]; R]) {
             tile_body(x, n, i0, j0, acc)
