@@ -345,7 +345,8 @@ impl Imatrix {
                 Some(_) => {
                     let (cs, cov) = f32s(&format!("{base}.in_cov"))?;
                     let want = [n_in as u64, n_in as u64, n_mat as u64];
-                    if cs.iter().product::<u64>() != want.iter().product::<u64>()
+                    if cs.len() < 2
+                        || cs.iter().product::<u64>() != want.iter().product::<u64>()
                         || cs[..2] != want[..2]
                     {
                         return Err(invalid(format!(
@@ -535,6 +536,28 @@ mod tests {
         ];
         for (a, b) in rare.iter().zip(expect) {
             assert!((a - b).abs() < 1e-9, "{rare:?} vs {expect:?}");
+        }
+        // A covariance of the wrong shape is an error naming it, never a panic.
+        let f32b = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (sums, counts, cov) = (f32b(&[1.0, 1.0]), f32b(&[2.0]), f32b(&[1.0; 4]));
+        for shape in [vec![4u64], vec![2, 1, 2], vec![4, 1, 1]] {
+            let tensors = [
+                (
+                    TensorSpec::new("a.weight.in_sum2", vec![2, 1], GgmlType::F32),
+                    &sums[..],
+                ),
+                (
+                    TensorSpec::new("a.weight.counts", vec![1, 1], GgmlType::F32),
+                    &counts[..],
+                ),
+                (
+                    TensorSpec::new("a.weight.in_cov", shape.clone(), GgmlType::F32),
+                    &cov[..],
+                ),
+            ];
+            write_gguf(&p, Metadata::new(), &tensors, 32).unwrap();
+            let err = Imatrix::read(&p).unwrap_err().to_string();
+            assert!(err.contains("a.weight.in_cov"), "{shape:?}: {err}");
         }
         // A file without covariances reads as before.
         let mut plain = im.clone();

@@ -12,7 +12,12 @@ use quant::GgmlType;
 #[test]
 fn repacked_logits_are_bit_identical() {
     let prompts = common::test_prompts();
-    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+    ] {
         let (_dir, path) = common::synthetic_model(&common::small_grok(516), ty, 5);
         let plain = Model::load(&path).unwrap();
         let want = common::prefill_and_decode(&plain, &prompts, 6);

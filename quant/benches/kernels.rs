@@ -107,7 +107,7 @@ fn main() {
         "quant rows/s"
     );
     let n = 8192usize; // row length (Grok-1 hidden size is 6144; 8192 keeps all types aligned)
-    let lines: [(&str, GgmlType); 18] = [
+    let lines: [(&str, GgmlType); 19] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -127,6 +127,7 @@ fn main() {
         ("q4_0 il", GgmlType::Q4_0),
         ("q5_0 il", GgmlType::Q5_0),
         ("q4_0×4 il", GgmlType::Q4_0),
+        ("q4_k il", GgmlType::Q4_K),
     ];
     // Gaussian-ish weights (sum of uniforms), like trained weights.
     let mut s = 0x9e3779b97f4a7c15u64;

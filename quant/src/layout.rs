@@ -1,6 +1,6 @@
 //! Row layouts for the multi-row kernels.
 //!
-//! GGUF stores a matrix row after row. The eight-row kernels (Q4_0, Q5_0, Q8_0) walk eight rows
+//! GGUF stores a matrix row after row. The eight-row kernels (Q4_0, Q5_0, Q8_0, Q4_K) walk eight rows
 //! side by side, one block of each per step: eight short streams, which the hardware prefetcher
 //! serves poorly when rows are short, and per step a transpose of the eight rows' bytes and a
 //! gather of their eight scales. [`Layout::Interleaved8`] is a load-time repacking of the same
@@ -32,7 +32,10 @@ pub enum Layout {
 
 /// Whether `ty` has the interleaved layout (the types with eight-row kernels).
 pub fn can_interleave(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_K
+    )
 }
 
 /// How a column of eight blocks of `ty` is packed.
@@ -40,6 +43,7 @@ fn fields(ty: GgmlType) -> &'static [Field] {
     match ty {
         GgmlType::Q4_0 => crate::q4_0::PACK,
         GgmlType::Q5_0 => crate::q5_0::PACK,
+        GgmlType::Q4_K => crate::q4_k::PACK,
         _ => crate::q8_0::PACK,
     }
 }
@@ -98,7 +102,7 @@ fn permute(
 /// Runs `f(rows_in_ggml_layout, first_row)` over `w` (`rows` rows of `rb` bytes, interleaved):
 /// each whole group de-interleaved into a scratch buffer, then the row-major tail. The paths
 /// without an interleaved kernel (scalar fallback, dequantization) go through it.
-fn via_rows(
+pub(crate) fn via_rows(
     ty: GgmlType,
     w: &[u8],
     rb: usize,

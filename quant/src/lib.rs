@@ -432,6 +432,8 @@ pub(crate) fn rows_with(
         GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, il, act, unpacked, out),
         GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, il, act, unpacked, out),
         GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, il, act, out),
+        // Bit-identical to `vec_dot` per row, so not a `has_rows_kernel` type.
+        GgmlType::Q4_K => q4_k::vec_dot_rows(w, rb, il, act, out),
         GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, act, out),
         GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, act, out),
         GgmlType::BF16 => float::vec_dot_rows(float::Kind::BF16, n, w, act, out),
@@ -531,9 +533,17 @@ pub(crate) fn rows_multi_with(
         return Ok(());
     }
     if weight_ty == GgmlType::Q4_K {
-        assert!(!il, "q4_k has no interleaved layout");
-        q4_k::vec_dot_rows_multi(w, rb, acts, out);
-        return Ok(());
+        if !il {
+            q4_k::vec_dot_rows_multi(w, rb, acts, out);
+            return Ok(());
+        }
+        // The batched kernel reads rows: each packed group is unpacked first (prefill is
+        // compute-bound; the copy is one pass over the group in cache).
+        return layout::via_rows(weight_ty, w, rb, rows, |plain, r0| {
+            let k = plain.len() / rb.max(1);
+            q4_k::vec_dot_rows_multi(plain, rb, acts, &mut out[r0 * tokens..(r0 + k) * tokens]);
+            Ok(())
+        });
     }
     if has_rows_kernel(weight_ty) {
         // A multi-row decode kernel but no batched one: take it per token so both paths agree,

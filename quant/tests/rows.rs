@@ -58,3 +58,40 @@ fn rows_equal_single_row_dots_for_every_type() {
         assert!(vec_dot_rows(ty, n, &w, &act[..act.len() - 1], &mut out).is_err());
     }
 }
+
+/// Q4_K's rows in either layout give every row exactly its single-row dot (the packed groups
+/// go through the eight-row kernel), for row counts with and without a remainder and several
+/// row lengths.
+#[test]
+fn q4_k_eight_row_kernel_equals_single_row_dots() {
+    let ty = GgmlType::Q4_K;
+    for (n, rows, seed) in [(256, 8, 1), (2048, 19, 2), (3840, 16, 3), (512, 33, 4)] {
+        let rb = ty.row_bytes(n).unwrap();
+        // Rows of different scales, so the eight lanes hold different magnitudes.
+        let src: Vec<f32> = data(n * rows, seed)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (1.0 + (i / n) as f32 * 0.37))
+            .collect();
+        let mut w = vec![0u8; rb * rows];
+        quant::quantize_rows(ty, &src, n, &mut w, None).unwrap();
+        let mut act = Vec::new();
+        quantize_activation(ty, &data(n, seed + 10), &mut act).unwrap();
+        let mut il = vec![0u8; w.len()];
+        quant::layout::interleave_rows(ty, n, &w, &mut il).unwrap();
+        let (mut out, mut out_il) = (vec![0f32; rows], vec![0f32; rows]);
+        vec_dot_rows(ty, n, &w, &act, &mut out).unwrap();
+        let packed = quant::Layout::Interleaved8;
+        quant::layout::vec_dot_rows_in(ty, n, &il, packed, &act, None, &mut out_il).unwrap();
+        for r in 0..rows {
+            let want = vec_dot(ty, n, &w[r * rb..(r + 1) * rb], &act).unwrap();
+            assert_eq!(
+                out[r].to_bits(),
+                want.to_bits(),
+                "n {n} row {r}: {} vs {want}",
+                out[r]
+            );
+            assert_eq!(out_il[r].to_bits(), want.to_bits(), "n {n} packed row {r}");
+        }
+    }
+}

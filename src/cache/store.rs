@@ -55,7 +55,7 @@ pub struct CacheOptions {
     pub prefetch: bool,
     /// Write the routing trace (JSON lines) here.
     pub trace: Option<PathBuf>,
-    /// On the CPU, repack Q4_0/Q5_0/Q8_0 matrices into the interleaved row layout at load
+    /// On the CPU, repack Q4_0/Q5_0/Q8_0/Q4_K matrices into the interleaved row layout at load
     /// (see `crate::model::RepackReport`); `--no-repack` clears it.
     pub repack: bool,
 }
