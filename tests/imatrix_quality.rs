@@ -7,7 +7,6 @@ mod common;
 
 use grok1_quant::compare::compare;
 use grok1_quant::config::GrokConfig;
-use grok1_quant::convert::{convert, ConvertOptions, OutputSpec};
 use grok1_quant::gguf::GgufFile;
 use grok1_quant::imatrix::{Collector, Imatrix};
 use grok1_quant::model::{Logits, Model, Session};
@@ -87,26 +86,14 @@ fn imatrix_from_calib_lowers_kld_on_eval() {
             "{ty}: the covariances did not lower KLD by 15 %"
         );
         // The converter, given the same imatrix, writes the same tensors.
-        let conv = dir.path().join(format!("{ty}-conv.gguf"));
-        convert(&ConvertOptions {
-            ckpt_dir: fx.join("ckpt-0"),
-            config: cfg.clone(),
-            tokenizer: None,
-            outputs: vec![OutputSpec {
-                recipe: None,
-                ty,
-                path: conv.clone(),
-            }],
-            resume: false,
-            force: true,
-            token_embd_type: None,
-            progress: false,
-            model_name: "test".into(),
-            cancel: None,
-            imatrix: Some(std::sync::Arc::new(im.clone())),
-            direct_io: true,
-        })
-        .unwrap();
+        let conv = common::convert_with(
+            &fx.join("ckpt-0"),
+            &cfg,
+            dir.path(),
+            &[ty],
+            Some(std::sync::Arc::new(im.clone())),
+        )
+        .remove(0);
         let (a, b) = (
             GgufFile::open(&conv).unwrap(),
             GgufFile::open(&fed).unwrap(),

@@ -1080,3 +1080,26 @@ pub(crate) mod x86 {
         errs.copy_from_slice(&buf[..super::MIN_CANDS]);
     }
 }
+
+/// Test data for the SIMD-vs-scalar quantizer checks: a xorshift stream and blocks of values
+/// at magnitudes from 2⁻¹⁵⁰ to 2¹⁵⁰.
+#[cfg(test)]
+pub(crate) struct TestRng(pub u64);
+
+#[cfg(test)]
+impl TestRng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `n` values in ±mag/2 for a random power-of-two `mag`.
+    pub fn block(&mut self, n: usize) -> Vec<f32> {
+        let mag = 2f32.powi((self.next() % 300) as i32 - 150);
+        (0..n)
+            .map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * mag)
+            .collect()
+    }
+}

@@ -616,19 +616,11 @@ mod quantize_simd_tests {
         if !has_avx2() {
             return;
         }
-        let mut st = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            st
-        };
+        let mut rng = TestRng(0x9e37_79b9_7f4a_7c15);
         let mut simd_blocks = 0;
         for case in 0..20_000 {
-            let mag = 2f32.powi((next() % 300) as i32 - 150);
-            let mut x: Vec<f32> = (0..QK)
-                .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * mag)
-                .collect();
+            let mut x = rng.block(QK);
+            let mut next = || rng.next();
             match case % 9 {
                 // Exact halves after scaling: k + 0.5 steps of amax/127.
                 0 => {

@@ -113,18 +113,11 @@ mod avx2 {
             if !crate::common::has_avx2() {
                 return;
             }
-            let mut st = 0x2545_f491_4f6c_dd1du64;
-            let mut next = move || {
-                st ^= st << 13;
-                st ^= st >> 7;
-                st ^= st << 17;
-                st
-            };
+            let mut rng = crate::common::TestRng(0x2545_f491_4f6c_dd1d);
             for case in 0..4000 {
-                let mag = 2f32.powi((next() % 300) as i32 - 150);
-                let mut x: Vec<f32> = (0..QK_K)
-                    .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * mag)
-                    .collect();
+                let mut x = rng.block(QK_K);
+                let mag = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) * 2.0;
+                let mut next = || rng.next();
                 match case % 8 {
                     // Exact halves: max −127 gives iscale 1.
                     0 => {

@@ -96,29 +96,27 @@ const TYPES: [GgmlType; 6] = [
     GgmlType::Q6_K,
 ];
 
-#[test]
-fn correlated_inputs_lower_the_output_error() {
+/// For every type, the error with covariance feedback stays below `bound` × the weighted one.
+fn check_ratio(rho: f32, bound: f64) {
     for ty in TYPES {
-        let (plain, fed) = errors(ty, 0.9);
+        let (plain, fed) = errors(ty, rho);
         eprintln!(
-            "{}: weighted {plain:.4e}, with covariance {fed:.4e}",
+            "{} (rho {rho}): weighted {plain:.4e}, with covariance {fed:.4e}",
             ty.name()
         );
-        assert!(fed < 0.7 * plain, "{}: {fed} vs {plain}", ty.name());
+        assert!(fed < bound * plain, "{}: {fed} vs {plain}", ty.name());
     }
 }
 
 #[test]
+fn correlated_inputs_lower_the_output_error() {
+    check_ratio(0.9, 0.7);
+}
+
+#[test]
 fn uncorrelated_inputs_cost_nothing() {
-    for ty in TYPES {
-        let (plain, fed) = errors(ty, 0.0);
-        eprintln!(
-            "{}: weighted {plain:.4e}, with covariance {fed:.4e}",
-            ty.name()
-        );
-        // Sampled inputs are only nearly uncorrelated: a little compensation remains possible.
-        assert!(fed < 1.02 * plain, "{}: {fed} vs {plain}", ty.name());
-    }
+    // Sampled inputs are only nearly uncorrelated: a little compensation remains possible.
+    check_ratio(0.0, 1.02);
 }
 
 #[test]

@@ -35,6 +35,17 @@ pub fn convert_to(
     out_dir: &Path,
     types: &[GgmlType],
 ) -> Vec<PathBuf> {
+    convert_with(ckpt, cfg, out_dir, types, None)
+}
+
+/// [`convert_to`] with an importance matrix (`convert --imatrix`).
+pub fn convert_with(
+    ckpt: &Path,
+    cfg: &GrokConfig,
+    out_dir: &Path,
+    types: &[GgmlType],
+    imatrix: Option<std::sync::Arc<grok1_quant::imatrix::Imatrix>>,
+) -> Vec<PathBuf> {
     let outputs: Vec<OutputSpec> = types
         .iter()
         .map(|t| OutputSpec {
@@ -54,14 +65,13 @@ pub fn convert_to(
         progress: false,
         model_name: "test".into(),
         cancel: None,
-        imatrix: None,
+        imatrix,
         direct_io: true,
     };
     convert(&opts).expect("convert");
     outputs.into_iter().map(|o| o.path).collect()
 }
 
-/// Little-endian f32 file.
 pub fn read_f32(path: &Path) -> Vec<f32> {
     std::fs::read(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
