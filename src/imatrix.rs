@@ -16,6 +16,15 @@ use std::path::Path;
 /// Tokens below which an expert's own statistics are blended with its layer's average.
 pub const MIN_TOKENS: f64 = 32.0;
 
+/// Whether `imatrix --covariance` keeps a covariance for tensor `name`: every matrix but the
+/// router, which stays f32 (it is never quantized).
+pub fn wants_covariance(name: &str) -> bool {
+    !matches!(
+        crate::naming::Role::from_gguf_name(name),
+        Some((crate::naming::Role::FfnGateInp, _))
+    )
+}
+
 /// Damping of a covariance's diagonal before it is factored, as a fraction of the diagonal's
 /// mean (GPTQ's default).
 pub const COV_DAMP: f64 = 0.01;
@@ -32,6 +41,28 @@ pub struct ImatrixEntry {
     /// When collected: `n_mat × n_in × n_in` sums of `x·xᵀ` (the upper triangle, column ≥ row,
     /// is what is accumulated and read; written mirrored).
     pub cov: Option<Vec<f64>>,
+}
+
+impl ImatrixEntry {
+    /// Tokens seen by all matrices together, when `mat` is one of them and any were seen.
+    fn total_for(&self, mat: usize) -> Option<f64> {
+        let total: f64 = self.counts.iter().sum();
+        (mat < self.n_mat && total > 0.0).then_some(total)
+    }
+
+    /// Statistic `k` of matrix `mat` (`per` statistics per matrix in `sums`) over its tokens;
+    /// a matrix that saw fewer than [`MIN_TOKENS`] is blended with the tensor's average over all
+    /// matrices (weighted as if the average had MIN_TOKENS tokens).
+    fn mean_stat(&self, sums: &[f64], per: usize, mat: usize, k: usize, total: f64) -> f64 {
+        let c = self.counts[mat];
+        let own = sums[mat * per + k];
+        if c >= MIN_TOKENS || self.n_mat == 1 {
+            own / c.max(1.0)
+        } else {
+            let avg = (0..self.n_mat).map(|m| sums[m * per + k]).sum::<f64>() / total;
+            (own + MIN_TOKENS * avg) / (c + MIN_TOKENS)
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -68,12 +99,7 @@ impl Imatrix {
         if n_in == 0 || mat >= n_mat {
             return;
         }
-        // The router stays f32 (it is never quantized): no covariance for it.
-        let collect_cov = self.collect_cov
-            && !matches!(
-                crate::naming::Role::from_gguf_name(name),
-                Some((crate::naming::Role::FfnGateInp, _))
-            );
+        let collect_cov = self.collect_cov && wants_covariance(name);
         let e = self
             .entries
             .entry(name.to_string())
@@ -131,28 +157,12 @@ impl Imatrix {
     pub fn covariance(&self, name: &str, mat: usize) -> Option<Vec<f64>> {
         let e = self.entries.get(name)?;
         let cov = e.cov.as_ref()?;
+        let total = e.total_for(mat)?;
         let n = e.n_in;
-        let nn = n * n;
-        if mat >= e.n_mat {
-            return None;
-        }
-        let total: f64 = e.counts.iter().sum();
-        if total <= 0.0 {
-            return None;
-        }
-        let c = e.counts[mat];
-        let own = &cov[mat * nn..(mat + 1) * nn];
-        let blend = c < MIN_TOKENS && e.n_mat > 1;
-        let mut out = vec![0.0f64; nn];
+        let mut out = vec![0.0f64; n * n];
         for i in 0..n {
             for j in i..n {
-                let v = if blend {
-                    let avg: f64 =
-                        (0..e.n_mat).map(|m| cov[m * nn + i * n + j]).sum::<f64>() / total;
-                    (own[i * n + j] + MIN_TOKENS * avg) / (c + MIN_TOKENS)
-                } else {
-                    own[i * n + j] / c.max(1.0)
-                };
+                let v = e.mean_stat(cov, n * n, mat, i * n + j, total);
                 out[i * n + j] = v;
                 out[j * n + i] = v;
             }
@@ -166,27 +176,13 @@ impl Imatrix {
     /// neither dropped nor fitted to a handful of tokens. `None` when nothing was recorded.
     pub fn importance(&self, name: &str, mat: usize) -> Option<Vec<f32>> {
         let e = self.entries.get(name)?;
-        if mat >= e.n_mat {
-            return None;
-        }
+        let total = e.total_for(mat)?;
         let n = e.n_in;
-        let total: f64 = e.counts.iter().sum();
-        if total <= 0.0 {
-            return None;
-        }
-        let own = &e.sums[mat * n..(mat + 1) * n];
-        let c = e.counts[mat];
-        let out: Vec<f32> = (0..n)
-            .map(|i| {
-                if c >= MIN_TOKENS || e.n_mat == 1 {
-                    (own[i] / c.max(1.0)) as f32
-                } else {
-                    let avg: f64 = (0..e.n_mat).map(|m| e.sums[m * n + i]).sum::<f64>() / total;
-                    ((own[i] + MIN_TOKENS * avg) / (c + MIN_TOKENS)) as f32
-                }
-            })
-            .collect();
-        Some(out)
+        Some(
+            (0..n)
+                .map(|i| e.mean_stat(&e.sums, n, mat, i, total) as f32)
+                .collect(),
+        )
     }
 
     /// Per matrix of tensor `name` (`n_mat` matrices of `n_in` columns), its input covariance

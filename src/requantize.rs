@@ -177,11 +177,8 @@ pub fn quantize_gguf(opts: &QuantizeOptions) -> Result<QuantizeSummary, Quantize
                 let m = r0 / rows_per_mat.max(1);
                 let w = weights[m].as_deref().filter(|w| w.len() == n_in);
                 let mut out = vec![0u8; nr * dst_rb];
-                match &factors[m] {
-                    Some(fac) => quant::quantize_rows_gptq(dst_ty, &f, fac, &mut out),
-                    None => quant::quantize_rows(dst_ty, &f, n_in, &mut out, w),
-                }
-                .map_err(|e| terr(e.to_string()))?;
+                quant::quantize_rows_fed(dst_ty, &f, n_in, &mut out, w, factors[m].as_ref())
+                    .map_err(|e| terr(e.to_string()))?;
                 writer
                     .write_tensor_part(i, (r0 * dst_rb) as u64, &out)
                     .map_err(gguf_err(&part))

@@ -262,12 +262,13 @@ impl<const NMAX: i32> Grid for KGrid<NMAX> {
         dl * q as f32 - ml
     }
     fn encode(&self, l: &[i32], out: &mut [u8]) {
-        let bytes = if NMAX == 15 {
-            bytemuck::bytes_of(&q4_k::encode(self.d, self.dmin, &self.ls, &self.lm, l)).to_vec()
+        if NMAX == 15 {
+            let b = q4_k::encode(self.d, self.dmin, &self.ls, &self.lm, l);
+            out.copy_from_slice(bytemuck::bytes_of(&b));
         } else {
-            bytemuck::bytes_of(&q5_k::encode(self.d, self.dmin, &self.ls, &self.lm, l)).to_vec()
-        };
-        out.copy_from_slice(&bytes);
+            let b = q5_k::encode(self.d, self.dmin, &self.ls, &self.lm, l);
+            out.copy_from_slice(bytemuck::bytes_of(&b));
+        }
     }
 }
 

@@ -178,6 +178,22 @@ pub fn quantize_rows_gptq(
     Ok(())
 }
 
+/// [`quantize_rows_gptq`] with `cov` where given and `ty` can use it (see
+/// [`gptq::supports`]), else [`quantize_rows`] with the importance weights.
+pub fn quantize_rows_fed(
+    ty: GgmlType,
+    src: &[f32],
+    n_per_row: usize,
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+    cov: Option<&gptq::Factor>,
+) -> Result<(), QuantError> {
+    match cov.filter(|_| gptq::supports(ty)) {
+        Some(f) => quantize_rows_gptq(ty, src, f, dst),
+        None => quantize_rows(ty, src, n_per_row, dst, imatrix),
+    }
+}
+
 /// Dequantize one row; dst.len() is the element count.
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     use GgmlType::*;

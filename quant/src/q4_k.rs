@@ -223,22 +223,21 @@ pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, il: bool, a: &[u8], out: &mut [f
         }
     }
     if il && r < whole {
-        // No kernel for the packed groups here: unpack each (its blocks are whole rows again).
-        let mut plain = vec![0u8; 8 * rb];
-        while r < whole {
-            pack8(
-                &w[r * rb..(r + 8) * rb],
-                &mut plain,
-                rb,
-                BLOCK_BYTES,
-                PACK,
-                true,
-            );
-            for (k, row) in plain.chunks_exact(rb).enumerate() {
-                out[r + k] = vec_dot(row, a);
-            }
-            r += 8;
-        }
+        // No kernel for the packed groups here: the layout's own unpacking, then rows.
+        crate::layout::via_rows(
+            crate::GgmlType::Q4_K,
+            &w[..whole * rb],
+            rb,
+            whole,
+            |plain, r0| {
+                for (k, row) in plain.chunks_exact(rb).enumerate() {
+                    out[r0 + k] = vec_dot(row, a);
+                }
+                Ok(())
+            },
+        )
+        .expect("rows into a slice of the right size cannot fail");
+        r = whole;
     }
     for (o, row) in out[r..].iter_mut().zip(w[r * rb..].chunks_exact(rb.max(1))) {
         *o = vec_dot(row, a);

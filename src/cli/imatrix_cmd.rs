@@ -3,7 +3,7 @@
 
 use super::common::{read_text, ModelArg};
 use super::CliResult;
-use crate::imatrix::{Collector, Imatrix, MIN_TOKENS};
+use crate::imatrix::{wants_covariance, Collector, Imatrix, MIN_TOKENS};
 use crate::model::{Logits, Session};
 use crate::recipe::Recipe;
 use crate::requantize::{quantize_gguf, QuantizeOptions};
@@ -55,16 +55,14 @@ pub fn run_imatrix(a: ImatrixArgs) -> CliResult {
     }
     let chunks = (tokens.len() / a.ctx).min(a.chunks.unwrap_or(usize::MAX));
     let collector = Collector::default();
-    // Covariances are kept for every quantizable matrix (not the router, which stays f32).
+    // The matrices the forward pass reports (the layers'), as `Imatrix::accumulate` keeps them.
     let cov_need = Imatrix::cov_bytes(
         model
             .gguf()
             .tensors()
             .iter()
             .filter(|t| {
-                t.name.starts_with("blk.")
-                    && t.shape.len() >= 2
-                    && !t.name.ends_with(".ffn_gate_inp.weight")
+                t.name.starts_with("blk.") && t.shape.len() >= 2 && wants_covariance(&t.name)
             })
             .map(|t| {
                 (

@@ -78,10 +78,7 @@ impl<'s, 'a> Band<'s, 'a> {
             }
             _ => {
                 let f = self.f32();
-                match cov.filter(|_| quant::gptq::supports(ty)) {
-                    Some(fac) => quant::quantize_rows_gptq(ty, f, fac, dst)?,
-                    None => quant::quantize_rows(ty, f, n_in, dst, imatrix)?,
-                }
+                quant::quantize_rows_fed(ty, f, n_in, dst, imatrix, cov)?;
             }
         }
         Ok(stats)
