@@ -173,3 +173,39 @@ fn tiny_greedy_decoding_with_kv_cache_reproduces_full_recompute_f32() {
         }
     }
 }
+
+/// The decode path (one token per step, KV cache) of the Q8_0 file against the F32 file's: the
+/// weights are identical, so the logits must agree as tightly as the batched path's do.
+#[test]
+fn tiny_q8_0_decode_matches_f32_decode() {
+    let Some((fx, _dir, models)) = load_tiny(&[GgmlType::F32, GgmlType::Q8_0]) else {
+        return;
+    };
+    let prompts: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/prompts.json")).unwrap())
+            .unwrap();
+    let mut worst = 0f32;
+    for p in prompts["prompts"].as_array().unwrap() {
+        let ids: Vec<u32> = p["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let mut s32 = Session::new(models[0].hparams(), ids.len());
+        let mut s8 = Session::new(models[1].hparams(), ids.len());
+        for &id in &ids {
+            let a = models[0].forward(&mut s32, &[id], Logits::Last).unwrap();
+            let b = models[1].forward(&mut s8, &[id], Logits::Last).unwrap();
+            assert_eq!(argmax(&a), argmax(&b));
+            let d = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            worst = worst.max(d);
+        }
+    }
+    eprintln!("decode: Q8_0 vs F32 max |Δlogit| {worst:.2e}");
+    assert!(worst <= 1e-4, "Q8_0 decode vs F32 decode {worst} > 1e-4");
+}
