@@ -13,7 +13,9 @@ use quant::GgmlType;
 fn repacked_logits_are_bit_identical() {
     let prompts = common::test_prompts();
     for ty in [
+        GgmlType::F16,
         GgmlType::Q4_0,
+        GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
@@ -24,17 +26,10 @@ fn repacked_logits_are_bit_identical() {
 
         let packed = Model::load(&path).unwrap();
         let r = packed.prepare_cpu(true).unwrap().expect("a report");
-        // Every matrix of a type with the layout: 4 attention matrices × 3 layers, 3 expert
-        // tensors × 3 layers, and token_embd (the tied output) unless the converter kept it F32.
-        let matrices = |experts: bool| {
-            packed
-                .gguf()
-                .tensors()
-                .iter()
-                .filter(|t| t.shape.len() >= 2 && quant::layout::can_interleave(t.ty))
-                .filter(|t| experts || !t.name.contains("_exps"))
-                .count()
-        };
+        // Every matrix of a type with the layout but the router: 4 attention matrices × 3
+        // layers, 3 expert tensors × 3 layers, and token_embd (the tied output, F32 where the
+        // converter kept it so).
+        let matrices = |experts: bool| layout_matrices(&packed, experts);
         assert!(matrices(true) >= 21, "{ty}");
         assert_eq!(r.tensors, matrices(true), "{ty}: {r:?}");
         assert_eq!(r.experts, ExpertRepack::Done, "{ty}");
@@ -59,11 +54,30 @@ fn repacked_logits_are_bit_identical() {
     }
 }
 
+/// The matrices the runner repacks: every 2-D tensor of a type with the layout but the router
+/// (expert tensors only with `experts`).
+fn layout_matrices(m: &Model, experts: bool) -> usize {
+    m.gguf()
+        .tensors()
+        .iter()
+        .filter(|t| t.shape.len() >= 2 && quant::layout::can_interleave(t.ty))
+        .filter(|t| !t.name.contains("ffn_gate_inp"))
+        .filter(|t| experts || !t.name.contains("_exps"))
+        .count()
+}
+
 #[test]
 fn types_without_the_layout_are_left_as_stored() {
-    let (_dir, path) = common::synthetic_model(&common::small_grok(512), GgmlType::F32, 5);
+    // Q6_K where the row length allows it (ffn_down: 256), Q8_0 elsewhere.
+    let (_dir, path) = common::synthetic_model(&common::small_grok(512), GgmlType::Q6_K, 5);
     let m = Model::load(&path).unwrap();
+    let q6k = m
+        .gguf()
+        .tensors()
+        .iter()
+        .filter(|t| t.ty == GgmlType::Q6_K)
+        .count();
+    assert!(q6k >= 3, "the file has Q6_K matrices");
     let r = m.prepare_cpu(true).unwrap().expect("a report");
-    assert_eq!(r.tensors, 0, "{r:?}");
-    assert_eq!(r.experts, ExpertRepack::NotEligible);
+    assert_eq!(r.tensors, layout_matrices(&m, true), "{r:?}");
 }

@@ -107,7 +107,7 @@ fn main() {
         "quant rows/s"
     );
     let n = 8192usize; // row length (Grok-1 hidden size is 6144; 8192 keeps all types aligned)
-    let lines: [(&str, GgmlType); 19] = [
+    let lines: [(&str, GgmlType); 23] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -122,9 +122,13 @@ fn main() {
         ("q4_0×4", GgmlType::Q4_0),
         ("q4_k×4", GgmlType::Q4_K),
         // The layout the CPU runner repacks these types into at load (quant::layout).
+        ("f32 il", GgmlType::F32),
+        ("f16 il", GgmlType::F16),
+        ("bf16 il", GgmlType::BF16),
         ("q8_0 il", GgmlType::Q8_0),
         ("q8_0×f32 il", GgmlType::Q8_0),
         ("q4_0 il", GgmlType::Q4_0),
+        ("q4_1 il", GgmlType::Q4_1),
         ("q5_0 il", GgmlType::Q5_0),
         ("q4_0×4 il", GgmlType::Q4_0),
         ("q4_k il", GgmlType::Q4_K),

@@ -1,6 +1,14 @@
 //! Plain float rows: F32, F16 (IEEE half) and BF16. Their dot products use F32 activations.
 
+use crate::common::{assert_il_covered, Field};
 use half::f16;
+
+/// Bytes of each row per column of [`crate::Layout::Interleaved8`]: 8 F32 or 16 F16/BF16
+/// values, so a row length must be a multiple of that to be interleaved.
+pub(crate) const PACK_BYTES: usize = 32;
+
+/// How [`crate::Layout::Interleaved8`] packs a column: each row's 32 bytes in turn.
+pub(crate) const PACK: &[Field] = &[Field::rows(0, PACK_BYTES)];
 
 /// f32 -> bf16 bits as ggml (and gguf-py) round: NaNs forced quiet, otherwise round to
 /// nearest even on the top 16 bits.
@@ -99,7 +107,10 @@ pub fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// activation (`a`, little-endian f32 bytes). Eight rows at a time share every activation load
 /// and stream from eight places at once; the rest go row by row. Equal to [`vec_dot`] per row
 /// up to float summation order.
-pub fn vec_dot_rows(kind: Kind, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+///
+/// `il`: the whole eight-row groups are interleaved (see `q4_0::vec_dot_rows`; rows a multiple
+/// of [`PACK_BYTES`] long), only with the AVX2 kernel.
+pub fn vec_dot_rows(kind: Kind, n: usize, w: &[u8], il: bool, a: &[u8], out: &mut [f32]) {
     let es = if kind == Kind::F32 { 4 } else { 2 };
     let rb = n * es;
     assert!(
@@ -116,13 +127,26 @@ pub fn vec_dot_rows(kind: Kind, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     if crate::common::has_avx2() && n >= 8 {
         while r + 8 <= out.len() {
             let mut o = [0f32; 8];
-            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (n elements each) lie
-            // inside `w` and `a` holds n f32 (asserted above).
-            unsafe { avx2::vec_dot_8rows(kind, n, w.as_ptr().add(r * rb), rb, a.as_ptr(), &mut o) };
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (n elements each, in
+            // either layout the same bytes) lie inside `w` and `a` holds n f32 (asserted above);
+            // packed rows are whole columns long (asserted).
+            let g = w[r * rb..].as_ptr();
+            unsafe {
+                if il {
+                    avx2::vec_dot_8rows::<true>(kind, n, g, rb, a.as_ptr(), &mut o)
+                } else {
+                    avx2::vec_dot_8rows::<false>(kind, n, g, rb, a.as_ptr(), &mut o)
+                }
+            };
             out[r..r + 8].copy_from_slice(&o);
             r += 8;
         }
     }
+    assert!(
+        !il || rb % PACK_BYTES == 0,
+        "float vec_dot_rows: interleaved rows of {rb} bytes are not whole columns"
+    );
+    assert_il_covered(il, r, out.len(), rb, "float vec_dot_rows");
     for (o, row) in out[r..].iter_mut().zip(w[r * rb..].chunks_exact(rb.max(1))) {
         *o = vec_dot(kind, n, row, a);
     }
@@ -213,16 +237,19 @@ mod avx2 {
         sum
     }
 
-    /// Eight rows against one f32 activation: each 8-wide activation slice is loaded once and
+    /// Eight rows against one f32 activation: each activation slice is loaded once and
     /// multiplied into eight per-row accumulators; the tail (n mod 8) is added per row.
+    /// `PACKED`: one group of [`crate::Layout::Interleaved8`] (columns of each row's
+    /// [`PACK_BYTES`] in turn, `n` a multiple of them); the same bytes meet the same
+    /// operations in the same order as in the row-major layout, so results are bit-identical.
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); rows
-    /// `w + r·rb` for r < 8 must each hold `n` elements of `kind` and `a` `n` f32 (bytes, any
-    /// alignment).
+    /// `w + r·rb` for r < 8 (with `PACKED`, the group from `w`) must each hold `n` elements of
+    /// `kind` and `a` `n` f32 (bytes, any alignment).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows(
+    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
         kind: Kind,
         n: usize,
         w: *const u8,
@@ -231,9 +258,9 @@ mod avx2 {
         out: &mut [f32; 8],
     ) {
         match kind {
-            Kind::F32 => rows_kind::<0>(n, w, rb, a, out),
-            Kind::F16 => rows_kind::<1>(n, w, rb, a, out),
-            Kind::BF16 => rows_kind::<2>(n, w, rb, a, out),
+            Kind::F32 => rows_kind::<0, PACKED>(n, w, rb, a, out),
+            Kind::F16 => rows_kind::<1, PACKED>(n, w, rb, a, out),
+            Kind::BF16 => rows_kind::<2, PACKED>(n, w, rb, a, out),
         }
     }
 
@@ -242,7 +269,7 @@ mod avx2 {
     /// As [`vec_dot_8rows`], with `K` the kind's index (0 F32, 1 F16, 2 BF16).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows_kind<const K: u8>(
+    unsafe fn rows_kind<const K: u8, const PACKED: bool>(
         n: usize,
         w: *const u8,
         rb: usize,
@@ -251,26 +278,69 @@ mod avx2 {
     ) {
         let kind = [Kind::F32, Kind::F16, Kind::BF16][K as usize];
         let es = if K == 0 { 4 } else { 2 };
-        let rows: [*const u8; 8] = std::array::from_fn(|r| w.add(r * rb));
+        let per_col = PACK_BYTES / es;
+        debug_assert!(!PACKED || n % per_col == 0);
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
+        // Row r's element i (i a multiple of 8, of 16 for the 2-byte kinds' paired steps).
+        let at = |r: usize, i: usize| -> *const u8 {
+            if PACKED {
+                w.add(i / per_col * 8 * PACK_BYTES + r * PACK_BYTES + i % per_col * es)
+            } else {
+                rows[r].add(i * es)
+            }
+        };
         let ap = a as *const f32;
         let mut acc = [_mm256_setzero_ps(); 8];
         let n8 = n / 8 * 8;
         let mut i = 0;
-        while i < n8 {
-            if i % 32 == 0 {
+        let ahead = |i: usize| {
+            if !PACKED && i % 32 == 0 {
                 for p in &rows {
                     prefetch(p.add(i * es), 768);
                 }
             }
+        };
+        if K != 0 {
+            // Sixteen 2-byte values of each row per step (one 32-byte load); BF16 widens them
+            // by interleaving with zero words, which takes elements 0-3 / 8-11 and 4-7 / 12-15,
+            // so the activation's two vectors are permuted to match (once for the eight rows).
+            let zero = _mm256_setzero_si256();
+            while i + 16 <= n8 {
+                ahead(i);
+                let x0 = _mm256_loadu_ps(ap.add(i));
+                let x1 = _mm256_loadu_ps(ap.add(i + 8));
+                if K == 1 {
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let p = at(r, i);
+                        let a = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                        let b = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+                        *acc_r = _mm256_fmadd_ps(b, x1, _mm256_fmadd_ps(a, x0, *acc_r));
+                    }
+                } else {
+                    let xa = _mm256_permute2f128_ps(x0, x1, 0x20);
+                    let xb = _mm256_permute2f128_ps(x0, x1, 0x31);
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let v = _mm256_loadu_si256(at(r, i) as *const __m256i);
+                        let a = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));
+                        let b = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));
+                        *acc_r = _mm256_fmadd_ps(b, xb, _mm256_fmadd_ps(a, xa, *acc_r));
+                    }
+                }
+                i += 16;
+            }
+        }
+        while i < n8 {
+            ahead(i);
             let x = _mm256_loadu_ps(ap.add(i));
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                *acc_r = _mm256_fmadd_ps(load8(kind, rows[r], i), x, *acc_r);
+                *acc_r = _mm256_fmadd_ps(load8(kind, at(r, i), 0), x, *acc_r);
             }
             i += 8;
         }
         for (r, (o, acc_r)) in out.iter_mut().zip(acc).enumerate() {
             let mut s = hsum_ps(acc_r);
             if n8 < n {
+                // Row-major only (packed rows are whole columns).
                 let wr = std::slice::from_raw_parts(rows[r].add(n8 * es), (n - n8) * es);
                 let ar = std::slice::from_raw_parts(a.add(n8 * 4), (n - n8) * 4);
                 s += vec_dot_scalar(kind, n - n8, wr, ar);

@@ -1,13 +1,16 @@
 //! Row layouts for the multi-row kernels.
 //!
-//! GGUF stores a matrix row after row. The eight-row kernels (Q4_0, Q5_0, Q8_0, Q4_K) walk eight rows
+//! GGUF stores a matrix row after row. The eight-row kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+//! Q8_0, Q4_K) walk eight rows
 //! side by side, one block of each per step: eight short streams, which the hardware prefetcher
 //! serves poorly when rows are short, and per step a transpose of the eight rows' bytes and a
 //! gather of their eight scales. [`Layout::Interleaved8`] is a load-time repacking of the same
 //! bytes: each whole group of eight rows becomes `nb` columns, column b holding block b of the
 //! eight rows field by field (the eight f16 scales together, Q5_0's eight high-bit words
 //! together, the 4-bit values already in the transposed order the kernel works in; see each
-//! type's `PACK`). A group is one sequential stream, consecutive groups one long one, and the
+//! type's `PACK`). The float types have no blocks: their columns hold 32 bytes of each row
+//! (8 F32 or 16 F16/BF16 values), so only rows of whole columns are interleaved
+//! ([`can_interleave_rows`]). A group is one sequential stream, consecutive groups one long one, and the
 //! kernel loads what it used to shuffle. Every byte keeps its value and the kernels compute
 //! the same integer sums in the same order, so results are bit-identical to the row-major
 //! kernels. Measured (quant/README.md, 2 threads, rows of 8192): Q4_0 0.59 → 0.93 of the
@@ -33,26 +36,45 @@ pub enum Layout {
 
 /// Whether `ty` has the interleaved layout (the types with eight-row kernels).
 pub fn can_interleave(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_K
-    )
+    use GgmlType::*;
+    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K)
+}
+
+/// Whether a matrix of `ty` with rows of `n` elements can be interleaved: a type with the
+/// layout and rows of whole columns (every row of whole blocks does for the block types; the
+/// float types' columns hold 32 bytes of each row).
+pub fn can_interleave_rows(ty: GgmlType, n: usize) -> bool {
+    can_interleave(ty) && ty.row_bytes(n).is_some_and(|rb| rb % unit(ty) == 0)
+}
+
+/// The bytes of one row in one column.
+fn unit(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::float::PACK_BYTES,
+        _ => ty.type_size(),
+    }
 }
 
 /// How a column of eight blocks of `ty` is packed.
 fn fields(ty: GgmlType) -> &'static [Field] {
     match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::float::PACK,
         GgmlType::Q4_0 => crate::q4_0::PACK,
+        GgmlType::Q4_1 => crate::q4_1::PACK,
         GgmlType::Q5_0 => crate::q5_0::PACK,
         GgmlType::Q4_K => crate::q4_k::PACK,
         _ => crate::q8_0::PACK,
     }
 }
 
-fn check_layout(ty: GgmlType, layout: Layout) -> Result<bool, QuantError> {
+fn check_layout(ty: GgmlType, n: usize, layout: Layout) -> Result<bool, QuantError> {
     match layout {
         Layout::Rows => Ok(false),
-        Layout::Interleaved8 if can_interleave(ty) => Ok(true),
+        Layout::Interleaved8 if can_interleave_rows(ty, n) => Ok(true),
+        Layout::Interleaved8 if can_interleave(ty) => Err(QuantError::Unsupported {
+            ty,
+            what: "the interleaved row layout with rows of this length",
+        }),
         Layout::Interleaved8 => Err(QuantError::Unsupported {
             ty,
             what: "the interleaved row layout",
@@ -87,8 +109,8 @@ fn permute(
     dst: &mut [u8],
     inverse: bool,
 ) -> Result<(), QuantError> {
-    check_layout(ty, Layout::Interleaved8)?;
     let rb = check_aligned(ty, n)?;
+    check_layout(ty, n, Layout::Interleaved8)?;
     if rb == 0 || src.len() % rb != 0 || dst.len() != src.len() {
         return Err(QuantError::SizeMismatch {
             ty,
@@ -96,7 +118,7 @@ fn permute(
             found: dst.len(),
         });
     }
-    pack8(src, dst, rb, ty.type_size(), fields(ty), inverse);
+    pack8(src, dst, rb, unit(ty), fields(ty), inverse);
     Ok(())
 }
 
@@ -117,7 +139,7 @@ pub(crate) fn via_rows(
             &w[g * 8 * rb..(g + 1) * 8 * rb],
             &mut scratch,
             rb,
-            ty.type_size(),
+            unit(ty),
             fields(ty),
             true,
         );
@@ -139,7 +161,7 @@ pub fn vec_dot_rows_in(
     prep: Option<&ActPrep>,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    if !check_layout(weight_ty, layout)? || has_avx2() {
+    if !check_layout(weight_ty, n, layout)? || has_avx2() {
         return crate::rows_with(
             weight_ty,
             n,
@@ -169,7 +191,7 @@ pub fn vec_dot_rows_multi_in(
     preps: Option<&[ActPrep]>,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    if !check_layout(weight_ty, layout)? || has_avx2() {
+    if !check_layout(weight_ty, n, layout)? || has_avx2() {
         let il = layout == Layout::Interleaved8;
         return crate::rows_multi_with(weight_ty, n, w, il, acts, preps, out);
     }
@@ -197,7 +219,7 @@ pub fn vec_dot_f32_rows_in(
     x: &[f32],
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    let il = check_layout(weight_ty, layout)?;
+    let il = check_layout(weight_ty, n, layout)?;
     if il && x.len() != n {
         return Err(QuantError::SizeMismatch {
             ty: GgmlType::F32,
@@ -225,12 +247,18 @@ pub fn dequantize_rows_in(
     layout: Layout,
     dst: &mut [f32],
 ) -> Result<(), QuantError> {
-    if !check_layout(ty, layout)? {
+    if !check_layout(ty, n, layout)? {
         return dequantize_row(ty, w, dst);
     }
     let rb = check_aligned(ty, n)?;
     check_bytes(ty, dst.len(), w.len())?;
     let rows = dst.len().checked_div(n).unwrap_or(0);
+    if ty == GgmlType::F32 {
+        // The values are the bytes: un-permute straight into `dst`.
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
+        pack8(w, bytes, rb, unit(ty), fields(ty), true);
+        return Ok(());
+    }
     if ty == GgmlType::Q8_0 {
         // The prefill GEMM's tiles: straight from the packed columns.
         let whole = rows / 8 * 8;
@@ -259,7 +287,7 @@ pub fn dequantize_row_at(
     r: usize,
     dst: &mut [f32],
 ) -> Result<(), QuantError> {
-    let il = check_layout(ty, layout)?;
+    let il = check_layout(ty, n, layout)?;
     let rb = check_aligned(ty, n)?;
     check_bytes(ty, n * rows, w.len())?;
     if r >= rows || dst.len() != n {
@@ -278,7 +306,7 @@ pub fn dequantize_row_at(
         &w[g * 8 * rb..(g + 1) * 8 * rb],
         &mut plain,
         rb,
-        ty.type_size(),
+        unit(ty),
         fields(ty),
         true,
     );

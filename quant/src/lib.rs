@@ -446,13 +446,14 @@ pub(crate) fn rows_with(
     let unpacked = prep.and_then(|p| p.0.as_ref());
     match weight_ty {
         GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, il, act, unpacked, out),
+        GgmlType::Q4_1 => q4_1::vec_dot_rows(w, rb, il, act, out),
         GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, il, act, unpacked, out),
         GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, il, act, out),
         // Bit-identical to `vec_dot` per row, so not a `has_rows_kernel` type.
         GgmlType::Q4_K => q4_k::vec_dot_rows(w, rb, il, act, out),
-        GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, act, out),
-        GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, act, out),
-        GgmlType::BF16 => float::vec_dot_rows(float::Kind::BF16, n, w, act, out),
+        GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, il, act, out),
+        GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, il, act, out),
+        GgmlType::BF16 => float::vec_dot_rows(float::Kind::BF16, n, w, il, act, out),
         _ => {
             assert!(!il, "{} has no interleaved layout", weight_ty.name());
             for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
@@ -468,7 +469,7 @@ pub(crate) fn rows_with(
 /// the same kernel (`rows_multi_equals_rows_per_token` checks it bit for bit).
 fn has_rows_kernel(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q5_0 | Q8_0 | F32 | F16 | BF16)
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q8_0 | F32 | F16 | BF16)
 }
 
 /// Dot every row of `w` (consecutive rows of `n` elements) with several activations (batched

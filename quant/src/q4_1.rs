@@ -17,6 +17,10 @@ pub struct BlockQ4_1 {
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 pub const BLOCK_BYTES: usize = 20;
 
+/// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, the
+/// eight offsets, then the nibble bytes in 4-byte groups (as Q4_0's).
+pub(crate) const PACK: &[Field] = &[SCALE, Field::rows(2, 2), Field::dwords(4, 16)];
+
 /// Quantize one block; without weights byte-exact with ggml's reference / gguf-py.
 pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ4_1 {
     let mut l = [0i32; QK];
@@ -120,12 +124,121 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes (whole blocks) against one Q8_1
+/// activation `a`. Eight rows at a time go through a kernel that loads each activation block
+/// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
+/// row by row. Equal to [`vec_dot`] per row up to float summation order. `il`: whole
+/// eight-row groups block-interleaved (see `q4_0::vec_dot_rows`).
+pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f32]) {
+    let nb = check_rows("q4_1 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
+    let need = nb * crate::q8_1::BLOCK_BYTES;
+    assert!(
+        a.len() >= need,
+        "q4_1 vec_dot_rows: {nb} blocks per row need {need} activation bytes, got {}",
+        a.len()
+    );
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && nb > 0 {
+        while r + 8 <= out.len() {
+            let mut o = [0f32; 8];
+            let g = w[r * row_bytes..].as_ptr();
+            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
+            // same bytes) lie inside `w` (asserted: w holds out.len() rows of nb blocks) and
+            // `a` holds nb activation blocks (asserted).
+            unsafe {
+                if il {
+                    avx2::vec_dot_8rows::<true>(g, row_bytes, nb, a.as_ptr(), &mut o)
+                } else {
+                    avx2::vec_dot_8rows::<false>(g, row_bytes, nb, a.as_ptr(), &mut o)
+                }
+            };
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
+        }
+    }
+    assert_il_covered(il, r, out.len(), row_bytes, "q4_1 vec_dot_rows");
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes))
+    {
+        *o = vec_dot(row, a);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
     use crate::common::x86::*;
     use std::arch::x86_64::*;
     const AB: usize = crate::q8_1::BLOCK_BYTES;
+
+    /// Eight rows against one activation, as Q4_0's kernel: per block column the eight rows'
+    /// nibble bytes transposed in 4-byte groups (one vector holds four consecutive values of
+    /// every row), `maddubs` against the broadcast activation bytes sums each row in its own
+    /// lane (exact: i16 partial sums ≤ 8·2·15·128 < 2^15), the eight scales and the eight
+    /// offsets convert together; the offsets' `m·s` terms go to a second accumulator.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for eight rows of `nb` blocks (`rb` bytes apart; with `PACKED`, one group in
+    /// the packed-column layout of [`crate::Layout::Interleaved8`]) and `a` for `nb` blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
+        let mut acc = _mm256_setzero_ps();
+        let mut accm = _mm256_setzero_ps();
+        for b in 0..nb {
+            let (v, dw, mw) = if PACKED {
+                // Column b: eight scales, eight offsets, then the transposed nibble bytes.
+                let col = w.add(b * 8 * BLOCK_BYTES);
+                (
+                    std::array::from_fn(|k| {
+                        _mm256_loadu_si256(col.add(32 + 32 * k) as *const __m256i)
+                    }),
+                    _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(col.add(16) as *const __m128i)),
+                )
+            } else {
+                let off = b * BLOCK_BYTES;
+                if b % 4 == 0 {
+                    for p in &rows {
+                        prefetch(p.add(off), 384);
+                    }
+                }
+                (
+                    transpose16_8rows(&rows, off + 4),
+                    f16_8rows(&rows, off),
+                    f16_8rows(&rows, off + 2),
+                )
+            };
+            let ab = a.add(b * AB);
+            let aq = ab.add(4) as *const i32;
+            let mut s16 = _mm256_setzero_si256();
+            for (k, vk) in v.iter().enumerate() {
+                let lo = _mm256_and_si256(*vk, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(*vk, 4), m4);
+                let alo = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(k)));
+                let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(4 + k)));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, alo));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, ahi));
+            }
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_load(ab)));
+            let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+            acc = _mm256_fmadd_ps(d, isum, acc);
+            accm = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_load(ab.add(2))), accm);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc, accm));
+    }
 
     /// Four blocks per iteration, four accumulators; the offset terms m·s of four blocks are
     /// widened together with F16C and kept in a vector accumulator.

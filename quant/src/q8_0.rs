@@ -308,10 +308,6 @@ mod avx2 {
     use super::*;
     use crate::common::x86::*;
     use std::arch::x86_64::*;
-    /// How far ahead (bytes, about eleven block columns) the packed kernels prefetch their one
-    /// weight stream: the convert-heavy f32-activation kernel leaves the hardware prefetcher
-    /// too little lead (kernel bench, 2 threads: 0.84-0.86 -> 0.88-0.93 of the triad).
-    const PF_AHEAD: usize = 3072;
 
     /// [`super::quantize_block`] without weights, bit-exact with it: the same `amax`, `d` and
     /// `1/d`, each level rounded half away from zero. Returns `false` (nothing written) where
@@ -417,10 +413,7 @@ mod avx2 {
     ) -> (__m256, [*const u8; 8]) {
         if PACKED {
             let col = w.add(b * 8 * BLOCK_BYTES);
-            // Columns are 272 bytes, back to back: five lines from each start miss none.
-            for k in 0..5 {
-                prefetch(col, PF_AHEAD + 64 * k);
-            }
+            prefetch_column(col, 8 * BLOCK_BYTES);
             (
                 _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i)),
                 std::array::from_fn(|r| col.add(16 + 32 * r)),

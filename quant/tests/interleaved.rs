@@ -12,8 +12,12 @@ use quant::{
     vec_dot_rows_with, ActPrep, GgmlType,
 };
 
-const TYPES: [GgmlType; 4] = [
+const TYPES: [GgmlType; 8] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
@@ -155,6 +159,24 @@ fn other_types_refuse_the_interleaved_layout() {
     let mut out = vec![0f32; 8];
     let e = vec_dot_rows_in(ty, n, &w, Layout::Interleaved8, &act, None, &mut out).unwrap_err();
     assert!(e.to_string().contains("interleaved"), "{e}");
+    // The float types' columns hold 32 bytes of each row: other row lengths are refused.
+    for (ty, n) in [
+        (GgmlType::F16, 24),
+        (GgmlType::BF16, 40),
+        (GgmlType::F32, 12),
+    ] {
+        assert!(can_interleave(ty) && !can_interleave_rows(ty, n));
+        assert!(can_interleave_rows(ty, 2 * n));
+        let w = matrix(ty, n, 8, 4);
+        let mut il = vec![0u8; w.len()];
+        let e = interleave_rows(ty, n, &w, &mut il).unwrap_err();
+        assert!(e.to_string().contains("rows of this length"), "{e}");
+        let x = data(n, 5);
+        let mut act = Vec::new();
+        quantize_activation(ty, &x, &mut act).unwrap();
+        let mut out = vec![0f32; 8];
+        assert!(vec_dot_rows_in(ty, n, &w, Layout::Interleaved8, &act, None, &mut out).is_err());
+    }
     // A size mismatch is an error, not a panic.
     let ty = GgmlType::Q4_0;
     let w = matrix(ty, 64, 8, 3);

@@ -80,7 +80,7 @@ impl Model {
             return Ok(None);
         }
         let start = std::time::Instant::now();
-        let eligible = |r: &TensorRef| layout::can_interleave(r.ty);
+        let eligible = |r: &TensorRef| layout::can_interleave_rows(r.ty, r.n_in);
         let mut dense: Vec<TensorRef> = Vec::new();
         for r in [self.token_embd, self.output] {
             if eligible(&r) && !dense.iter().any(|d| d.index == r.index) {
