@@ -554,8 +554,10 @@ pub(crate) fn rows_multi_with(
             q4_k::vec_dot_rows_multi(w, rb, acts, out);
             return Ok(());
         }
-        // The batched kernel reads rows: each packed group is unpacked first (prefill is
-        // compute-bound; the copy is one pass over the group in cache).
+        if q4_k::vec_dot_rows_multi_packed(w, rb, acts, out).is_some() {
+            return Ok(());
+        }
+        // The scalar path reads rows: each packed group is unpacked first.
         return layout::via_rows(weight_ty, w, rb, rows, |plain, r0| {
             let k = plain.len() / rb.max(1);
             q4_k::vec_dot_rows_multi(plain, rb, acts, &mut out[r0 * tokens..(r0 + k) * tokens]);
