@@ -391,6 +391,7 @@ mod avx2 {
     use super::*;
     use crate::common::x86::*;
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// A Q4_K block unpacked for integer dots: its 64 low and 64 high nibbles, the eight
     /// sub-block scales broadcast as words, and the mins laid out for `bsums`.
@@ -570,16 +571,20 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); T];
         for i in 0..nb {
             let aps: [*const u8; T] = std::array::from_fn(|t| a[t].add(i * q8_k::BLOCK_BYTES));
-            let mut iv = [[_mm256_setzero_si256(); 8]; T];
-            let mut mv = [[_mm256_setzero_si256(); 8]; T];
             let mut dh = [0u16; 8];
             let mut dmh = [0u16; 8];
+            // Left uninitialised, then every entry written: zeroed arrays of vectors became a
+            // memset per super-block (6 % of a Q4_K prefill), arrays built by `from_fn` a copy.
+            let mut iv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
+            let mut mv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
             for r in 0..8 {
                 // Block i of row r; two columns ahead is what comes next in the stream.
                 let bp = w.add((8 * i + r) * BLOCK_BYTES);
                 let u = unpack(bp, 16 * BLOCK_BYTES);
                 for t in 0..T {
-                    (iv[t][r], mv[t][r]) = int_sums(&u, aps[t]);
+                    let (a, b) = int_sums(&u, aps[t]);
+                    iv[t][r].write(a);
+                    mv[t][r].write(b);
                 }
                 dh[r] = (bp as *const u16).read_unaligned();
                 dmh[r] = (bp.add(2) as *const u16).read_unaligned();
@@ -587,8 +592,14 @@ mod avx2 {
             let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(dmh.as_ptr() as *const __m128i));
             for t in 0..T {
-                let isum = _mm256_cvtepi32_ps(totals8(&iv[t]));
-                let summ = _mm256_cvtepi32_ps(totals8(&mv[t]));
+                // SAFETY: the loop above wrote all eight entries of iv[t] and mv[t];
+                // MaybeUninit<__m256i> has __m256i's layout.
+                let (iv, mv) = (
+                    &*(iv[t].as_ptr() as *const [__m256i; 8]),
+                    &*(mv[t].as_ptr() as *const [__m256i; 8]),
+                );
+                let isum = _mm256_cvtepi32_ps(totals8(iv));
+                let summ = _mm256_cvtepi32_ps(totals8(mv));
                 let da = _mm256_set1_ps((aps[t] as *const f32).read_unaligned());
                 let v = _mm256_sub_ps(
                     _mm256_mul_ps(_mm256_mul_ps(da, d), isum),
