@@ -94,6 +94,39 @@ pub(crate) fn assert_il_covered(il: bool, r: usize, rows: usize, row_bytes: usiz
     );
 }
 
+/// The eight-row driver of the `_rows` entry points: with `simd`, `eight(group, out8)` for every
+/// whole group of eight rows (`group` starts at the group's first row), then `one(row)` for the
+/// rest, row-major (all rows without `simd`). Interleaved groups must all have gone through
+/// `eight` ([`assert_il_covered`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn by_eight(
+    name: &str,
+    w: &[u8],
+    row_bytes: usize,
+    il: bool,
+    simd: bool,
+    out: &mut [f32],
+    mut eight: impl FnMut(&[u8], &mut [f32; 8]),
+    one: impl Fn(&[u8]) -> f32,
+) {
+    let mut r = 0;
+    if simd {
+        while r + 8 <= out.len() {
+            let mut o = [0f32; 8];
+            eight(&w[r * row_bytes..], &mut o);
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
+        }
+    }
+    assert_il_covered(il, r, out.len(), row_bytes, name);
+    for (o, row) in out[r..]
+        .iter_mut()
+        .zip(w[r * row_bytes..].chunks_exact(row_bytes.max(1)))
+    {
+        *o = one(row);
+    }
+}
+
 /// One field of a block as [`pack8`] lays it out in a column of eight rows: `len` bytes at
 /// `off` in the block, stored row after row (`dwords` false) or as its 4-byte groups, group k
 /// of rows 0..7 together (`dwords` true: one 32-byte vector per group, row r in lane r).

@@ -137,33 +137,30 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
         "q4_1 vec_dot_rows: {nb} blocks per row need {need} activation bytes, got {}",
         a.len()
     );
-    let mut r = 0;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && nb > 0 {
-        while r + 8 <= out.len() {
-            let mut o = [0f32; 8];
-            let g = w[r * row_bytes..].as_ptr();
-            // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
-            // same bytes) lie inside `w` (asserted: w holds out.len() rows of nb blocks) and
-            // `a` holds nb activation blocks (asserted).
+    let name = "q4_1 vec_dot_rows";
+    let simd = has_avx2() && nb > 0;
+    by_eight(
+        name,
+        w,
+        row_bytes,
+        il,
+        simd,
+        out,
+        |g, o| {
+            // SAFETY: AVX2/FMA/F16C detected at run time (`simd`); the group's eight rows (in
+            // either layout, the same bytes) lie inside `w` (asserted: w holds out.len() rows of
+            // nb blocks) and `a` holds nb activation blocks (asserted).
+            #[cfg(target_arch = "x86_64")]
             unsafe {
                 if il {
-                    avx2::vec_dot_8rows::<true>(g, row_bytes, nb, a.as_ptr(), &mut o)
+                    avx2::vec_dot_8rows::<true>(g.as_ptr(), row_bytes, nb, a.as_ptr(), o)
                 } else {
-                    avx2::vec_dot_8rows::<false>(g, row_bytes, nb, a.as_ptr(), &mut o)
+                    avx2::vec_dot_8rows::<false>(g.as_ptr(), row_bytes, nb, a.as_ptr(), o)
                 }
-            };
-            out[r..r + 8].copy_from_slice(&o);
-            r += 8;
-        }
-    }
-    assert_il_covered(il, r, out.len(), row_bytes, "q4_1 vec_dot_rows");
-    for (o, row) in out[r..]
-        .iter_mut()
-        .zip(w[r * row_bytes..].chunks_exact(row_bytes))
-    {
-        *o = vec_dot(row, a);
-    }
+            }
+        },
+        |row| vec_dot(row, a),
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
