@@ -32,8 +32,8 @@ pub struct CacheArgs {
     /// Record the routing trace, one JSON object per (token, layer): see `cachesim`.
     #[arg(long)]
     pub trace: Option<PathBuf>,
-    /// CPU: read Q4_0/Q5_0/Q8_0/Q4_K weights as stored instead of repacking them at load into the
-    /// interleaved row layout (faster decode, costs RAM for the repacked copy).
+    /// CPU: read F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q8_0/Q4_K weights as stored instead of repacking
+    /// them at load into the interleaved row layout (faster decode, costs RAM for the copy).
     #[arg(long)]
     pub no_repack: bool,
 }

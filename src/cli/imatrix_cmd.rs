@@ -27,7 +27,7 @@ pub struct ImatrixArgs {
     /// At most this many chunks.
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// Read Q4_0/Q5_0/Q8_0/Q4_K weights as stored (no interleaved copy; see `run --help`).
+    /// Read weights as stored (no interleaved copy; see `run --help`).
     #[arg(long)]
     pub no_repack: bool,
     /// Also collect each matrix's input covariance (`n_in × n_in` per matrix and expert, as

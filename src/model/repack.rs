@@ -1,5 +1,6 @@
 //! Load-time repacking for the CPU backend: matrices of the types with eight-row kernels
-//! (Q4_0, Q5_0, Q8_0, Q4_K) are copied once into anonymous memory in `quant::Layout::Interleaved8`,
+//! (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K; the float types with rows of whole 32-byte
+//! columns) are copied once into anonymous memory in `quant::Layout::Interleaved8`,
 //! where each group of eight rows is one sequential stream (see quant's `layout` module for
 //! why, and what it measured). The values are the file's, bit for bit; only their order in
 //! memory changes, and the forward pass gives identical logits either way.
