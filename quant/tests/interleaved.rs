@@ -44,7 +44,7 @@ fn check_all(n: usize, rows: usize) {
         deinterleave_rows(ty, n, &il, &mut back).unwrap();
         assert_eq!(back, w, "{ty} n={n} rows={rows}: round trip");
 
-        let xs: Vec<Vec<f32>> = (0..5).map(|t| data(n, 100 + t)).collect();
+        let xs: Vec<Vec<f32>> = (0..11).map(|t| data(n, 100 + t)).collect();
         let acts: Vec<Vec<u8>> = xs
             .iter()
             .map(|x| {
@@ -68,8 +68,8 @@ fn check_all(n: usize, rows: usize) {
         )
         .unwrap();
         assert_eq!(plain, inter, "{ty} n={n} rows={rows}: vec_dot_rows");
-        // Several activations, 1..=5 tokens (the batched kernel takes four at a time).
-        for t in 1..=5 {
+        // Several activations, 1..=11 tokens (the batched kernels take four or eight at a time).
+        for t in 1..=11 {
             let a: Vec<&[u8]> = acts[..t].iter().map(|a| &a[..]).collect();
             let (mut p, mut q) = (vec![0f32; rows * t], vec![0f32; rows * t]);
             vec_dot_rows_multi_with(ty, n, &w, &a, Some(&preps[..t]), &mut p).unwrap();
