@@ -826,6 +826,20 @@ pub(crate) mod x86 {
         _mm_prefetch(p.wrapping_add(off) as *const i8, _MM_HINT_T0);
     }
 
+    /// A 64-byte-aligned local: a kernel holding one (`let _frame = align_frame();`) realigns its
+    /// stack frame, so the compiler's 32-byte vector spill slots sit at the same place in a
+    /// cache line whatever the callers' stack depth. Without it the Q6_K single-row kernel ran
+    /// 2× slower (single-threaded 1.66 B Q4_K decode 56 → 44 tok/s) after an unrelated change
+    /// up the call chain moved the stack by 16 bytes: its spills then straddled cache lines.
+    #[repr(C, align(64))]
+    pub struct FrameAlign(pub [u8; 64]);
+
+    /// See [`FrameAlign`].
+    #[inline(always)]
+    pub fn align_frame() -> FrameAlign {
+        std::hint::black_box(FrameAlign([0; 64]))
+    }
+
     /// How far ahead (bytes) a packed-column kernel prefetches its one weight stream where the
     /// per-column work leaves the hardware prefetcher too little lead at two threads: Q8_0's
     /// (kernel bench, Q8_0 × f32: 0.84-0.86 of the triad without, 0.88-0.93 with). The nibble

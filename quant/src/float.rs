@@ -257,6 +257,7 @@ mod avx2 {
         a: *const u8,
         out: &mut [f32; 8],
     ) {
+        let _frame = align_frame();
         match kind {
             Kind::F32 => rows_kind::<0, PACKED>(n, w, rb, a, out),
             Kind::F16 => rows_kind::<1, PACKED>(n, w, rb, a, out),

@@ -336,6 +336,7 @@ mod avx2 {
         preps: [&crate::q8_0::PreparedQ8; T],
         out: &mut [[f32; 8]; T],
     ) {
+        let _frame = align_frame();
         let m4 = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); T];

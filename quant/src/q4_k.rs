@@ -644,6 +644,7 @@ mod avx2 {
     /// must hold at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_multi<const T: usize>(w: &[u8], a: [&[u8]; T]) -> [f32; T] {
+        let _frame = align_frame();
         let nb = w.len() / BLOCK_BYTES;
         let mut sum = [0f32; T];
         for i in 0..nb {

@@ -223,6 +223,7 @@ mod avx2 {
     /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let _frame = align_frame();
         let nb = w.len() / BLOCK_BYTES;
         let mut sum = 0.0f32;
         for i in 0..nb {

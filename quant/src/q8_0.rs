@@ -443,6 +443,7 @@ mod avx2 {
         a: *const u8,
         out: &mut [f32; 8],
     ) {
+        let _frame = align_frame();
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
@@ -481,6 +482,7 @@ mod avx2 {
         x: *const f32,
         out: &mut [f32; 8],
     ) {
+        let _frame = align_frame();
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
