@@ -24,17 +24,10 @@ fn tiny_logits_match_reference_f32_and_q8_0_matches_f32() {
     );
     let f32m = Model::load(&paths[0]).unwrap();
     let q8m = Model::load(&paths[1]).unwrap();
-    let prompts: Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/prompts.json")).unwrap())
-            .unwrap();
+    let prompts: Value = common::read_json(&fx.join("reference/prompts.json"));
     let vocab = cfg.vocab_size;
     for p in prompts["prompts"].as_array().unwrap() {
-        let ids: Vec<u32> = p["token_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let ids: Vec<u32> = common::token_ids(&p["token_ids"]);
         let reference = common::read_f32(&fx.join(p["logits_f32"]["file"].as_str().unwrap()));
         let ref_bf16 = common::read_f32(&fx.join(p["logits_bf16"]["file"].as_str().unwrap()));
         let mut s = Session::new(f32m.hparams(), ids.len());
@@ -89,15 +82,8 @@ fn tiny_routing_and_hidden_states_match_reference_per_layer() {
         return;
     };
     let m = &models[0];
-    let routing: Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/routing.json")).unwrap())
-            .unwrap();
-    let ids: Vec<u32> = routing["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let routing: Value = common::read_json(&fx.join("reference/routing.json"));
+    let ids: Vec<u32> = common::token_ids(&routing["token_ids"]);
     let hidden = common::read_f32(&fx.join("reference/hidden_f32_0.bin"));
     let emb = m.hparams().emb;
     let t = ids.len();
@@ -144,23 +130,11 @@ fn tiny_greedy_decoding_with_kv_cache_reproduces_full_recompute_f32() {
     let Some((fx, _dir, models)) = load_tiny(&[GgmlType::F32, GgmlType::Q8_0]) else {
         return;
     };
-    let greedy: Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/greedy.json")).unwrap())
-            .unwrap();
+    let greedy: Value = common::read_json(&fx.join("reference/greedy.json"));
     for m in &models {
         for p in greedy["prompts"].as_array().unwrap() {
-            let ids: Vec<u32> = p["prompt_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
-            let want: Vec<u32> = p["full_recompute_f32"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let ids: Vec<u32> = common::token_ids(&p["prompt_ids"]);
+            let want: Vec<u32> = common::token_ids(&p["full_recompute_f32"]);
             let mut s = Session::new(m.hparams(), ids.len() + want.len());
             let mut logits = m.forward(&mut s, &ids, Logits::Last).unwrap();
             let mut got = Vec::new();
@@ -181,17 +155,10 @@ fn tiny_q8_0_decode_matches_f32_decode() {
     let Some((fx, _dir, models)) = load_tiny(&[GgmlType::F32, GgmlType::Q8_0]) else {
         return;
     };
-    let prompts: Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/prompts.json")).unwrap())
-            .unwrap();
+    let prompts: Value = common::read_json(&fx.join("reference/prompts.json"));
     let mut worst = 0f32;
     for p in prompts["prompts"].as_array().unwrap() {
-        let ids: Vec<u32> = p["token_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let ids: Vec<u32> = common::token_ids(&p["token_ids"]);
         let mut s32 = Session::new(models[0].hparams(), ids.len());
         let mut s8 = Session::new(models[1].hparams(), ids.len());
         for &id in &ids {

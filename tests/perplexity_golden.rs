@@ -28,9 +28,7 @@ fn mini_trained_ppl_matches_reference_and_q8_0_equals_f32() {
     let text = std::fs::read_to_string(fx.join("eval.txt")).unwrap();
     let tokens = f32m.tokenizer().unwrap().encode(&text);
     assert_eq!(tokens.len(), 43763);
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("reference/ppl.json")).unwrap())
-            .unwrap();
+    let golden: serde_json::Value = common::read_json(&fx.join("reference/ppl.json"));
     let want = golden["ppl"].as_f64().unwrap();
     let r = perplexity(&f32m, &tokens, 256, &mut |_, _, _| {}).unwrap();
     eprintln!("f32 ppl {} (reference {want})", r.ppl);

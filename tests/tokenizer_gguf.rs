@@ -22,20 +22,12 @@ fn grok_1_vocabulary_in_gguf_encodes_the_golden_strings() {
     write_gguf(&path, md, &[], 32).unwrap();
     let file = GgufFile::open(&path).unwrap();
     let tok = tokenizer_from_gguf(&file).unwrap();
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fx.join("golden_tokenization.json")).unwrap(),
-    )
-    .unwrap();
+    let golden = common::read_json(&fx.join("golden_tokenization.json"));
     let cases = golden["cases"].as_array().expect("cases");
     let mut ok = 0;
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let ids: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let ids: Vec<u32> = common::token_ids(&case["ids"]);
         assert_eq!(tok.encode(text), ids, "encode {text:?}");
         assert_eq!(
             tok.decode(&ids),

@@ -1,37 +1,11 @@
 //! Golden tokenizations from python sentencepiece 0.2 (shared fixtures): the real Grok-1
 //! tokenizer, grok-tiny's and grok-mini-trained's.
 
+mod common;
+
+use common::{fixture, read_json, token_ids};
 use grok1_quant::tokenizer::{PieceKind, SpecialIds, SpmModel, Tokenizer};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-/// The shared fixtures folder, or `None` (with a note) when it is absent; with `CI` set a
-/// missing folder is a failure.
-fn fixtures(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(sub);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("fixtures missing at {}", dir.display());
-    }
-    eprintln!("note: skipping, fixtures missing at {}", dir.display());
-    None
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 /// Checks every case of a `tokenization.json`-style file; returns the number checked.
 fn check_cases(tok: &Tokenizer, golden: &Value, label: &str) -> usize {
@@ -39,7 +13,7 @@ fn check_cases(tok: &Tokenizer, golden: &Value, label: &str) -> usize {
     let mut failures = Vec::new();
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let want = ids_of(&case["ids"]);
+        let want = token_ids(&case["ids"]);
         let got = tok.encode(text);
         if got != want {
             failures.push(format!("encode {text:?}: got {got:?}, want {want:?}"));
@@ -89,7 +63,7 @@ fn via_vocab(model: &SpmModel) -> Tokenizer {
 
 #[test]
 fn grok1_model_facts() {
-    let Some(dir) = fixtures("grok-1-tokenizer") else {
+    let Some(dir) = fixture("grok-1-tokenizer") else {
         return;
     };
     let model = SpmModel::from_file(&dir.join("tokenizer.model")).unwrap();
@@ -123,7 +97,7 @@ fn grok1_model_facts() {
 
 #[test]
 fn grok1_golden_encode_decode() {
-    let Some(dir) = fixtures("grok-1-tokenizer") else {
+    let Some(dir) = fixture("grok-1-tokenizer") else {
         return;
     };
     let golden = read_json(&dir.join("golden_tokenization.json"));
@@ -136,7 +110,7 @@ fn grok1_golden_encode_decode() {
 
 #[test]
 fn grok_tiny_golden() {
-    let Some(dir) = fixtures("grok-tiny") else {
+    let Some(dir) = fixture("grok-tiny") else {
         return;
     };
     let model = SpmModel::from_file(&dir.join("tokenizer.model")).unwrap();
@@ -149,8 +123,12 @@ fn grok_tiny_golden() {
     assert!(!prompts.is_empty());
     for p in prompts {
         let text = p["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text), ids_of(&p["token_ids"]), "prompt {text:?}");
-        assert_eq!(tok.decode(&ids_of(&p["token_ids"])), text);
+        assert_eq!(
+            tok.encode(text),
+            token_ids(&p["token_ids"]),
+            "prompt {text:?}"
+        );
+        assert_eq!(tok.decode(&token_ids(&p["token_ids"])), text);
     }
 }
 
@@ -163,7 +141,7 @@ fn fnv(ids: &[u32]) -> u64 {
 
 #[test]
 fn grok_mini_trained_eval_and_calib() {
-    let Some(dir) = fixtures("grok-mini-trained") else {
+    let Some(dir) = fixture("grok-mini-trained") else {
         return;
     };
     let tok = Tokenizer::from_spm_file(&dir.join("tokenizer.model")).unwrap();

@@ -28,6 +28,20 @@ pub fn fixture(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// A fixture's JSON file, parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A JSON array of token ids.
+pub fn token_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 /// Convert a checkpoint directory to the given types inside `out_dir`; returns the paths.
 pub fn convert_to(
     ckpt: &Path,
