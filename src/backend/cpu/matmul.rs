@@ -181,7 +181,7 @@ pub fn matmul(
     acts: &PreparedActivations,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    let (n_out, t) = (w.n_out, acts.tokens);
+    let t = acts.tokens;
     check(w, acts, out)?;
     if t == 1 {
         let d = DecodePrep::new(w, acts);
@@ -190,39 +190,29 @@ pub fn matmul(
             .enumerate()
             .try_for_each(|(c, chunk)| d.rows(w, c, chunk));
     }
-    // Row-major [n_out][t] results, transposed into out afterwards, in a buffer this thread
-    // keeps between calls: a fresh one per matmul (megabytes in prefill) cost page faults,
-    // kernel page zeroing and a memset every time (~20 % of a 512-token Q4_K prefill).
-    // Not cleared: `batch` writes every element.
-    let mut tmp = TMP.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    tmp.resize(n_out * t, 0.0);
-    let r = batch(w, acts, &mut tmp, t);
-    if r.is_ok() {
-        // Token by token in parallel: each output row gathers its column of tmp.
-        out.par_chunks_mut(n_out).enumerate().for_each(|(tok, o)| {
-            for (r, v) in o.iter_mut().enumerate() {
-                *v = tmp[r * t + tok];
-            }
-        });
-    }
-    TMP.with(|c| *c.borrow_mut() = tmp);
-    r
+    batch(w, acts, out, t)
 }
 
-thread_local! {
-    /// [`matmul`]'s batch result buffer (see there).
-    static TMP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The batched part of [`matmul`]: `tmp[r·t + k] = w_r · x_k`.
+/// The batched part of [`matmul`]: `out[k·n_out + r] = w_r · x_k`. Each task computes a block
+/// of rows for every token (`[rows][t]`, in a buffer its worker keeps) and writes it into its
+/// columns of `out` while it is in cache. (Results first gathered into one `[n_out][t]` matrix
+/// and transposed afterwards cost a pass over megabytes, ~4 % of a 512-token prefill, and a
+/// buffer the size of the largest batch kept per thread.)
 fn batch(
     w: &WeightMatrix,
     acts: &PreparedActivations,
-    tmp: &mut [f32],
+    out: &mut [f32],
     t: usize,
 ) -> Result<(), QuantError> {
-    let n_in = w.n_in;
+    let (n_in, n_out) = (w.n_in, w.n_out);
     let row_bytes = w.row_bytes();
+    let dst = Columns::new(out, t, n_out);
+    let tasks = n_out.div_ceil(ROWS_PER_TASK);
+    // Rows r0.. of the task `c`, as many as remain.
+    let span = |c: usize| {
+        let r0 = c * ROWS_PER_TASK;
+        (r0, ROWS_PER_TASK.min(n_out - r0))
+    };
     if uses_f32_activations(w.ty) {
         // Dequantize a tile of rows once, then a register-blocked f32 GEMM over the batch.
         let x: Vec<f32> = acts
@@ -232,46 +222,169 @@ fn batch(
             .collect();
         // Packed once for every row tile.
         let packed = super::gemm::PackedTokens::new(&x, n_in);
-        // One tile buffer per worker, reused across its tasks (a fresh 32-row tile per task
-        // would be a fresh mapping: page faults and kernel zeroing on every task).
-        tmp.par_chunks_mut(ROWS_PER_TASK * t)
-            .enumerate()
-            .try_for_each_init(
-                Vec::new,
-                |tile: &mut Vec<f32>, (c, chunk)| -> Result<(), QuantError> {
-                    let rows = chunk.len() / t;
-                    let r0 = c * ROWS_PER_TASK;
-                    tile.resize(rows * n_in, 0.0);
-                    quant::layout::dequantize_rows_in(
-                        w.ty,
-                        n_in,
-                        &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
-                        w.layout,
-                        &mut tile[..rows * n_in],
-                    )?;
-                    super::gemm::gemm_tile_packed(&tile[..rows * n_in], &packed, chunk);
-                    Ok(())
-                },
-            )?;
+        // A tile and a result block per worker, reused across its tasks (a fresh 32-row tile
+        // per task would be a fresh mapping: page faults and kernel zeroing on every task).
+        (0..tasks).into_par_iter().try_for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(tile, res): &mut (Vec<f32>, Vec<f32>), c| -> Result<(), QuantError> {
+                let (r0, rows) = span(c);
+                tile.resize(rows * n_in, 0.0);
+                res.resize(rows * t, 0.0);
+                quant::layout::dequantize_rows_in(
+                    w.ty,
+                    n_in,
+                    &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
+                    w.layout,
+                    &mut tile[..rows * n_in],
+                )?;
+                super::gemm::gemm_tile_packed(&tile[..rows * n_in], &packed, &mut res[..]);
+                dst.write(c, r0, &res[..rows * t]);
+                Ok(())
+            },
+        )?;
     } else {
         let toks: Vec<&[u8]> = (0..t).map(|k| acts.token(k)).collect();
         let preps: Vec<quant::ActPrep> =
             toks.iter().map(|a| quant::ActPrep::new(w.ty, a)).collect();
-        tmp.par_chunks_mut(ROWS_PER_TASK * t)
-            .enumerate()
-            .try_for_each(|(c, chunk)| -> Result<(), QuantError> {
-                let r0 = c * ROWS_PER_TASK;
-                let rows = &w.data[r0 * row_bytes..(r0 + chunk.len() / t) * row_bytes];
+        (0..tasks).into_par_iter().try_for_each_init(
+            Vec::new,
+            |res: &mut Vec<f32>, c| -> Result<(), QuantError> {
+                let (r0, rows) = span(c);
+                res.resize(rows * t, 0.0);
                 quant::layout::vec_dot_rows_multi_in(
                     w.ty,
                     n_in,
-                    rows,
+                    &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
                     w.layout,
                     &toks,
                     Some(&preps),
-                    chunk,
-                )
-            })?;
+                    &mut res[..],
+                )?;
+                dst.write(c, r0, &res[..rows * t]);
+                Ok(())
+            },
+        )?;
     }
     Ok(())
+}
+
+/// `out` (`t × n_out`, token-major) shared by [`batch`]'s tasks, each of which writes only the
+/// columns of its own rows.
+struct Columns {
+    ptr: *mut f32,
+    t: usize,
+    n_out: usize,
+    /// Which tasks have written (each may write once).
+    done: Vec<std::sync::atomic::AtomicBool>,
+}
+
+// SAFETY: tasks write disjoint columns (see `write`), so sharing the pointer between threads
+// creates no data race; `out` outlives every task (`batch` borrows it mutably throughout).
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    fn new(out: &mut [f32], t: usize, n_out: usize) -> Self {
+        assert_eq!(out.len(), t * n_out, "matmul: output of {t} × {n_out}");
+        Columns {
+            ptr: out.as_mut_ptr(),
+            t,
+            n_out,
+            done: (0..n_out.div_ceil(ROWS_PER_TASK))
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+        }
+    }
+
+    /// Task `c`'s results `res[r·t + k]` for rows `r0 + r` into `out[k·n_out + r0 + r]`.
+    fn write(&self, c: usize, r0: usize, res: &[f32]) {
+        let rows = res.len() / self.t;
+        assert!(
+            r0 == c * ROWS_PER_TASK
+                && rows <= ROWS_PER_TASK
+                && r0 + rows <= self.n_out
+                && res.len() == rows * self.t,
+            "matmul: task {c} writes rows {r0}+{rows} of {}",
+            self.n_out
+        );
+        let first = !self.done[c].swap(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(first, "matmul: task {c} written twice");
+        for k in 0..self.t {
+            // SAFETY: row k of `out` spans k·n_out..(k+1)·n_out, and r0 + rows ≤ n_out
+            // (asserted), so the columns r0..r0+rows lie inside it; task c alone owns the
+            // columns c·ROWS_PER_TASK.. (r0 == c·ROWS_PER_TASK, rows ≤ ROWS_PER_TASK, and each
+            // task writes once: asserted), so no other thread writes or reads them meanwhile.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(k * self.n_out + r0), rows) };
+            for (r, d) in dst.iter_mut().enumerate() {
+                *d = res[r * self.t + k];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quant::Layout;
+
+    /// A batch's row `k` equals the matmul of token `k` alone (the decode path): bit for bit for
+    /// the quantized-activation types (the same integer sums and float steps), to float
+    /// rounding for the f32-activation types (a GEMM against a dot-product kernel). Row counts
+    /// that are not a multiple of a task's 32 rows, both layouts, batches of 2..=9 tokens.
+    #[test]
+    fn batch_rows_equal_single_tokens() {
+        let n_in = 256;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_K,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+        ] {
+            for n_out in [8usize, 67, 200] {
+                let wf: Vec<f32> = (0..n_out * n_in)
+                    .map(|i| ((i as f32) * 0.7311).sin())
+                    .collect();
+                let mut rows = vec![0u8; n_out * ty.row_bytes(n_in).unwrap()];
+                quant::quantize_rows(ty, &wf, n_in, &mut rows, None).unwrap();
+                let mut packed = vec![0u8; rows.len()];
+                let il = quant::layout::interleave_rows(ty, n_in, &rows, &mut packed).is_ok()
+                    && n_out % 8 == 0;
+                let mut layouts = vec![(Layout::Rows, &rows[..])];
+                if il {
+                    layouts.push((Layout::Interleaved8, &packed[..]));
+                }
+                for (layout, data) in layouts {
+                    let w = WeightMatrix {
+                        ty,
+                        n_in,
+                        n_out,
+                        data,
+                        layout,
+                    };
+                    for t in 2..=9usize {
+                        let x: Vec<f32> = (0..t * n_in)
+                            .map(|i| ((i as f32) * 0.377).cos() * 2.0)
+                            .collect();
+                        let acts = PreparedActivations::new(ty, &x, n_in).unwrap();
+                        let mut out = vec![f32::NAN; t * n_out];
+                        matmul(&w, &acts, &mut out).unwrap();
+                        for (k, got) in out.chunks_exact(n_out).enumerate() {
+                            let one = &x[k * n_in..(k + 1) * n_in];
+                            let a1 = PreparedActivations::new(ty, one, n_in).unwrap();
+                            let mut want = vec![0f32; n_out];
+                            matmul(&w, &a1, &mut want).unwrap();
+                            for (r, (g, e)) in got.iter().zip(&want).enumerate() {
+                                let ok = if uses_f32_activations(ty) {
+                                    (g - e).abs() <= 1e-4 * e.abs().max(1.0)
+                                } else {
+                                    g.to_bits() == e.to_bits()
+                                };
+                                assert!(ok, "{ty:?} {layout:?} {n_out} rows, {t} tokens: [{k}][{r}] {g} vs {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
