@@ -33,7 +33,7 @@ fn repacked_logits_are_bit_identical() {
         assert!(matrices(true) >= 21, "{ty}");
         assert_eq!(r.tensors, matrices(true), "{ty}: {r:?}");
         assert_eq!(r.experts, ExpertRepack::Done, "{ty}");
-        assert_eq!(packed.repacked_bytes(), r.bytes);
+        assert_eq!(packed.repacked_bytes(), r.bytes + r.copied_bytes);
         assert!(packed.prepare_cpu(true).unwrap().is_none(), "repacks once");
         let got = common::prefill_and_decode(&packed, &prompts, 6);
         assert_eq!(got, want, "{ty}: repacked logits differ");
@@ -80,4 +80,35 @@ fn types_without_the_layout_are_left_as_stored() {
     assert!(q6k >= 3, "the file has Q6_K matrices");
     let r = m.prepare_cpu(true).unwrap().expect("a report");
     assert_eq!(r.tensors, layout_matrices(&m, true), "{r:?}");
+}
+
+#[test]
+fn dense_matrices_without_the_layout_are_copied_as_stored() {
+    // Rows of 256: the attention matrices can be Q6_K (whole super-blocks), which has no
+    // interleaved layout; they are copied as stored (for the huge pages) and read as rows.
+    let mut c = common::small_grok(512);
+    c.emb_size = 256;
+    c.validate().unwrap();
+    let (_dir, path) = common::synthetic_model(&c, GgmlType::Q6_K, 5);
+    let plain = Model::load(&path).unwrap();
+    let dense_q6k = plain
+        .gguf()
+        .tensors()
+        .iter()
+        .filter(|t| t.ty == GgmlType::Q6_K && t.shape.len() >= 2 && !t.name.contains("_exps"))
+        .count();
+    assert!(dense_q6k >= 3, "the file has dense Q6_K matrices");
+    let prompts = common::test_prompts();
+    let want = common::prefill_and_decode(&plain, &prompts, 4);
+
+    let m = Model::load(&path).unwrap();
+    let r = m.prepare_cpu(true).unwrap().expect("a report");
+    assert_eq!(r.copied, dense_q6k, "{r:?}");
+    assert!(
+        r.copied_bytes > 0 && r.to_string().contains("as stored"),
+        "{r}"
+    );
+    assert_eq!(m.repacked_bytes(), r.bytes + r.copied_bytes);
+    let got = common::prefill_and_decode(&m, &prompts, 4);
+    assert_eq!(got, want, "copied matrices give other logits");
 }

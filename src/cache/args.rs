@@ -33,7 +33,8 @@ pub struct CacheArgs {
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// CPU: read F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q8_0/Q4_K weights as stored instead of repacking
-    /// them at load into the interleaved row layout (faster decode, costs RAM for the copy).
+    /// them at load into the interleaved row layout, and the other dense matrices from the
+    /// file instead of a copy on huge pages (both: faster decode, cost RAM for the copy).
     #[arg(long)]
     pub no_repack: bool,
 }

@@ -228,10 +228,9 @@ impl Model {
     /// The CPU's view of a matrix: its repacked copy if [`Model::prepare_cpu`] made one, else
     /// the mapping.
     fn mat(&self, r: &TensorRef) -> WeightMatrix<'_> {
-        let (data, layout) = match self.repacked(r.index) {
-            Some(d) => (d, quant::Layout::Interleaved8),
-            None => (self.file.tensor_at(r.index).data, quant::Layout::Rows),
-        };
+        let (data, layout) = self
+            .repacked(r.index)
+            .unwrap_or((self.file.tensor_at(r.index).data, quant::Layout::Rows));
         WeightMatrix {
             ty: r.ty,
             n_in: r.n_in,
