@@ -90,8 +90,10 @@ fn main() {
         .map(|s| s.split(',').map(|t| t.trim().to_string()).collect());
     let bytes = mib << 20;
     let threads = rayon::current_num_threads();
+    // Row length (Grok-1's hidden size is 6144; 8192 keeps all types aligned).
+    let n = env("QUANT_BENCH_ROW", 8192);
     let mut tri = Triad::new(bytes);
-    println!("working set {mib} MiB, {threads} threads, best of {reps}; rows of 8192");
+    println!("working set {mib} MiB, {threads} threads, best of {reps}; rows of {n}");
     println!(
         "{:11} | {:>6} {:>6} | {:>6} {:>6} {:>5} | {:>6} {:>6} {:>5} | {:>6} | {:>11}",
         "type",
@@ -106,7 +108,6 @@ fn main() {
         "scal1T",
         "quant rows/s"
     );
-    let n = 8192usize; // row length (Grok-1 hidden size is 6144; 8192 keeps all types aligned)
     let lines: [(&str, GgmlType); 23] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
