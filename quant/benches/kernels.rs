@@ -1,7 +1,7 @@
 //! Kernel throughput: `cargo bench -p quant --bench kernels` (QUANT_BENCH_MIB sets the working
 //! set, default 512; QUANT_BENCH_REPS the repetitions, default 5; QUANT_BENCH_ONLY a
-//! comma-separated list of lines to run). GB/s counts quantized weight bytes read, over a
-//! weight matrix of rows of 8192 much larger than L3 (tasks of 32 rows split across threads by
+//! comma-separated list of lines to run; QUANT_BENCH_ROW the row length, default 8192). GB/s
+//! counts quantized weight bytes read, over a weight matrix much larger than L3 (tasks of 32 rows split across threads by
 //! rayon through `vec_dot_rows`, one activation vector reused for every row, as in the
 //! runner's decode; `×4` lines: four activations per pass through `vec_dot_rows_multi`, as in
 //! batched prefill; ` il` lines: the same over rows repacked into `Layout::Interleaved8`, the

@@ -194,10 +194,10 @@ pub fn matmul(
 }
 
 /// The batched part of [`matmul`]: `out[k·n_out + r] = w_r · x_k`. Each task computes a block
-/// of rows for every token (`[rows][t]`, in a buffer its worker keeps) and writes it into its
-/// columns of `out` while it is in cache. (Results first gathered into one `[n_out][t]` matrix
-/// and transposed afterwards cost a pass over megabytes, ~4 % of a 512-token prefill, and a
-/// buffer the size of the largest batch kept per thread.)
+/// of rows for every token (`[rows][t]`, in a buffer reused by its rayon split's next tasks)
+/// and writes it into its columns of `out` while it is in cache. (Results first gathered into
+/// one `[n_out][t]` matrix and transposed afterwards cost a pass over megabytes, ~4 % of a
+/// 512-token prefill, and a buffer the size of the largest batch kept per thread.)
 fn batch(
     w: &WeightMatrix,
     acts: &PreparedActivations,
