@@ -215,64 +215,57 @@ fn batch(
     let (n_in, n_out) = (w.n_in, w.n_out);
     let row_bytes = w.row_bytes();
     let dst = Columns::new(out, t, n_out);
-    let tasks = n_out.div_ceil(ROWS_PER_TASK);
-    // Rows r0.. of the task `c`, as many as remain.
-    let span = |c: usize| {
-        let r0 = c * ROWS_PER_TASK;
-        (r0, ROWS_PER_TASK.min(n_out - r0))
-    };
-    if uses_f32_activations(w.ty) {
-        // Dequantize a tile of rows once, then a register-blocked f32 GEMM over the batch.
+    // The activations once per call, in the form the weight type's kernels take.
+    enum Acts<'a> {
+        /// Dequantize a tile of rows, then a register-blocked f32 GEMM over the batch (token
+        /// panels packed once for every tile).
+        F32(super::gemm::PackedTokens),
+        /// The multi-token dot-product kernels on the quantized activations.
+        Quant(Vec<&'a [u8]>, Vec<quant::ActPrep>),
+    }
+    let prepared = if uses_f32_activations(w.ty) {
         let x: Vec<f32> = acts
             .data
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        // Packed once for every row tile.
-        let packed = super::gemm::PackedTokens::new(&x, n_in);
-        // A tile and a result block per worker, reused across its tasks (a fresh 32-row tile
-        // per task would be a fresh mapping: page faults and kernel zeroing on every task).
-        (0..tasks).into_par_iter().try_for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(tile, res): &mut (Vec<f32>, Vec<f32>), c| -> Result<(), QuantError> {
-                let (r0, rows) = span(c);
-                tile.resize(rows * n_in, 0.0);
-                res.resize(rows * t, 0.0);
-                quant::layout::dequantize_rows_in(
-                    w.ty,
-                    n_in,
-                    &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
-                    w.layout,
-                    &mut tile[..rows * n_in],
-                )?;
-                super::gemm::gemm_tile_packed(&tile[..rows * n_in], &packed, &mut res[..]);
-                dst.write(c, r0, &res[..rows * t]);
-                Ok(())
-            },
-        )?;
+        Acts::F32(super::gemm::PackedTokens::new(&x, n_in))
     } else {
         let toks: Vec<&[u8]> = (0..t).map(|k| acts.token(k)).collect();
-        let preps: Vec<quant::ActPrep> =
-            toks.iter().map(|a| quant::ActPrep::new(w.ty, a)).collect();
-        (0..tasks).into_par_iter().try_for_each_init(
-            Vec::new,
-            |res: &mut Vec<f32>, c| -> Result<(), QuantError> {
-                let (r0, rows) = span(c);
+        let preps = toks.iter().map(|a| quant::ActPrep::new(w.ty, a)).collect();
+        Acts::Quant(toks, preps)
+    };
+    // A tile and a result block per rayon split, reused across its tasks (a fresh 32-row tile
+    // per task would be a fresh mapping: page faults and kernel zeroing on every task).
+    (0..n_out.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .try_for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(tile, res): &mut (Vec<f32>, Vec<f32>), c| -> Result<(), QuantError> {
+                let r0 = c * ROWS_PER_TASK;
+                let rows = ROWS_PER_TASK.min(n_out - r0);
+                let wr = &w.data[r0 * row_bytes..(r0 + rows) * row_bytes];
                 res.resize(rows * t, 0.0);
-                quant::layout::vec_dot_rows_multi_in(
-                    w.ty,
-                    n_in,
-                    &w.data[r0 * row_bytes..(r0 + rows) * row_bytes],
-                    w.layout,
-                    &toks,
-                    Some(&preps),
-                    &mut res[..],
-                )?;
-                dst.write(c, r0, &res[..rows * t]);
+                match &prepared {
+                    Acts::F32(packed) => {
+                        tile.resize(rows * n_in, 0.0);
+                        quant::layout::dequantize_rows_in(w.ty, n_in, wr, w.layout, tile)?;
+                        super::gemm::gemm_tile_packed(tile, packed, res);
+                    }
+                    Acts::Quant(toks, preps) => quant::layout::vec_dot_rows_multi_in(
+                        w.ty,
+                        n_in,
+                        wr,
+                        w.layout,
+                        toks,
+                        Some(preps),
+                        res,
+                    )?,
+                }
+                dst.write(c, r0, res);
                 Ok(())
             },
         )?;
-    }
     Ok(())
 }
 
