@@ -30,7 +30,7 @@ fn main() {
     };
     let x: Vec<f32> = (0..n).map(|_| rnd()).collect();
     println!("{kib} KiB of weights per pass, rows of {n}, one thread, CPU time");
-    println!("{:<10} {:>10} {:>12}", "type", "GB/s", "ns/block32");
+    println!("{:<12} {:>10} {:>12}", "type", "GB/s", "ns/block32");
     let types = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
@@ -44,24 +44,46 @@ fn main() {
         ("q6_k", GgmlType::Q6_K),
     ];
     let only = std::env::var("QUANT_BENCH_ONLY").unwrap_or_default();
-    for (name, ty) in types.iter().copied().chain([("q8_0×f32", GgmlType::Q8_0)]) {
-        if !only.is_empty() && !only.split(',').any(|o| o == name) {
+    let variants = types
+        .iter()
+        .copied()
+        .chain([("q8_0×f32", GgmlType::Q8_0)])
+        .flat_map(|(name, ty)| [(name, ty, false), (name, ty, true)]);
+    for (name, ty, il) in variants {
+        if il && !layout::can_interleave(ty) {
+            continue;
+        }
+        let label = if il {
+            format!("{name} il")
+        } else {
+            name.to_string()
+        };
+        if !only.is_empty() && !only.split(',').any(|o| o == label) {
             continue;
         }
         let rb = ty.row_bytes(n).unwrap();
-        let rows = (kib * 1024 / rb).max(1);
+        // Whole groups of eight rows (the packed layout needs them).
+        let rows = ((kib * 1024 / rb) / 8 * 8).max(8);
         let src: Vec<f32> = (0..rows * n).map(|_| rnd()).collect();
         let mut w = vec![0u8; rows * rb];
         quantize_rows(ty, &src, n, &mut w, None).unwrap();
+        let lay = if il {
+            let mut packed = vec![0u8; w.len()];
+            layout::interleave_rows(ty, n, &w, &mut packed).unwrap();
+            w = packed;
+            Layout::Interleaved8
+        } else {
+            Layout::Rows
+        };
         let mut act = Vec::new();
         quantize_activation(ty, &x, &mut act).unwrap();
         let mut out = vec![0f32; rows];
         let f32_path = name == "q8_0×f32";
         let pass = |out: &mut [f32]| {
             if f32_path {
-                vec_dot_f32_rows(ty, n, &w, &x, out).unwrap();
+                layout::vec_dot_f32_rows_in(ty, n, &w, lay, &x, out).unwrap();
             } else {
-                vec_dot_rows(ty, n, &w, &act, out).unwrap();
+                layout::vec_dot_rows_in(ty, n, &w, lay, &act, None, out).unwrap();
             }
         };
         pass(&mut out);
@@ -78,6 +100,6 @@ fn main() {
         }
         let gbs = w.len() as f64 / best;
         let blocks32 = (rows * n / 32) as f64;
-        println!("{name:<10} {gbs:>10.2} {:>12.3}", best / blocks32);
+        println!("{label:<12} {gbs:>10.2} {:>12.3}", best / blocks32);
     }
 }

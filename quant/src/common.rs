@@ -128,13 +128,29 @@ pub(crate) fn by_eight(
 }
 
 /// One field of a block as [`pack8`] lays it out in a column of eight rows: `len` bytes at
-/// `off` in the block, stored row after row (`dwords` false) or as its 4-byte groups, group k
-/// of rows 0..7 together (`dwords` true: one 32-byte vector per group, row r in lane r).
+/// `off` in the block, stored as [`Pack`] says.
 #[derive(Clone, Copy)]
 pub(crate) struct Field {
     pub off: usize,
     pub len: usize,
-    pub dwords: bool,
+    pub pack: Pack,
+}
+
+/// How a [`Field`]'s bytes of the eight rows lie in a packed column.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pack {
+    /// Row after row.
+    Rows,
+    /// In 4-byte groups, group k of rows 0..7 together (one 32-byte vector per group, row r
+    /// in lane r).
+    Dwords,
+    /// Q5_0's 32-bit high-bit words, bit-transposed for the nibble vectors of a following
+    /// `Dwords` field: 32 bytes, byte 4r + j holding in bit s the fifth bit of row r's value
+    /// 4s + j (s < 4) or 16 + 4(s − 4) + j (s ≥ 4) — the values whose low 4 bits sit in byte
+    /// 4r + j of nibble vector s mod 4 (low nibble for s < 4, high for s ≥ 4). A kernel then
+    /// moves bit s of every byte to bit 4 with one shift, where the word layout costs a
+    /// shuffle, a test and a mask per vector.
+    HighBits,
 }
 
 impl Field {
@@ -143,7 +159,7 @@ impl Field {
         Field {
             off,
             len,
-            dwords: false,
+            pack: Pack::Rows,
         }
     }
 
@@ -152,9 +168,49 @@ impl Field {
         Field {
             off,
             len,
-            dwords: true,
+            pack: Pack::Dwords,
         }
     }
+
+    /// The 4-byte high-bit word at `off`, bit-transposed ([`Pack::HighBits`]).
+    pub const fn high_bits(off: usize) -> Field {
+        Field {
+            off,
+            len: 4,
+            pack: Pack::HighBits,
+        }
+    }
+}
+
+/// Bits 0, 4, 8, 12 of `x` (others zero) as bits 0..3.
+#[inline]
+fn gather4(x: u32) -> u8 {
+    ((x | x >> 3 | x >> 6 | x >> 9) & 0xF) as u8
+}
+
+/// Bits 0..3 of `n` to bits 0, 4, 8, 12.
+#[inline]
+fn deposit4(n: u8) -> u32 {
+    let n = n as u32;
+    (n & 1) | (n & 2) << 3 | (n & 4) << 6 | (n & 8) << 9
+}
+
+/// Eight rows' high-bit words → the [`Pack::HighBits`] bytes.
+pub(crate) fn spread_high_bits(words: &[u32; 8]) -> [u8; 32] {
+    std::array::from_fn(|p| {
+        let (w, j) = (words[p / 4], p % 4);
+        gather4(w >> j & 0x1111) | gather4(w >> (16 + j) & 0x1111) << 4
+    })
+}
+
+/// The inverse of [`spread_high_bits`].
+pub(crate) fn gather_high_bits(bytes: &[u8; 32]) -> [u32; 8] {
+    std::array::from_fn(|r| {
+        (0..4).fold(0u32, |w, j| {
+            let b = bytes[4 * r + j];
+            w | deposit4(b & 0xF) << j | deposit4(b >> 4) << (16 + j)
+        })
+    })
 }
 
 /// The f16 block scale every legacy block starts with, packed eight scales together.
@@ -193,7 +249,23 @@ pub(crate) fn pack8(
             let col = 8 * b * block_bytes;
             let mut at = col;
             for f in fields {
-                let unit = if f.dwords { 4 } else { f.len };
+                if f.pack == Pack::HighBits {
+                    let plain = |r: usize| r * row_bytes + b * block_bytes + f.off;
+                    if inverse {
+                        let words = gather_high_bits(s[at..at + 32].try_into().expect("32"));
+                        for (r, w) in words.iter().enumerate() {
+                            d[plain(r)..plain(r) + 4].copy_from_slice(&w.to_le_bytes());
+                        }
+                    } else {
+                        let words = std::array::from_fn(|r| {
+                            u32::from_le_bytes(s[plain(r)..plain(r) + 4].try_into().expect("4"))
+                        });
+                        d[at..at + 32].copy_from_slice(&spread_high_bits(&words));
+                    }
+                    at += 32;
+                    continue;
+                }
+                let unit = if f.pack == Pack::Dwords { 4 } else { f.len };
                 for k in 0..f.len / unit {
                     for r in 0..8 {
                         let plain = r * row_bytes + b * block_bytes + f.off + k * unit;
@@ -669,6 +741,41 @@ mod reference {
             }
         }
         super::refine_scale_min(x, w, nmax, clamp_min, l, best, best_err)
+    }
+}
+
+#[cfg(test)]
+mod high_bits_tests {
+    use super::*;
+
+    #[test]
+    fn spread_high_bits_puts_each_value_bit_where_the_kernel_reads_it() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..200 {
+            let words: [u32; 8] = std::array::from_fn(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 16) as u32
+            });
+            let bytes = spread_high_bits(&words);
+            for (p, byte) in bytes.iter().enumerate() {
+                let (r, j) = (p / 4, p % 4);
+                for s in 0..8 {
+                    let v = if s < 4 {
+                        4 * s + j
+                    } else {
+                        16 + 4 * (s - 4) + j
+                    };
+                    assert_eq!(
+                        byte >> s & 1,
+                        (words[r] >> v & 1) as u8,
+                        "row {r} byte {j} bit {s}"
+                    );
+                }
+            }
+            assert_eq!(gather_high_bits(&bytes), words);
+        }
     }
 }
 

@@ -1,21 +1,20 @@
 //! Row layouts for the multi-row kernels.
 //!
 //! GGUF stores a matrix row after row. The eight-row kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0,
-//! Q8_0, Q4_K) walk eight rows
-//! side by side, one block of each per step: eight short streams, which the hardware prefetcher
-//! serves poorly when rows are short, and per step a transpose of the eight rows' bytes and a
-//! gather of their eight scales. [`Layout::Interleaved8`] is a load-time repacking of the same
-//! bytes: each whole group of eight rows becomes `nb` columns, column b holding block b of the
-//! eight rows field by field (the eight f16 scales together, Q5_0's eight high-bit words
-//! together, the 4-bit values already in the transposed order the kernel works in; see each
-//! type's `PACK`). The float types have no blocks: their columns hold 32 bytes of each row
-//! (8 F32 or 16 F16/BF16 values), so only rows of whole columns are interleaved
-//! ([`can_interleave_rows`]). A group is one sequential stream, consecutive groups one long one, and the
-//! kernel loads what it used to shuffle. Every byte keeps its value and the kernels compute
-//! the same integer sums in the same order, so results are bit-identical to the row-major
-//! kernels. Measured (quant/README.md, 2 threads, rows of 8192): Q4_0 0.59 → 0.93 of the
-//! triad, Q5_0 0.58 → 0.86, Q8_0 × f32 0.77 → 0.85; Q4_K (whole blocks per column, an
-//! eight-row kernel bit-identical to the single-row one) 0.87 single-row → 0.93.
+//! Q8_0, Q4_K) walk eight rows side by side, one block of each per step: eight short streams, which
+//! the hardware prefetcher serves poorly when rows are short, and per step a transpose of the eight
+//! rows' bytes and a gather of their eight scales. [`Layout::Interleaved8`] is a load-time
+//! repacking of the same bytes (of the same bits, for Q5_0's high bits): each whole group of eight
+//! rows becomes `nb` columns, column b holding block b of the eight rows field by field (the eight
+//! f16 scales together, Q5_0's eight high-bit words together and bit-transposed, the 4-bit values
+//! already in the transposed order the kernel works in; see each type's `PACK`). The float types
+//! have no blocks: their columns hold 32 bytes of each row (8 F32 or 16 F16/BF16 values), so only
+//! rows of whole columns are interleaved ([`can_interleave_rows`]). A group is one sequential
+//! stream, consecutive groups one long one, and the kernel loads what it used to shuffle. Every
+//! value keeps its bits and the kernels compute the same integer sums in the same order, so results
+//! are bit-identical to the row-major kernels. Measured (quant/README.md, 2 threads, rows of 8192):
+//! Q4_0 0.59 → 0.93 of the triad, Q5_0 0.58 → 0.86, Q8_0 × f32 0.77 → 0.85; Q4_K (whole blocks per
+//! column, an eight-row kernel bit-identical to the single-row one) 0.87 single-row → 0.93.
 //!
 //! A range of rows of an interleaved matrix is itself an interleaved matrix when it starts at a
 //! multiple of eight rows and ends at a multiple of eight or at the matrix's end (the rows after

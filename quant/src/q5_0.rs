@@ -19,8 +19,9 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 pub const BLOCK_BYTES: usize = 22;
 
 /// How [`crate::Layout::Interleaved8`] packs a column of eight blocks: the eight scales, the
-/// eight `qh` words, then the nibble bytes in 4-byte groups.
-pub(crate) const PACK: &[Field] = &[SCALE, Field::rows(2, 4), Field::dwords(6, 16)];
+/// eight `qh` words bit-transposed for the nibble vectors ([`Pack::HighBits`]), then the
+/// nibble bytes in 4-byte groups.
+pub(crate) const PACK: &[Field] = &[SCALE, Field::high_bits(2), Field::dwords(6, 16)];
 
 /// Quantize one block; without weights byte-exact with ggml's reference / gguf-py.
 pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ5_0 {
@@ -211,9 +212,10 @@ mod avx2 {
     use std::arch::x86_64::*;
     const AB: usize = crate::q8_0::BLOCK_BYTES;
 
-    /// Eight rows against one activation: the rows' nibble bytes transposed in 4-byte groups
-    /// (as in the Q4_0 kernel), the fifth bits taken from the eight `qh` words held one per lane
-    /// (byte replicated, bit tested, 0x10 or'ed in), unsigned 0..31 values × activation with
+    /// Eight rows against one activation: the rows' nibble bytes transposed in 4-byte groups (as in
+    /// the Q4_0 kernel), the fifth bits taken from the eight `qh` words held one per lane (byte
+    /// replicated, bit tested, 0x10 or'ed in; over the packed layout, whose `qh` bits are already
+    /// spread one per byte and step, a shift and a mask), unsigned 0..31 values × activation with
     /// `maddubs` in two i16 halves (≤ 4·2·31·128 < 2^15 each), −16 applied as 16·Σa.
     ///
     /// # Safety
@@ -284,7 +286,8 @@ mod avx2 {
         );
         for b in 0..nb {
             let (v, qv, dw) = if PACKED {
-                // Column b: the eight scales, the eight qh words, the nibbles transposed.
+                // Column b: the eight scales, the rows' qh bits spread over 32 bytes
+                // (`Pack::HighBits`), the nibbles transposed.
                 let col = w.add(b * 8 * BLOCK_BYTES);
                 (
                     std::array::from_fn(|k| {
@@ -311,10 +314,28 @@ mod avx2 {
                 );
                 (transpose16_8rows(&rows, off + 6), qv, f16_8rows(&rows, off))
             };
-            let fifth = |s: usize| {
-                let bits = _mm256_and_si256(_mm256_shuffle_epi8(qv, reps[s]), masks[s]);
-                _mm256_and_si256(_mm256_cmpeq_epi8(bits, masks[s]), x10)
+            // The fifth bits as 0x10 bytes, for steps 0..3 (low nibbles) and 4..7 (high).
+            let fifths: [__m256i; 8] = if PACKED {
+                // Bit s of every byte to bit 4 (16-bit shifts: what crosses a byte boundary
+                // lands outside bit 4 and is masked off).
+                [
+                    _mm256_slli_epi16(qv, 4),
+                    _mm256_slli_epi16(qv, 3),
+                    _mm256_slli_epi16(qv, 2),
+                    _mm256_slli_epi16(qv, 1),
+                    qv,
+                    _mm256_srli_epi16(qv, 1),
+                    _mm256_srli_epi16(qv, 2),
+                    _mm256_srli_epi16(qv, 3),
+                ]
+                .map(|f| _mm256_and_si256(f, x10))
+            } else {
+                std::array::from_fn(|s| {
+                    let bits = _mm256_and_si256(_mm256_shuffle_epi8(qv, reps[s]), masks[s]);
+                    _mm256_and_si256(_mm256_cmpeq_epi8(bits, masks[s]), x10)
+                })
             };
+            let fifth = |s: usize| fifths[s];
             let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
             let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for (k, vk) in v.iter().enumerate() {
