@@ -1010,6 +1010,77 @@ pub(crate) mod x86 {
         ]
     }
 
+    /// Lane `r` of the result: the total of `v[r]`'s eight lanes (exact integer sums).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (callers check `has_avx2()` first); registers only.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn totals8(v: &[__m256i; 8]) -> __m256i {
+        let a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        let b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+        // a: lanes 0-3 partial (low 128 / high 128 halves); b: lanes 4-7.
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(a, b, 0x20),
+            _mm256_permute2x128_si256(a, b, 0x31),
+        )
+    }
+
+    /// The Q4_K/Q5_K float step in eight lanes: lane k is `da·d·isum − da·dmin·summ` for the
+    /// k-th pair of exact integer sums (`totals8` of `iv` and `mv`) and f16 scales `d[k]`,
+    /// `dmin[k]` — the scalar reference's operations in its order, so each lane is
+    /// bit-identical to it.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); registers
+    /// and the given arrays only.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_step8(
+        iv: &[__m256i; 8],
+        mv: &[__m256i; 8],
+        d: &[u16; 8],
+        dmin: &[u16; 8],
+        da: __m256,
+    ) -> __m256 {
+        let isum = _mm256_cvtepi32_ps(totals8(iv));
+        let summ = _mm256_cvtepi32_ps(totals8(mv));
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr() as *const __m128i));
+        _mm256_sub_ps(
+            _mm256_mul_ps(_mm256_mul_ps(da, d), isum),
+            _mm256_mul_ps(_mm256_mul_ps(da, dmin), summ),
+        )
+    }
+
+    /// Eight consecutive super-blocks of one row ([`k_step8`] with their own activation scales
+    /// `da`) added to `sum` one by one in super-block order, as the scalar reference adds them:
+    /// the single-row Q4_K/Q5_K kernels reduce eight super-blocks' integer sums together (one
+    /// transpose-add instead of two horizontal sums each) and stay bit-identical.
+    ///
+    /// # Safety
+    ///
+    /// As [`k_step8`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_add8(
+        sum: &mut f32,
+        iv: &[__m256i; 8],
+        mv: &[__m256i; 8],
+        d: &[u16; 8],
+        dmin: &[u16; 8],
+        da: &[f32; 8],
+    ) {
+        let v = k_step8(iv, mv, d, dmin, _mm256_loadu_ps(da.as_ptr()));
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        for x in lanes {
+            *sum += x;
+        }
+    }
+
     /// Q4_K/Q5_K packed 6-bit scales and mins (12 bytes at `p`) as eight i16 scales (low
     /// 128 bits) and eight i16 mins (high 128 bits).
     ///

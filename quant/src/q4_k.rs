@@ -514,23 +514,6 @@ mod avx2 {
         out
     }
 
-    /// Lane `r` of the result: the total of `v[r]`'s eight lanes (exact integer sums).
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support AVX2 (callers check `has_avx2()` first); registers only.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn totals8(v: &[__m256i; 8]) -> __m256i {
-        let a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-        let b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-        // a: rows 0-3 partial (low 128 / high 128 halves); b: rows 4-7.
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256(a, b, 0x20),
-            _mm256_permute2x128_si256(a, b, 0x31),
-        )
-    }
-
     /// One packed group of eight rows ([`crate::Layout::Interleaved8`]: column i holds block i
     /// of the eight rows) against one Q8_K activation; row `r`'s value is
     /// bit-identical to [`vec_dot`] of that row: per super-block the eight rows' integer sums
@@ -557,16 +540,8 @@ mod avx2 {
                 dh[r] = (bp as *const u16).read_unaligned();
                 dmh[r] = (bp.add(2) as *const u16).read_unaligned();
             }
-            let isum = _mm256_cvtepi32_ps(totals8(&iv));
-            let summ = _mm256_cvtepi32_ps(totals8(&mv));
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(dmh.as_ptr() as *const __m128i));
             let da = _mm256_set1_ps((ap as *const f32).read_unaligned());
-            let v = _mm256_sub_ps(
-                _mm256_mul_ps(_mm256_mul_ps(da, d), isum),
-                _mm256_mul_ps(_mm256_mul_ps(da, dmin), summ),
-            );
-            acc = _mm256_add_ps(acc, v);
+            acc = _mm256_add_ps(acc, k_step8(&iv, &mv, &dh, &dmh, da));
         }
         _mm256_storeu_ps(out.as_mut_ptr(), acc);
     }
@@ -611,8 +586,6 @@ mod avx2 {
                 dh[r] = (bp as *const u16).read_unaligned();
                 dmh[r] = (bp.add(2) as *const u16).read_unaligned();
             }
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(dmh.as_ptr() as *const __m128i));
             for t in 0..T {
                 // SAFETY: the loop above wrote all eight entries of iv[t] and mv[t];
                 // MaybeUninit<__m256i> has __m256i's layout.
@@ -620,14 +593,8 @@ mod avx2 {
                     &*(iv[t].as_ptr() as *const [__m256i; 8]),
                     &*(mv[t].as_ptr() as *const [__m256i; 8]),
                 );
-                let isum = _mm256_cvtepi32_ps(totals8(iv));
-                let summ = _mm256_cvtepi32_ps(totals8(mv));
                 let da = _mm256_set1_ps((aps[t] as *const f32).read_unaligned());
-                let v = _mm256_sub_ps(
-                    _mm256_mul_ps(_mm256_mul_ps(da, d), isum),
-                    _mm256_mul_ps(_mm256_mul_ps(da, dmin), summ),
-                );
-                acc[t] = _mm256_add_ps(acc[t], v);
+                acc[t] = _mm256_add_ps(acc[t], k_step8(iv, mv, &dh, &dmh, da));
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
@@ -670,10 +637,7 @@ mod avx2 {
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
         let mut sum = 0.0f32;
         let mut i = 0;
-        // Eight super-blocks at a time: their integer sums reduced together (one transpose-add
-        // instead of two horizontal sums each) and the float step in eight lanes; the lanes
-        // are then added to `sum` one by one in super-block order, as the scalar reference
-        // adds them, so the result is bit-identical.
+        // Eight super-blocks at a time, bit-identical to the scalar reference (see `k_add8`).
         while i + 8 <= nb {
             let mut iv = [MaybeUninit::<__m256i>::uninit(); 8];
             let mut mv = [MaybeUninit::<__m256i>::uninit(); 8];
@@ -694,20 +658,7 @@ mod avx2 {
                 &*(iv.as_ptr() as *const [__m256i; 8]),
                 &*(mv.as_ptr() as *const [__m256i; 8]),
             );
-            let isum = _mm256_cvtepi32_ps(totals8(iv));
-            let summ = _mm256_cvtepi32_ps(totals8(mv));
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(dmh.as_ptr() as *const __m128i));
-            let da = _mm256_loadu_ps(da.as_ptr());
-            let v = _mm256_sub_ps(
-                _mm256_mul_ps(_mm256_mul_ps(da, d), isum),
-                _mm256_mul_ps(_mm256_mul_ps(da, dmin), summ),
-            );
-            let mut lanes = [0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-            for x in lanes {
-                sum += x;
-            }
+            k_add8(&mut sum, iv, mv, &dh, &dmh, &da);
             i += 8;
         }
         while i < nb {

@@ -145,6 +145,7 @@ mod avx2 {
     use super::*;
     use crate::common::x86::*;
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// The 32 five-bit values of sub-blocks 2c and 2c+1.
     ///
@@ -167,8 +168,8 @@ mod avx2 {
         (lo, hi)
     }
 
-    /// One super-block's contribution to the dot product (exact integer sums, then the scalar
-    /// reference's float steps).
+    /// One super-block's exact integer sums against one Q8_K block, in eight lanes each (their
+    /// lane totals are `Σ sc·q·y` and `Σ m·bsum`).
     ///
     /// # Safety
     ///
@@ -176,7 +177,7 @@ mod avx2 {
     /// point to one readable Q5_K block and `ap` to one readable Q8_K block.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn superblock(bp: *const u8, ap: *const u8) -> f32 {
+    unsafe fn int_sums(bp: *const u8, ap: *const u8) -> (__m256i, __m256i) {
         prefetch(bp, 2 * BLOCK_BYTES);
         prefetch(bp, 2 * BLOCK_BYTES + 64);
         prefetch(bp, 2 * BLOCK_BYTES + 128);
@@ -209,13 +210,12 @@ mod avx2 {
         pair!(1, 2, 3);
         pair!(2, 4, 5);
         pair!(3, 6, 7);
-        let isum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
-        let summ = hsum_epi32(summ_v);
-        let da = (ap as *const f32).read_unaligned();
-        da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32
+        (_mm256_add_epi32(acc0, acc1), summ_v)
     }
 
-    /// As Q4_K's kernel, with the fifth bits merged in per pair of sub-blocks.
+    /// As Q4_K's kernel, with the fifth bits merged in per pair of sub-blocks: eight
+    /// super-blocks at a time through [`k_add8`], the rest one by one (exact integer sums,
+    /// then the scalar reference's float steps in its order: bit-identical to it).
     ///
     /// # Safety
     ///
@@ -225,12 +225,39 @@ mod avx2 {
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let _frame = align_frame();
         let nb = w.len() / BLOCK_BYTES;
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
         let mut sum = 0.0f32;
-        for i in 0..nb {
-            sum += superblock(
-                w.as_ptr().add(i * BLOCK_BYTES),
-                a.as_ptr().add(i * q8_k::BLOCK_BYTES),
+        let mut i = 0;
+        while i + 8 <= nb {
+            let mut iv = [MaybeUninit::<__m256i>::uninit(); 8];
+            let mut mv = [MaybeUninit::<__m256i>::uninit(); 8];
+            let (mut dh, mut dmh, mut da) = ([0u16; 8], [0u16; 8], [0f32; 8]);
+            for k in 0..8 {
+                let bp = wp.add((i + k) * BLOCK_BYTES);
+                let bap = ap.add((i + k) * q8_k::BLOCK_BYTES);
+                let (a, b) = int_sums(bp, bap);
+                iv[k].write(a);
+                mv[k].write(b);
+                dh[k] = (bp as *const u16).read_unaligned();
+                dmh[k] = (bp.add(2) as *const u16).read_unaligned();
+                da[k] = (bap as *const f32).read_unaligned();
+            }
+            // SAFETY: the loop above wrote all eight entries of iv and mv;
+            // MaybeUninit<__m256i> has __m256i's layout.
+            let (iv, mv) = (
+                &*(iv.as_ptr() as *const [__m256i; 8]),
+                &*(mv.as_ptr() as *const [__m256i; 8]),
             );
+            k_add8(&mut sum, iv, mv, &dh, &dmh, &da);
+            i += 8;
+        }
+        while i < nb {
+            let (bp, bap) = (wp.add(i * BLOCK_BYTES), ap.add(i * q8_k::BLOCK_BYTES));
+            let (iv, mv) = int_sums(bp, bap);
+            let (isum, summ) = (hsum_epi32(iv), hsum_epi32(mv));
+            let da = (bap as *const f32).read_unaligned();
+            sum += da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32;
+            i += 1;
         }
         sum
     }
