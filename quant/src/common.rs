@@ -1073,7 +1073,17 @@ pub(crate) mod x86 {
         dmin: &[u16; 8],
         da: &[f32; 8],
     ) {
-        let v = k_step8(iv, mv, d, dmin, _mm256_loadu_ps(da.as_ptr()));
+        add_in_order(sum, k_step8(iv, mv, d, dmin, _mm256_loadu_ps(da.as_ptr())));
+    }
+
+    /// `sum` plus lanes 0, 1, …, 7 of `v`, one at a time (a scalar loop's order).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (callers check `has_avx2()` first); registers only.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn add_in_order(sum: &mut f32, v: __m256) {
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), v);
         for x in lanes {
