@@ -51,7 +51,9 @@ pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
 }
 
-/// Whether AVX2, FMA and F16C are available (detected once).
+/// Whether AVX2, FMA and F16C are available (detected once): whether the x86 kernels run,
+/// the eight-row kernels for [`crate::Layout::Interleaved8`] among them. `QUANT_FORCE_SCALAR`
+/// (set at all) turns every SIMD path off.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn has_avx2() -> bool {
@@ -63,6 +65,14 @@ pub(crate) fn has_avx2() -> bool {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
     })
+}
+
+/// Never on other architectures: no x86 kernel, so interleaved rows go through
+/// de-interleaving ([`crate::layout`]) and the single-row paths.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    false
 }
 
 /// The size check every `vec_dot_rows`-style entry point makes before its SIMD path: `w` holds
@@ -1150,10 +1160,10 @@ pub(crate) mod x86 {
 
 /// Test data for the SIMD-vs-scalar quantizer checks: a xorshift stream and blocks of values
 /// at magnitudes from 2⁻¹⁵⁰ to 2¹⁵⁰.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) struct TestRng(pub u64);
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 impl TestRng {
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;

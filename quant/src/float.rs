@@ -122,6 +122,8 @@ pub fn vec_dot_rows(kind: Kind, n: usize, w: &[u8], il: bool, a: &[u8], out: &mu
         w.len(),
         a.len()
     );
+    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if crate::common::has_avx2() && n >= 8 {

@@ -167,7 +167,11 @@ pub fn vec_dot_rows(
         nb * crate::q8_0::BLOCK_BYTES,
         a.len()
     );
+    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = prep;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && out.len() >= 8 && nb > 0 {
         let own;
@@ -233,7 +237,11 @@ pub fn vec_dot_rows_multi(
             a.len()
         );
     }
+    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = preps;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && rows >= 8 && nb > 0 {
         let own: Vec<crate::q8_0::PreparedQ8>;

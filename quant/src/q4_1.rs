@@ -147,6 +147,9 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
         simd,
         out,
         |g, o| {
+            // Never called without the x86 kernel (`simd` is false there).
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (g, o);
             // SAFETY: AVX2/FMA/F16C detected at run time (`simd`); the group's eight rows (in
             // either layout, the same bytes) lie inside `w` (asserted: w holds out.len() rows of
             // nb blocks) and `a` holds nb activation blocks (asserted).

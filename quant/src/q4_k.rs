@@ -260,11 +260,8 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
-/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
-/// consecutive rows of `row_bytes` bytes. Up to four tokens share each unpacked super-block
-/// (nibbles masked, scales and mins unpacked once); every entry equals [`vec_dot`] for that
-/// row and token bit for bit (same integer sums, same float steps in the same order).
 /// Tokens per call of the packed prefill kernel (each super-block unpacked once for them).
+#[cfg(target_arch = "x86_64")]
 const MULTI: usize = 8;
 
 /// [`vec_dot_rows_multi`] over a matrix in [`crate::Layout::Interleaved8`] (sizes checked by
@@ -278,6 +275,8 @@ pub(crate) fn vec_dot_rows_multi_packed(
     acts: &[&[u8]],
     out: &mut [f32],
 ) -> Option<()> {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, rb, acts, out);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && rb > 0 {
         let tokens = acts.len();
@@ -355,6 +354,10 @@ pub(crate) fn vec_dot_rows_multi_packed(
     None
 }
 
+/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
+/// consecutive rows of `row_bytes` bytes. Up to four tokens share each unpacked super-block
+/// (nibbles masked, scales and mins unpacked once); every entry equals [`vec_dot`] for that
+/// row and token bit for bit (same integer sums, same float steps in the same order).
 pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, acts: &[&[u8]], out: &mut [f32]) {
     let tokens = acts.len();
     assert!(

@@ -162,7 +162,11 @@ pub fn vec_dot_rows(
         "q5_0 vec_dot_rows: {nb} blocks per row need {need} activation bytes, got {}",
         a.len()
     );
+    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = prep;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && out.len() >= 8 && nb > 0 {
         let own;

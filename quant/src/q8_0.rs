@@ -207,6 +207,9 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
         has_avx2(),
         out,
         |g, o| {
+            // Never called without the x86 kernel (`simd` is false there).
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (g, o);
             // SAFETY: AVX2/FMA/F16C detected at run time; the group's eight rows of nb blocks (in
             // either layout, the same bytes) lie inside `w` and `a` holds nb blocks (asserted
             // above).
@@ -250,6 +253,9 @@ pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, il: bool, x: &[f32], out: &m
         simd,
         out,
         |g, o| {
+            // Never called without the x86 kernel (`simd` is false there).
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (g, o);
             // SAFETY: AVX2/FMA/F16C detected at run time; the group's eight rows (in either layout,
             // the same bytes) lie inside `w` (asserted: w holds out.len() rows of nb blocks) and
             // `x` holds nb·32 values (asserted).
