@@ -51,7 +51,9 @@ pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
 }
 
-/// Whether AVX2, FMA and F16C are available (detected once).
+/// Whether AVX2, FMA and F16C are available (detected once): whether the x86 kernels run,
+/// the eight-row kernels for [`crate::Layout::Interleaved8`] among them. `QUANT_FORCE_SCALAR`
+/// (set at all) turns every SIMD path off.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn has_avx2() -> bool {
@@ -63,6 +65,28 @@ pub(crate) fn has_avx2() -> bool {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
     })
+}
+
+/// Whether the NEON kernels run (detected once; NEON is baseline on aarch64, but detection
+/// costs one load and keeps the switch in one place). `QUANT_FORCE_SCALAR` (set at all) turns
+/// them off, as it does the x86 ones.
+#[cfg(target_arch = "aarch64")]
+#[inline]
+pub(crate) fn has_neon() -> bool {
+    use std::sync::OnceLock;
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        std::env::var_os("QUANT_FORCE_SCALAR").is_none()
+            && std::arch::is_aarch64_feature_detected!("neon")
+    })
+}
+
+/// Never on other architectures: no x86 kernel, so interleaved rows go through
+/// de-interleaving ([`crate::layout`]) and the single-row paths.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    false
 }
 
 /// The size check every `vec_dot_rows`-style entry point makes before its SIMD path: `w` holds
@@ -1336,12 +1360,239 @@ pub(crate) mod x86 {
     }
 }
 
+/// Helpers of the aarch64 NEON kernels. Every kernel here and in the type modules keeps the
+/// scalar reference's integer sums exact (widening multiplies and pairwise adds: no
+/// saturation for any input bytes) and does the reference's float steps in its order, so
+/// results are bit-identical to it except where a kernel's documentation says otherwise.
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+    use std::arch::aarch64::*;
+
+    /// `acc` plus Σ x·y of 16 signed byte pairs, in four i32 lanes: products widened to i16
+    /// (|x·y| ≤ 2^14), then pairwise added into the i32 lanes. Exact for every input.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (registers
+    /// only).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot16(acc: int32x4_t, x: int8x16_t, y: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+        let hi = vmull_high_s8(x, y);
+        vpadalq_s16(vpadalq_s16(acc, lo), hi)
+    }
+
+    /// Σ x·y of the 32 signed bytes at `x` and at `y` (exact).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `x` and `y` must each be
+    /// readable for 32 bytes.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot32(x: *const u8, y: *const u8) -> i32 {
+        let ld = |p: *const u8| vld1q_s8(p as *const i8);
+        let acc = dot16(vdupq_n_s32(0), ld(x), ld(y));
+        vaddvq_s32(dot16(acc, ld(x.add(16)), ld(y.add(16))))
+    }
+
+    /// The 16 bytes at `p` as their low nibbles and their high nibbles.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `p` must be readable for
+    /// 16 bytes.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+        let b = vld1q_u8(p);
+        (vandq_u8(b, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(b))
+    }
+
+    /// Byte k of the result is 0x10 where bit k of the 16-bit `bits` is set, else 0 (the
+    /// fifth bits of Q5_0 values).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (registers
+    /// only).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn bits_to_0x10(bits: u16) -> uint8x16_t {
+        let [lo, hi] = bits.to_le_bytes();
+        let bytes = vcombine_u8(vdup_n_u8(lo), vdup_n_u8(hi));
+        // Byte k tests bit k mod 8 of its byte.
+        let mask = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
+        vandq_u8(vtstq_u8(bytes, mask), vdupq_n_u8(0x10))
+    }
+
+    /// f16 bits at `p` (unaligned) widened as the scalar reference widens them.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be readable for 2 bytes.
+    #[inline]
+    pub unsafe fn f16_load(p: *const u8) -> f32 {
+        half::f16::from_bits((p as *const u16).read_unaligned()).to_f32()
+    }
+
+    /// Four f16 bit patterns widened to f32 exactly, with integer operations (`vcvt_f32_f16`
+    /// is stable only from Rust 1.94, newer than the workspace's 1.87): exponent and mantissa
+    /// moved to f32's positions give the value times 2^-112 (f16 subnormals become f32
+    /// subnormals), which one multiply by 2^112 restores exactly; infinities and NaNs get
+    /// f32's all-ones exponent, NaNs quieted as `half` and FCVT quiet them.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (registers
+    /// only).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
+        let w = vmovl_u16(h);
+        let sign = vshlq_n_u32::<16>(vandq_u32(w, vdupq_n_u32(0x8000)));
+        let em = vandq_u32(w, vdupq_n_u32(0x7fff));
+        let two_112 = vdupq_n_f32(f32::from_bits((127 + 112) << 23));
+        let finite = vmulq_f32(vreinterpretq_f32_u32(vshlq_n_u32::<13>(em)), two_112);
+        let mant = vshlq_n_u32::<13>(vandq_u32(w, vdupq_n_u32(0x03ff)));
+        let quiet = vandq_u32(vtstq_u32(mant, mant), vdupq_n_u32(0x0040_0000));
+        let inf_nan = vorrq_u32(vorrq_u32(vdupq_n_u32(0x7f80_0000), mant), quiet);
+        let special = vcgeq_u32(em, vdupq_n_u32(0x7c00));
+        let bits = vbslq_u32(special, inf_nan, vreinterpretq_u32_f32(finite));
+        vreinterpretq_f32_u32(vorrq_u32(bits, sign))
+    }
+
+    /// Eight f16 or BF16 values at `p` (`BF16` selects) widened to f32, in order.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `p` must be readable for
+    /// 16 bytes.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn half8_to_f32<const BF16: bool>(p: *const u8) -> [float32x4_t; 2] {
+        let h = vld1q_u16(p as *const u16);
+        if BF16 {
+            [
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h))),
+                vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h)),
+            ]
+        } else {
+            [
+                f16x4_to_f32(vget_low_u16(h)),
+                f16x4_to_f32(vget_high_u16(h)),
+            ]
+        }
+    }
+
+    /// The 16 signed bytes `q` as four vectors of f32, in order (exact).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (registers
+    /// only).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn widen_i8x16(q: int8x16_t) -> [float32x4_t; 4] {
+        let (lo, hi) = (vmovl_s8(vget_low_s8(q)), vmovl_high_s8(q));
+        [
+            vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))),
+            vcvtq_f32_s32(vmovl_high_s16(lo)),
+            vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))),
+            vcvtq_f32_s32(vmovl_high_s16(hi)),
+        ]
+    }
+
+    /// The 16 unsigned bytes `q` as four vectors of f32, in order (exact).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (registers
+    /// only).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn widen_u8x16(q: uint8x16_t) -> [float32x4_t; 4] {
+        let (lo, hi) = (vmovl_u8(vget_low_u8(q)), vmovl_high_u8(q));
+        [
+            vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))),
+            vcvtq_f32_u32(vmovl_high_u16(lo)),
+            vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))),
+            vcvtq_f32_u32(vmovl_high_u16(hi)),
+        ]
+    }
+
+    /// The 16 signed bytes `q` as f32, each times `d` (`q·d`, one rounding), stored at `o`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `o` must be writable for
+    /// 16 `f32`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn store_i8x16_scaled(q: int8x16_t, d: float32x4_t, o: *mut f32) {
+        for (k, f) in widen_i8x16(q).into_iter().enumerate() {
+            vst1q_f32(o.add(4 * k), vmulq_f32(f, d));
+        }
+    }
+
+    /// The 16 unsigned bytes `q` as `dl·q − ml` (multiply, then subtract: no fusing, as the
+    /// scalar reference), stored at `o`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `o` must be writable for
+    /// 16 `f32`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn store_u8x16_affine(q: uint8x16_t, dl: float32x4_t, ml: float32x4_t, o: *mut f32) {
+        for (k, f) in widen_u8x16(q).into_iter().enumerate() {
+            vst1q_f32(o.add(4 * k), vsubq_f32(vmulq_f32(dl, f), ml));
+        }
+    }
+
+    /// Round half away from zero to i32 (FCVTAS: NaN to 0, saturating), then saturate to i8;
+    /// for the 16 values of `v`. Equal to the scalar `round_away(v) as i8` for every finite
+    /// value and to 0 for NaN.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (registers
+    /// only).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn round_i8x16(v: [float32x4_t; 4]) -> int8x16_t {
+        let i = v.map(|x| vcvtaq_s32_f32(x));
+        let lo = vcombine_s16(vqmovn_s32(i[0]), vqmovn_s32(i[1]));
+        let hi = vcombine_s16(vqmovn_s32(i[2]), vqmovn_s32(i[3]));
+        vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi))
+    }
+
+    /// The largest |x| of `x` (a multiple of 4 values), NaNs skipped as `f32::max` skips them
+    /// (0 when all are NaN; +∞ when one is infinite).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (slices
+    /// only, indexed within bounds).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn abs_max(x: &[f32]) -> f32 {
+        debug_assert!(x.len() % 4 == 0);
+        let mut m = vdupq_n_f32(0.0);
+        for k in 0..x.len() / 4 {
+            m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x.as_ptr().add(4 * k))));
+        }
+        vmaxnmvq_f32(m)
+    }
+}
+
 /// Test data for the SIMD-vs-scalar quantizer checks: a xorshift stream and blocks of values
 /// at magnitudes from 2⁻¹⁵⁰ to 2¹⁵⁰.
-#[cfg(test)]
+#[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) struct TestRng(pub u64);
 
-#[cfg(test)]
+#[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
 impl TestRng {
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;

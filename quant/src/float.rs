@@ -100,6 +100,12 @@ pub fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
         // `a`, both long enough (asserted above).
         return unsafe { avx2::vec_dot(kind, n, w, a) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if crate::common::has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads n elements of `w` and `a`, both
+        // long enough (asserted above).
+        return unsafe { neon::vec_dot(kind, n, w, a) };
+    }
     vec_dot_scalar(kind, n, w, a)
 }
 
@@ -122,6 +128,8 @@ pub fn vec_dot_rows(kind: Kind, n: usize, w: &[u8], il: bool, a: &[u8], out: &mu
         w.len(),
         a.len()
     );
+    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     if crate::common::has_avx2() && n >= 8 {
@@ -158,6 +166,13 @@ pub fn dequantize(kind: Kind, src: &[u8], dst: &mut [f32]) {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel converts
         // min(dst.len(), src.len() / 2) elements, in bounds of both slices.
         unsafe { avx2::dequantize(kind, src, dst) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if crate::common::has_neon() && kind != Kind::F32 {
+        // SAFETY: NEON detected at run time; the kernel converts
+        // min(dst.len(), src.len() / 2) elements, in bounds of both slices.
+        unsafe { neon::dequantize(kind, src, dst) };
         return;
     }
     match kind {
@@ -360,6 +375,104 @@ mod avx2 {
         let mut i = 0;
         while i + 8 <= n {
             _mm256_storeu_ps(dst.as_mut_ptr().add(i), load8(kind, src.as_ptr(), i));
+            i += 8;
+        }
+        match kind {
+            Kind::F16 => dequantize_f16(&src[2 * i..], &mut dst[i..]),
+            _ => dequantize_bf16(&src[2 * i..], &mut dst[i..]),
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::half8_to_f32;
+    use std::arch::aarch64::*;
+
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `w` must hold `n`
+    /// elements of `kind` and `a` `n` little-endian `f32`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        // One loop per kind, so the element conversion is not re-dispatched per load.
+        match kind {
+            Kind::F32 => dot_kind::<0>(n, w, a),
+            Kind::F16 => dot_kind::<1>(n, w, a),
+            Kind::BF16 => dot_kind::<2>(n, w, a),
+        }
+    }
+
+    /// Sixteen values per step into four accumulators of four lanes (fused multiply-adds),
+    /// the rest of the row through the scalar loop: the float order differs from the scalar
+    /// reference's (held to the same tolerance as the AVX2 kernel). F16 widens exactly with
+    /// integer operations, BF16 by a shift.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `w` must hold `n`
+    /// elements of kind `K` (0 F32, 1 F16, 2 BF16) and `a` `n` little-endian `f32`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn dot_kind<const K: u8>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let kind = [Kind::F32, Kind::F16, Kind::BF16][K as usize];
+        let es = if K == 0 { 4 } else { 2 };
+        let (wp, ap) = (w.as_ptr(), a.as_ptr() as *const f32);
+        let load16 = |i: usize| -> [float32x4_t; 4] {
+            let p = wp.add(i * es);
+            match K {
+                0 => std::array::from_fn(|k| vld1q_f32((p as *const f32).add(4 * k))),
+                _ => {
+                    let bf = K == 2;
+                    let [a0, a1] = if bf {
+                        half8_to_f32::<true>(p)
+                    } else {
+                        half8_to_f32::<false>(p)
+                    };
+                    let [b0, b1] = if bf {
+                        half8_to_f32::<true>(p.add(16))
+                    } else {
+                        half8_to_f32::<false>(p.add(16))
+                    };
+                    [a0, a1, b0, b1]
+                }
+            }
+        };
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            for (k, v) in load16(i).into_iter().enumerate() {
+                acc[k] = vfmaq_f32(acc[k], v, vld1q_f32(ap.add(i + 4 * k)));
+            }
+            i += 16;
+        }
+        let v = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+        let mut sum = vaddvq_f32(v);
+        if i < n {
+            sum += vec_dot_scalar(kind, n - i, &w[i * es..], &a[4 * i..]);
+        }
+        sum
+    }
+
+    /// Bit-exact with [`dequantize_f16`] / [`dequantize_bf16`] (both widenings are exact).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); nothing else (converts
+    /// `min(dst.len(), src.len() / 2)` elements).
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(kind: Kind, src: &[u8], dst: &mut [f32]) {
+        let n = dst.len().min(src.len() / 2);
+        let mut i = 0;
+        while i + 8 <= n {
+            let p = src.as_ptr().add(2 * i);
+            let v = match kind {
+                Kind::BF16 => half8_to_f32::<true>(p),
+                _ => half8_to_f32::<false>(p),
+            };
+            vst1q_f32(dst.as_mut_ptr().add(i), v[0]);
+            vst1q_f32(dst.as_mut_ptr().add(i + 4), v[1]);
             i += 8;
         }
         match kind {

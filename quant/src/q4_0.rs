@@ -105,6 +105,12 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel writes nb·QK outputs (asserted above).
+        unsafe { neon::dequantize(src, dst) };
+        return;
+    }
     dequantize_scalar(src, dst)
 }
 
@@ -139,6 +145,12 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads nb blocks of `w` and of `a`
+        // (asserted above).
+        return unsafe { neon::vec_dot(w, a) };
+    }
     vec_dot_scalar(w, a)
 }
 
@@ -167,7 +179,11 @@ pub fn vec_dot_rows(
         nb * crate::q8_0::BLOCK_BYTES,
         a.len()
     );
+    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = prep;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && out.len() >= 8 && nb > 0 {
         let own;
@@ -233,7 +249,11 @@ pub fn vec_dot_rows_multi(
             a.len()
         );
     }
+    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = preps;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && rows >= 8 && nb > 0 {
         let own: Vec<crate::q8_0::PreparedQ8>;
@@ -485,5 +505,72 @@ mod avx2 {
         }
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::*;
+    use std::arch::aarch64::*;
+    const AB: usize = crate::q8_0::BLOCK_BYTES;
+
+    /// A block's 32 values `q − 8` as signed bytes, in order (low nibbles, then high).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `wb` must point to one
+    /// readable Q4_0 block.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn values(wb: *const u8) -> [int8x16_t; 2] {
+        let (lo, hi) = nibbles(wb.add(2));
+        let eight = vdupq_n_s8(8);
+        [
+            vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+            vsubq_s8(vreinterpretq_s8_u8(hi), eight),
+        ]
+    }
+
+    /// Bit-exact with [`super::vec_dot_scalar`]: each block's integer sum exact, then
+    /// `sum += isum·(d_w·d_a)` block after block, as the reference does.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many activation blocks as `w` holds whole weight blocks.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let (wb, ab) = (wp.add(i * BLOCK_BYTES), ap.add(i * AB));
+            let [lo, hi] = values(wb);
+            let y = |k: usize| vld1q_s8(ab.add(2 + 16 * k) as *const i8);
+            let isum = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), lo, y(0)), hi, y(1)));
+            sum += isum as f32 * (f16_load(wb) * f16_load(ab));
+        }
+        sum
+    }
+
+    /// Bit-exact with [`super::dequantize_scalar`] (`(q − 8)·d`, one rounding each).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `dst` must hold at least
+    /// one block's worth of values per whole block of `src`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let p = src.as_ptr().add(i * BLOCK_BYTES);
+            let d = vdupq_n_f32(f16_load(p));
+            let o = dst.as_mut_ptr().add(i * QK);
+            let [lo, hi] = values(p);
+            store_i8x16_scaled(lo, d, o);
+            store_i8x16_scaled(hi, d, o.add(16));
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::store_i8x32_scaled;

@@ -87,6 +87,12 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel writes nb·QK outputs (asserted above).
+        unsafe { neon::dequantize(src, dst) };
+        return;
+    }
     dequantize_scalar(src, dst)
 }
 
@@ -121,6 +127,12 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads nb blocks of `w` and of `a`
+        // (asserted above).
+        return unsafe { neon::vec_dot(w, a) };
+    }
     vec_dot_scalar(w, a)
 }
 
@@ -147,6 +159,9 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
         simd,
         out,
         |g, o| {
+            // Never called without the x86 kernel (`simd` is false there).
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (g, o);
             // SAFETY: AVX2/FMA/F16C detected at run time (`simd`); the group's eight rows (in
             // either layout, the same bytes) lie inside `w` (asserted: w holds out.len() rows of
             // nb blocks) and `a` holds nb activation blocks (asserted).
@@ -336,6 +351,60 @@ mod avx2 {
             for (k, part) in parts.iter().enumerate() {
                 let f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(*part));
                 _mm256_storeu_ps(o.add(8 * k), _mm256_add_ps(_mm256_mul_ps(d, f), m));
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::*;
+    use std::arch::aarch64::*;
+    const AB: usize = crate::q8_1::BLOCK_BYTES;
+
+    /// Bit-exact with [`super::vec_dot_scalar`]: each block's integer sum Σ q·y exact, then
+    /// `sum += isum·(d_w·d_a) + m_w·s_a` block after block, as the reference does.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many Q8_1 blocks as `w` holds whole weight blocks.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let (wb, ab) = (wp.add(i * BLOCK_BYTES), ap.add(i * AB));
+            let (lo, hi) = nibbles(wb.add(4));
+            let y = |k: usize| vld1q_s8(ab.add(4 + 16 * k) as *const i8);
+            let acc = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(lo), y(0));
+            let isum = vaddvq_s32(dot16(acc, vreinterpretq_s8_u8(hi), y(1)));
+            sum += isum as f32 * (f16_load(wb) * f16_load(ab))
+                + f16_load(wb.add(2)) * f16_load(ab.add(2));
+        }
+        sum
+    }
+
+    /// Bit-exact with [`super::dequantize_scalar`] (`d·q + m`: multiply, then add).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `dst` must hold at least
+    /// one block's worth of values per whole block of `src`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let p = src.as_ptr().add(i * BLOCK_BYTES);
+            let (d, m) = (vdupq_n_f32(f16_load(p)), vdupq_n_f32(f16_load(p.add(2))));
+            let o = dst.as_mut_ptr().add(i * QK);
+            let (lo, hi) = nibbles(p.add(4));
+            for (h, q) in [lo, hi].into_iter().enumerate() {
+                for (k, f) in widen_u8x16(q).into_iter().enumerate() {
+                    vst1q_f32(o.add(16 * h + 4 * k), vaddq_f32(vmulq_f32(d, f), m));
+                }
             }
         }
     }

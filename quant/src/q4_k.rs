@@ -163,6 +163,13 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel writes nb·QK_K outputs (asserted
+        // above).
+        unsafe { neon::dequantize(src, dst) };
+        return;
+    }
     dequantize_scalar(src, dst)
 }
 
@@ -257,14 +264,17 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads nb blocks of `w` and of `a`
+        // (asserted above).
+        return unsafe { neon::vec_dot(w, a) };
+    }
     vec_dot_scalar(w, a)
 }
 
-/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
-/// consecutive rows of `row_bytes` bytes. Up to four tokens share each unpacked super-block
-/// (nibbles masked, scales and mins unpacked once); every entry equals [`vec_dot`] for that
-/// row and token bit for bit (same integer sums, same float steps in the same order).
 /// Tokens per call of the packed prefill kernel (each super-block unpacked once for them).
+#[cfg(target_arch = "x86_64")]
 const MULTI: usize = 8;
 
 /// [`vec_dot_rows_multi`] over a matrix in [`crate::Layout::Interleaved8`] (sizes checked by
@@ -278,6 +288,8 @@ pub(crate) fn vec_dot_rows_multi_packed(
     acts: &[&[u8]],
     out: &mut [f32],
 ) -> Option<()> {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, rb, acts, out);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && rb > 0 {
         let tokens = acts.len();
@@ -355,6 +367,10 @@ pub(crate) fn vec_dot_rows_multi_packed(
     None
 }
 
+/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
+/// consecutive rows of `row_bytes` bytes. Up to four tokens share each unpacked super-block
+/// (nibbles masked, scales and mins unpacked once); every entry equals [`vec_dot`] for that
+/// row and token bit for bit (same integer sums, same float steps in the same order).
 pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, acts: &[&[u8]], out: &mut [f32]) {
     let tokens = acts.len();
     assert!(
@@ -402,8 +418,9 @@ pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, acts: &[&[u8]], out: &mut 
             }
             continue;
         }
+        // Without AVX2: the single-row kernel (NEON on aarch64), per token.
         for (ot, a) in o.iter_mut().zip(acts) {
-            *ot = vec_dot_scalar(row, a);
+            *ot = vec_dot(row, a);
         }
     }
 }
@@ -714,5 +731,112 @@ mod avx2 {
         }
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::*;
+    use std::arch::aarch64::*;
+
+    /// `Σ_j m_j·(bsum_2j + bsum_2j+1)` of a Q8_K block, exact for any group sums: each of
+    /// the sixteen times its sub-block's min with widening multiplies into i32. Shared with
+    /// Q5_K.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `ap` must point to one
+    /// readable Q8_K block.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn mins_sum(ap: *const u8, m: &[u8; 8]) -> i32 {
+        let bs = ap.add(q8_k::BSUMS_OFF) as *const i16;
+        let (b0, b1) = (vld1q_s16(bs), vld1q_s16(bs.add(8)));
+        let mins = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m.as_ptr())));
+        // Each min twice in a row, for the two group sums of its sub-block.
+        let (m0, m1) = (vzip1q_s16(mins, mins), vzip2q_s16(mins, mins));
+        let p = vmull_s16(vget_low_s16(b0), vget_low_s16(m0));
+        let p = vmlal_high_s16(p, b0, m0);
+        let p = vmlal_s16(p, vget_low_s16(b1), vget_low_s16(m1));
+        vaddvq_s32(vmlal_high_s16(p, b1, m1))
+    }
+
+    /// Bit-exact with [`super::vec_dot_scalar`]: per super-block the integer sums
+    /// `Σ sc·q·y` and `Σ m·bsum` exact, then `d_a·d·isum − d_a·dmin·summ` added in block
+    /// order, the reference's float steps.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many Q8_K blocks as `w` holds whole weight blocks.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let b = &w[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
+            let (sc, m) = unpack_scales(&b[4..16]);
+            let summ = mins_sum(ap, &m);
+            let yp = ap.add(q8_k::QS_OFF);
+            let y = |k: usize| vld1q_s8(yp.add(16 * k) as *const i8);
+            let mut acc = vdupq_n_s32(0);
+            for c in 0..4 {
+                let (lo0, hi0) = nibbles(b.as_ptr().add(16 + 32 * c));
+                let (lo1, hi1) = nibbles(b.as_ptr().add(32 + 32 * c));
+                let zero = vdupq_n_s32(0);
+                let s1 = dot16(
+                    dot16(zero, vreinterpretq_s8_u8(lo0), y(4 * c)),
+                    vreinterpretq_s8_u8(lo1),
+                    y(4 * c + 1),
+                );
+                let s2 = dot16(
+                    dot16(zero, vreinterpretq_s8_u8(hi0), y(4 * c + 2)),
+                    vreinterpretq_s8_u8(hi1),
+                    y(4 * c + 3),
+                );
+                acc = vmlaq_n_s32(acc, s1, sc[2 * c] as i32);
+                acc = vmlaq_n_s32(acc, s2, sc[2 * c + 1] as i32);
+            }
+            let isum = vaddvq_s32(acc);
+            let da = q8_k::d_of(&a[i * q8_k::BLOCK_BYTES..]);
+            sum += da * f16_load(b.as_ptr()) * isum as f32
+                - da * f16_load(b.as_ptr().add(2)) * summ as f32;
+        }
+        sum
+    }
+
+    /// Bit-exact with [`super::dequantize_scalar`] (`d·sc·q − dmin·m`, the per-sub-block
+    /// factors in scalar, multiply then subtract).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `dst` must hold at least
+    /// one block's worth of values per whole block of `src`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let b = &src[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let d = f16_load(b.as_ptr());
+            let dmin = f16_load(b.as_ptr().add(2));
+            let (sc, m) = unpack_scales(&b[4..16]);
+            let o = dst.as_mut_ptr().add(i * QK_K);
+            for c in 0..4 {
+                for h in 0..2 {
+                    let (lo, hi) = nibbles(b.as_ptr().add(16 + 32 * c + 16 * h));
+                    for (s, q) in [lo, hi].into_iter().enumerate() {
+                        let j = 2 * c + s;
+                        let dl = vdupq_n_f32(d * sc[j] as f32);
+                        let ml = vdupq_n_f32(dmin * m[j] as f32);
+                        store_u8x16_affine(q, dl, ml, o.add(32 * j + 16 * h));
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::store_u8x32_affine;
+#[cfg(target_arch = "aarch64")]
+pub(crate) use neon::mins_sum as neon_mins_sum;

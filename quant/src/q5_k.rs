@@ -95,6 +95,13 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel writes nb·QK_K outputs (asserted
+        // above).
+        unsafe { neon::dequantize(src, dst) };
+        return;
+    }
     dequantize_scalar(src, dst)
 }
 
@@ -136,6 +143,12 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     if has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads nb blocks of `w` and of `a`
+        // (asserted above).
+        return unsafe { neon::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
 }
@@ -283,6 +296,91 @@ mod avx2 {
                     let dl = _mm256_set1_ps(d * sc[j] as f32);
                     let ml = _mm256_set1_ps(dmin * m[j] as f32);
                     crate::q4_k::store_u8x32_affine(v, dl, ml, o.add(32 * j));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::*;
+    use std::arch::aarch64::*;
+
+    /// The 32 five-bit values of sub-block `j` (`j` < 8), in two halves of 16: nibbles from
+    /// `qs` (low for even `j`, high for odd), bit `j` of each `qh` byte as 0x10.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `b` must point to one
+    /// readable Q5_K block.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn values(b: *const u8, j: usize) -> [uint8x16_t; 2] {
+        let bit = vdupq_n_u8(1 << j);
+        let x10 = vdupq_n_u8(0x10);
+        std::array::from_fn(|h| {
+            let (lo, hi) = nibbles(b.add(48 + 32 * (j / 2) + 16 * h));
+            let n = if j % 2 == 0 { lo } else { hi };
+            let qh = vld1q_u8(b.add(16 + 16 * h));
+            vorrq_u8(n, vandq_u8(vtstq_u8(qh, bit), x10))
+        })
+    }
+
+    /// Bit-exact with [`super::vec_dot_scalar`]: per super-block the integer sums exact, then
+    /// the reference's float steps (as Q4_K's kernel, with the fifth bits merged in).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many Q8_K blocks as `w` holds whole weight blocks.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let b = &w[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
+            let (sc, m) = unpack_scales(&b[4..16]);
+            let summ = crate::q4_k::neon_mins_sum(ap, &m);
+            let yp = ap.add(q8_k::QS_OFF);
+            let y = |k: usize| vld1q_s8(yp.add(16 * k) as *const i8);
+            let mut acc = vdupq_n_s32(0);
+            for j in 0..8 {
+                let [v0, v1] = values(b.as_ptr(), j);
+                let s = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(v0), y(2 * j));
+                let s = dot16(s, vreinterpretq_s8_u8(v1), y(2 * j + 1));
+                acc = vmlaq_n_s32(acc, s, sc[j] as i32);
+            }
+            let isum = vaddvq_s32(acc);
+            let da = q8_k::d_of(&a[i * q8_k::BLOCK_BYTES..]);
+            sum += da * f16_load(b.as_ptr()) * isum as f32
+                - da * f16_load(b.as_ptr().add(2)) * summ as f32;
+        }
+        sum
+    }
+
+    /// Bit-exact with [`super::dequantize_scalar`].
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `dst` must hold at least
+    /// one block's worth of values per whole block of `src`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let b = &src[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let d = f16_load(b.as_ptr());
+            let dmin = f16_load(b.as_ptr().add(2));
+            let (sc, m) = unpack_scales(&b[4..16]);
+            let o = dst.as_mut_ptr().add(i * QK_K);
+            for j in 0..8 {
+                let dl = vdupq_n_f32(d * sc[j] as f32);
+                let ml = vdupq_n_f32(dmin * m[j] as f32);
+                for (h, v) in values(b.as_ptr(), j).into_iter().enumerate() {
+                    store_u8x16_affine(v, dl, ml, o.add(32 * j + 16 * h));
                 }
             }
         }

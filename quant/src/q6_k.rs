@@ -135,6 +135,13 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         unsafe { avx2::dequantize(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel writes nb·QK_K outputs (asserted
+        // above).
+        unsafe { neon::dequantize(src, dst) };
+        return;
+    }
     dequantize_scalar(src, dst)
 }
 
@@ -170,6 +177,12 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     if has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads nb blocks of `w` and of `a`
+        // (asserted above).
+        return unsafe { neon::vec_dot(w, a) };
     }
     vec_dot_scalar(w, a)
 }
@@ -323,6 +336,97 @@ mod avx2 {
                     for (j, (part, dl)) in parts.iter().enumerate() {
                         let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(*part));
                         _mm256_storeu_ps(o.add(base + 8 * j), _mm256_mul_ps(*dl, f));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::*;
+    use std::arch::aarch64::*;
+
+    /// The 128 values `q − 32` of half `h` (`h` < 2) as signed bytes, one group of 16 per
+    /// vector in element order: run k of the half (32 values) is `ql` bytes `32·(k mod 2)..`
+    /// (low nibbles for k < 2, high for k ≥ 2) with bits `2k..2k+2` of the `qh` bytes on top.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `b` must point to one
+    /// readable Q6_K block.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn values(b: *const u8, h: usize) -> [int8x16_t; 8] {
+        let m3 = vdupq_n_u8(3);
+        let off = vdupq_n_s8(32);
+        std::array::from_fn(|g| {
+            let (k, part) = (g / 2, g % 2);
+            let (lo, hi) = nibbles(b.add(64 * h + 32 * (k % 2) + 16 * part));
+            let n = if k < 2 { lo } else { hi };
+            let qh = vld1q_u8(b.add(128 + 32 * h + 16 * part));
+            let top = match k {
+                0 => vandq_u8(qh, m3),
+                1 => vandq_u8(vshrq_n_u8::<2>(qh), m3),
+                2 => vandq_u8(vshrq_n_u8::<4>(qh), m3),
+                _ => vshrq_n_u8::<6>(qh),
+            };
+            let q = vorrq_u8(n, vshlq_n_u8::<4>(top));
+            vsubq_s8(vreinterpretq_s8_u8(q), off)
+        })
+    }
+
+    /// Bit-exact with [`super::vec_dot_scalar`]: per super-block each group's integer sum
+    /// exact and weighted by its 8-bit scale, then `d_a·d·isum` added in block order.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many Q8_K blocks as `w` holds whole weight blocks.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let bp = w.as_ptr().add(i * BLOCK_BYTES);
+            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
+            let yp = ap.add(q8_k::QS_OFF);
+            let mut acc = vdupq_n_s32(0);
+            for h in 0..2 {
+                for (k, v) in values(bp, h).into_iter().enumerate() {
+                    let g = 8 * h + k;
+                    let p = dot16(vdupq_n_s32(0), v, vld1q_s8(yp.add(16 * g) as *const i8));
+                    acc = vmlaq_n_s32(acc, p, *bp.add(192 + g) as i8 as i32);
+                }
+            }
+            let isum = vaddvq_s32(acc);
+            let da = q8_k::d_of(&a[i * q8_k::BLOCK_BYTES..]);
+            sum += da * f16_load(bp.add(208)) * isum as f32;
+        }
+        sum
+    }
+
+    /// Bit-exact with [`super::dequantize_scalar`] (`(d·scale)·(q − 32)`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `dst` must hold at least
+    /// one block's worth of values per whole block of `src`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let bp = src.as_ptr().add(i * BLOCK_BYTES);
+            let d = f16_load(bp.add(208));
+            let o = dst.as_mut_ptr().add(i * QK_K);
+            for h in 0..2 {
+                for (k, v) in values(bp, h).into_iter().enumerate() {
+                    let g = 8 * h + k;
+                    let dl = vdupq_n_f32(d * (*bp.add(192 + g) as i8) as f32);
+                    for (j, f) in widen_i8x16(v).into_iter().enumerate() {
+                        vst1q_f32(o.add(16 * g + 4 * j), vmulq_f32(dl, f));
                     }
                 }
             }

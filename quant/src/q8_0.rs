@@ -56,6 +56,8 @@ pub fn quantize_block(x: &[f32], imatrix: Option<&[f32]>) -> BlockQ8_0 {
 pub fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     let simd = imatrix.is_none() && has_avx2();
+    #[cfg(target_arch = "aarch64")]
+    let simd = imatrix.is_none() && has_neon();
     for (i, (x, out)) in src
         .chunks_exact(QK)
         .zip(dst.chunks_exact_mut(BLOCK_BYTES))
@@ -64,6 +66,11 @@ pub fn quantize(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
         // SAFETY: AVX2/FMA/F16C detected; `x` is one block of 32, `out` one block's bytes.
         #[cfg(target_arch = "x86_64")]
         if simd && unsafe { avx2::quantize_block(x, out) } {
+            continue;
+        }
+        // SAFETY: NEON detected; `x` is one block of 32, `out` one block's bytes.
+        #[cfg(target_arch = "aarch64")]
+        if simd && unsafe { neon::quantize_block(x, out) } {
             continue;
         }
         let w = imatrix.map(|m| &m[i * QK..(i + 1) * QK]);
@@ -92,6 +99,12 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     if has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel writes nb·QK outputs (asserted above).
         unsafe { avx2::dequantize(src, dst) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel writes nb·QK outputs (asserted above).
+        unsafe { neon::dequantize(src, dst) };
         return;
     }
     dequantize_scalar(src, dst)
@@ -152,6 +165,12 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         // SAFETY: AVX2/FMA/F16C detected at run time; the kernel reads nb blocks of `w` and of `a` (asserted above).
         return unsafe { avx2::vec_dot(w, a) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads nb blocks of `w` and of `a`
+        // (asserted above).
+        return unsafe { neon::vec_dot(w, a) };
+    }
     vec_dot_scalar(w, a)
 }
 
@@ -184,6 +203,12 @@ pub fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
         // nb·32 values of `x` (asserted above).
         return unsafe { avx2::vec_dot_f32(w, x) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected at run time; the kernel reads nb blocks of `w` and nb·32
+        // values of `x` (asserted above).
+        return unsafe { neon::vec_dot_f32(w, x) };
+    }
     vec_dot_f32_scalar(w, x)
 }
 
@@ -207,6 +232,9 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
         has_avx2(),
         out,
         |g, o| {
+            // Never called without the x86 kernel (`simd` is false there).
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (g, o);
             // SAFETY: AVX2/FMA/F16C detected at run time; the group's eight rows of nb blocks (in
             // either layout, the same bytes) lie inside `w` and `a` holds nb blocks (asserted
             // above).
@@ -250,6 +278,9 @@ pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, il: bool, x: &[f32], out: &m
         simd,
         out,
         |g, o| {
+            // Never called without the x86 kernel (`simd` is false there).
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (g, o);
             // SAFETY: AVX2/FMA/F16C detected at run time; the group's eight rows (in either layout,
             // the same bytes) lie inside `w` (asserted: w holds out.len() rows of nb blocks) and
             // `x` holds nb·32 values (asserted).
@@ -578,6 +609,114 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::*;
+    use std::arch::aarch64::*;
+
+    /// [`super::quantize_block`] without weights, bit-exact with it: the same `amax` (NaNs
+    /// skipped), `d` and `1/d`, each level rounded half away from zero by FCVTAS (NaN to 0,
+    /// as `round_level_i8`). Returns `false` (nothing written) where `1/d` is not finite (a
+    /// denormal `d`), which the scalar rule handles.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `x` holds 32 values,
+    /// `out` 34 bytes.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn quantize_block(x: &[f32], out: &mut [u8]) -> bool {
+        debug_assert!(x.len() >= QK && out.len() >= BLOCK_BYTES);
+        let amax = abs_max(&x[..QK]);
+        let d = amax / 127.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        if !id.is_finite() {
+            return false;
+        }
+        // With a finite 1/d a product is infinite only for an infinite input, whose amax
+        // gives d = ∞ and 1/d = 0 instead (∞·0 = NaN, stored as 0 on both paths).
+        let idv = vdupq_n_f32(id);
+        for h in 0..2 {
+            let v: [float32x4_t; 4] =
+                std::array::from_fn(|k| vmulq_f32(vld1q_f32(x.as_ptr().add(16 * h + 4 * k)), idv));
+            vst1q_s8(out.as_mut_ptr().add(2 + 16 * h) as *mut i8, round_i8x16(v));
+        }
+        out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        true
+    }
+
+    /// Bit-exact with [`super::vec_dot_scalar`]: each block's integer sum exact, then
+    /// `sum += isum·(d_w·d_a)` block after block, the reference's float steps in its order.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many activation blocks as `w` holds whole weight blocks.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let (wb, ab) = (wp.add(i * BLOCK_BYTES), ap.add(i * BLOCK_BYTES));
+            let isum = dot32(wb.add(2), ab.add(2));
+            sum += isum as f32 * (f16_load(wb) * f16_load(ab));
+        }
+        sum
+    }
+
+    /// Each weight byte widened to f32 and scaled by its block's d, then multiplied into one
+    /// of eight accumulators (one per 4-lane slice of a block): the float order differs from
+    /// the scalar reference's (held to the same tolerance as the AVX2 kernel).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `x` must hold at least 32
+    /// values per whole block of `w`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn vec_dot_f32(w: &[u8], x: &[f32]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let mut acc = [vdupq_n_f32(0.0); 8];
+        for i in 0..nb {
+            let wb = wp.add(i * BLOCK_BYTES);
+            let xb = xp.add(i * QK);
+            let d = vdupq_n_f32(f16_load(wb));
+            for h in 0..2 {
+                let q = vld1q_s8(wb.add(2 + 16 * h) as *const i8);
+                for (k, f) in widen_i8x16(q).into_iter().enumerate() {
+                    let f = vmulq_f32(f, d);
+                    let j = 4 * h + k;
+                    acc[j] = vfmaq_f32(acc[j], f, vld1q_f32(xb.add(4 * j)));
+                }
+            }
+        }
+        let s0 = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+        let s1 = vaddq_f32(vaddq_f32(acc[4], acc[5]), vaddq_f32(acc[6], acc[7]));
+        vaddvq_f32(vaddq_f32(s0, s1))
+    }
+
+    /// Bit-exact with [`super::dequantize_scalar`] (`q·d`, one rounding each).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `dst` must hold at least
+    /// one block's worth of values per whole block of `src`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
+        let nb = src.len() / BLOCK_BYTES;
+        for i in 0..nb {
+            let p = src.as_ptr().add(i * BLOCK_BYTES);
+            let d = vdupq_n_f32(f16_load(p));
+            let o = dst.as_mut_ptr().add(i * QK);
+            for h in 0..2 {
+                let q = vld1q_s8(p.add(2 + 16 * h) as *const i8);
+                store_i8x16_scaled(q, d, o.add(16 * h));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod f32_dot_tests {
     use super::*;
@@ -638,6 +777,47 @@ mod quantize_simd_tests {
             let mut got = vec![0u8; BLOCK_BYTES];
             // SAFETY: AVX2 detected; sizes as required.
             if unsafe { avx2::quantize_block(&x, &mut got) } {
+                simd_blocks += 1;
+                assert_eq!(got, want, "case {case}: {x:?}");
+            }
+        }
+        assert!(simd_blocks > 19_000, "{simd_blocks}");
+    }
+}
+
+#[cfg(all(test, target_arch = "aarch64"))]
+mod quantize_neon_tests {
+    use super::*;
+
+    #[test]
+    fn neon_quantize_is_bit_exact_with_scalar() {
+        if !has_neon() {
+            return;
+        }
+        let mut rng = TestRng(0x9e37_79b9_7f4a_7c15);
+        let mut simd_blocks = 0;
+        for case in 0..20_000 {
+            let mut x = rng.block(QK);
+            let mut next = || rng.next();
+            match case % 9 {
+                // Exact halves after scaling: k + 0.5 steps of amax/127.
+                0 => {
+                    for (i, v) in x.iter_mut().enumerate() {
+                        *v = i as f32 - 15.5;
+                    }
+                    x[0] = 127.0;
+                }
+                1 => x[(next() % 32) as usize] = f32::NAN,
+                2 => x[(next() % 32) as usize] = f32::INFINITY,
+                3 => x.iter_mut().for_each(|v| *v = 0.0),
+                4 => x.iter_mut().for_each(|v| *v *= 1e-39),
+                5 => x[(next() % 32) as usize] = -f32::MAX,
+                _ => {}
+            }
+            let want = bytemuck::bytes_of(&quantize_block(&x, None)).to_vec();
+            let mut got = vec![0u8; BLOCK_BYTES];
+            // SAFETY: NEON detected; sizes as required.
+            if unsafe { neon::quantize_block(&x, &mut got) } {
                 simd_blocks += 1;
                 assert_eq!(got, want, "case {case}: {x:?}");
             }

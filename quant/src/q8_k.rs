@@ -46,6 +46,13 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             out.copy_from_slice(bytemuck::bytes_of(&b));
             continue;
         }
+        #[cfg(target_arch = "aarch64")]
+        if has_neon() {
+            // SAFETY: NEON detected; `x` is one block of 256 values.
+            let b = unsafe { neon::quantize_block(x) };
+            out.copy_from_slice(bytemuck::bytes_of(&b));
+            continue;
+        }
         out.copy_from_slice(bytemuck::bytes_of(&quantize_block(x)));
     }
 }
@@ -140,6 +147,91 @@ mod avx2 {
                 }
                 let want = super::super::quantize_block(&x);
                 // SAFETY: AVX2 detected; 256 values.
+                let got = unsafe { quantize_block(&x) };
+                assert_eq!(
+                    bytemuck::bytes_of(&got),
+                    bytemuck::bytes_of(&want),
+                    "case {case}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use crate::common::neon::{abs_max, round_i8x16};
+    use std::arch::aarch64::*;
+
+    /// [`super::quantize_block`], bit-exact with it: the same signed maximum (the first value
+    /// of largest magnitude, NaNs skipped), scale, levels rounded half away from zero by
+    /// FCVTAS (NaN to 0, as the scalar cast) and clamped to ±127, and group sums.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `x` holds 256 values.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn quantize_block(x: &[f32]) -> BlockQ8_K {
+        let x = &x[..QK_K];
+        let amax = abs_max(x);
+        let mut b = BlockQ8_K::zeroed();
+        if amax == 0.0 || !amax.is_finite() {
+            return b;
+        }
+        let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
+        let iscale = -127.0 / max;
+        let is = vdupq_n_f32(iscale);
+        let (lo, hi) = (vdupq_n_s8(-127), vdupq_n_s8(127));
+        for g in 0..QK_K / 16 {
+            let v: [float32x4_t; 4] =
+                std::array::from_fn(|k| vmulq_f32(vld1q_f32(x.as_ptr().add(16 * g + 4 * k)), is));
+            // Saturated to i8 first: |iscale·v| ≤ 127 up to rounding, so only −128 can need
+            // the clamp.
+            let q = vminq_s8(vmaxq_s8(round_i8x16(v), lo), hi);
+            vst1q_s8(b.qs.as_mut_ptr().add(16 * g), q);
+            b.bsums[g] = vaddlvq_s8(q);
+        }
+        b.d = 1.0 / iscale;
+        b
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn neon_quantize_is_bit_exact_with_scalar() {
+            if !crate::common::has_neon() {
+                return;
+            }
+            let mut rng = crate::common::TestRng(0x2545_f491_4f6c_dd1d);
+            for case in 0..4000 {
+                let mut x = rng.block(QK_K);
+                let mag = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) * 2.0;
+                let mut next = || rng.next();
+                match case % 8 {
+                    // Exact halves: max −127 gives iscale 1.
+                    0 => {
+                        for (i, v) in x.iter_mut().enumerate() {
+                            *v = (i % 64) as f32 - 31.5;
+                        }
+                        x[7] = -127.0;
+                        x[9] = 127.0;
+                    }
+                    1 => x[(next() % 256) as usize] = f32::NAN,
+                    2 => x[(next() % 256) as usize] = f32::INFINITY,
+                    3 => x.iter_mut().for_each(|v| *v = 0.0),
+                    4 => x.iter_mut().for_each(|v| *v *= 1e-40),
+                    5 => {
+                        // Ties in magnitude: the first one's sign wins.
+                        x[3] = -mag;
+                        x[200] = mag;
+                    }
+                    _ => {}
+                }
+                let want = super::super::quantize_block(&x);
+                // SAFETY: NEON detected; 256 values.
                 let got = unsafe { quantize_block(&x) };
                 assert_eq!(
                     bytemuck::bytes_of(&got),

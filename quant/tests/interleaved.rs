@@ -123,13 +123,34 @@ fn interleaved_equals_rows_bit_for_bit() {
     }
 }
 
+/// A command that runs this test binary again. Cross-compiled for aarch64 and run under
+/// qemu-user without binfmt_misc (tools/test.sh on an x86 host) the binary cannot exec itself,
+/// so the child goes through the runner cargo used (`CARGO_TARGET_…_RUNNER`, inherited).
+fn self_command() -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let runner = if cfg!(target_arch = "aarch64") {
+        std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER").ok()
+    } else {
+        None
+    };
+    let runner = runner.unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut c = std::process::Command::new(prog);
+            c.args(words).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    }
+}
+
 #[test]
 fn interleaved_equals_rows_on_the_scalar_path() {
     if std::env::var_os("QUANT_FORCE_SCALAR").is_some() {
         return; // the child: interleaved_equals_rows_bit_for_bit runs there
     }
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
+    let out = self_command()
         .args([
             "--exact",
             "interleaved_equals_rows_bit_for_bit",

@@ -54,6 +54,7 @@ impl Kernel {
     /// Every kernel this CPU runs.
     #[cfg(test)]
     pub fn available() -> Vec<Kernel> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {
