@@ -7,7 +7,8 @@
 //! batched prefill; ` il` lines: the same over rows repacked into `Layout::Interleaved8`, the
 //! layout the CPU runner uses for those types). The machine is shared,
 //! so every kernel timing is paired with a STREAM-like triad a[i] = b[i] + s*c[i] (3 arrays
-//! counted) taken back to back with it, and the ratio of the best of each is reported.
+//! counted) taken back to back with it: `/tri` is the ratio of the best of each, `med` (all
+//! threads) the median of the per-pair ratios.
 use quant::layout::{self, Layout};
 use quant::*;
 use rayon::prelude::*;
@@ -60,20 +61,37 @@ impl Triad {
     }
 }
 
-/// Best GB/s of `f` (moving `gb` GB) and best triad GB/s, alternating, `reps` times.
-fn paired<F: FnMut() -> f32>(
-    tri: &mut Triad,
-    par: bool,
-    reps: usize,
-    gb: f64,
-    mut f: F,
-) -> (f64, f64) {
+/// What [`paired`] measured: best GB/s of the kernel, best triad GB/s, and the median of the
+/// per-repetition ratios (each kernel pass ÷ the triad pass right before it), which a burst of
+/// extra bandwidth in one triad pass moves less than the ratio of the two bests.
+struct Paired {
+    best: f64,
+    best_t: f64,
+    median_ratio: f64,
+}
+
+/// `f` (moving `gb` GB) and the triad, alternating, `reps` times.
+fn paired<F: FnMut() -> f32>(tri: &mut Triad, par: bool, reps: usize, gb: f64, mut f: F) -> Paired {
     let (mut best, mut best_t) = (0.0f64, 0.0f64);
+    let mut ratios = Vec::with_capacity(reps);
     for _ in 0..reps {
-        best_t = best_t.max(tri.run(par));
-        best = best.max(gb / secs(&mut f));
+        let t = tri.run(par);
+        let k = gb / secs(&mut f);
+        best_t = best_t.max(t);
+        best = best.max(k);
+        ratios.push(k / t);
     }
-    (best, best_t)
+    ratios.sort_by(f64::total_cmp);
+    let median_ratio = match ratios.len() {
+        0 => f64::NAN,
+        l if l % 2 == 1 => ratios[l / 2],
+        l => (ratios[l / 2 - 1] + ratios[l / 2]) / 2.0,
+    };
+    Paired {
+        best,
+        best_t,
+        median_ratio,
+    }
 }
 
 fn main() {
@@ -95,7 +113,7 @@ fn main() {
     let mut tri = Triad::new(bytes);
     println!("working set {mib} MiB, {threads} threads, best of {reps}; rows of {n}");
     println!(
-        "{:11} | {:>6} {:>6} | {:>6} {:>6} {:>5} | {:>6} {:>6} {:>5} | {:>6} | {:>11}",
+        "{:11} | {:>6} {:>6} | {:>6} {:>6} {:>5} | {:>6} {:>6} {:>5} {:>5} | {:>6} | {:>11}",
         "type",
         "deq1T",
         "deqAll",
@@ -105,6 +123,7 @@ fn main() {
         "dotAll",
         "triAll",
         "/tri",
+        "med",
         "scal1T",
         "quant rows/s"
     );
@@ -220,10 +239,10 @@ fn main() {
             }
             out.iter().sum()
         };
-        let (dot1, tri1) = paired(&mut tri, false, reps, gb, || {
+        let one = paired(&mut tri, false, reps, gb, || {
             w.chunks(TASK * rb).map(dot).sum()
         });
-        let (dotn, trin) = paired(&mut tri, true, reps, gb, || {
+        let all = paired(&mut tri, true, reps, gb, || {
             w.par_chunks(TASK * rb).map(dot).sum()
         });
         let srows = (rows / 16).max(1);
@@ -242,7 +261,7 @@ fn main() {
         };
         // Dequantization by groups of eight rows (either layout).
         let mut out = vec![0f32; 8 * n];
-        let (deq1, _) = paired(&mut tri, false, 2, gb, || {
+        let deq1 = paired(&mut tri, false, 2, gb, || {
             w.chunks(8 * rb)
                 .map(|r| {
                     let o = &mut out[..r.len() / rb * n];
@@ -251,7 +270,7 @@ fn main() {
                 })
                 .sum()
         });
-        let (deqn, _) = paired(&mut tri, true, 2, gb, || {
+        let deqn = paired(&mut tri, true, 2, gb, || {
             w.par_chunks(8 * rb)
                 .map_init(
                     || vec![0f32; 8 * n],
@@ -264,16 +283,17 @@ fn main() {
                 .sum()
         });
         println!(
-            "{:11} | {:6.2} {:6.2} | {:6.2} {:6.2} {:5.2} | {:6.2} {:6.2} {:5.2} | {:6.2} | {:11.0}",
+            "{:11} | {:6.2} {:6.2} | {:6.2} {:6.2} {:5.2} | {:6.2} {:6.2} {:5.2} {:5.2} | {:6.2} | {:11.0}",
             name,
-            deq1,
-            deqn,
-            dot1,
-            tri1,
-            dot1 / tri1,
-            dotn,
-            trin,
-            dotn / trin,
+            deq1.best,
+            deqn.best,
+            one.best,
+            one.best_t,
+            one.best / one.best_t,
+            all.best,
+            all.best_t,
+            all.best / all.best_t,
+            all.median_ratio,
             dots,
             qrows as f64 / tq
         );
