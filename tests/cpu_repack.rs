@@ -30,6 +30,10 @@ fn repacked_logits_are_bit_identical() {
         // layers, 3 expert tensors × 3 layers, and token_embd (the tied output, F32 where the
         // converter kept it so).
         let matrices = |experts: bool| layout_matrices(&packed, experts);
+        assert!(
+            quant::layout::packed_kernels(),
+            "run without QUANT_FORCE_SCALAR"
+        );
         assert!(matrices(true) >= 21, "{ty}");
         assert_eq!(r.tensors, matrices(true), "{ty}: {r:?}");
         assert_eq!(r.experts, ExpertRepack::Done, "{ty}");
@@ -64,6 +68,46 @@ fn layout_matrices(m: &Model, experts: bool) -> usize {
         .filter(|t| !t.name.contains("ffn_gate_inp"))
         .filter(|t| experts || !t.name.contains("_exps"))
         .count()
+}
+
+/// Where the CPU has no kernels over the packed layout (aarch64, no AVX2; here
+/// `QUANT_FORCE_SCALAR`, in a child process), nothing is interleaved: the dense matrices are
+/// copied as stored, the experts left in the mapping, and the logits are the file's.
+#[test]
+fn without_packed_kernels_nothing_is_interleaved() {
+    if std::env::var_os("QUANT_FORCE_SCALAR").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "without_packed_kernels_nothing_is_interleaved",
+                "--test-threads=1",
+            ])
+            .env("QUANT_FORCE_SCALAR", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child with QUANT_FORCE_SCALAR failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    assert!(!quant::layout::packed_kernels());
+    let (_dir, path) = common::synthetic_model(&common::small_grok(516), GgmlType::Q4_0, 5);
+    let prompts = common::test_prompts();
+    let plain = Model::load(&path).unwrap();
+    let want = common::prefill_and_decode(&plain, &prompts, 3);
+    let m = Model::load(&path).unwrap();
+    let r = m.prepare_cpu(true).unwrap().expect("a report");
+    assert_eq!(r.tensors, 0, "{r:?}");
+    assert_eq!(r.experts, ExpertRepack::NotEligible, "{r:?}");
+    assert_eq!(
+        r.copied,
+        layout_matrices(&m, false),
+        "dense matrices copied: {r:?}"
+    );
+    assert_eq!(common::prefill_and_decode(&m, &prompts, 3), want);
 }
 
 #[test]

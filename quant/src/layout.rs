@@ -33,6 +33,15 @@ pub enum Layout {
     Interleaved8,
 }
 
+/// Whether this CPU has kernels that compute over [`Layout::Interleaved8`] (x86-64 with
+/// AVX2, FMA and F16C, unless `QUANT_FORCE_SCALAR` is set). Elsewhere (aarch64, whose NEON
+/// kernels take rows one by one, or the scalar fallback) every use of an interleaved matrix
+/// de-interleaves it a group at a time: correct, but slower than keeping the row layout, so a
+/// loader should repack only when this holds.
+pub fn packed_kernels() -> bool {
+    has_avx2()
+}
+
 /// Whether `ty` has the interleaved layout (the types with eight-row kernels).
 pub fn can_interleave(ty: GgmlType) -> bool {
     use GgmlType::*;

@@ -1,6 +1,7 @@
-//! Load-time repacking for the CPU backend: matrices of the types with eight-row kernels
-//! (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K; the float types with rows of whole 32-byte
-//! columns) are copied once into anonymous memory in `quant::Layout::Interleaved8`,
+//! Load-time repacking for the CPU backend: where the CPU has the packed kernels
+//! (`quant::layout::packed_kernels`: x86-64 with AVX2), matrices of the types with eight-row
+//! kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K; the float types with rows of whole
+//! 32-byte columns) are copied once into anonymous memory in `quant::Layout::Interleaved8`,
 //! where each group of eight rows is one sequential stream (see quant's `layout` module for
 //! why, and what it measured). The values are the file's, bit for bit; only their order in
 //! memory changes, and the forward pass gives identical logits either way.
@@ -115,7 +116,11 @@ impl Model {
             return Ok(None);
         }
         let start = std::time::Instant::now();
-        let eligible = |r: &TensorRef| layout::can_interleave_rows(r.ty, r.n_in);
+        // Without kernels over the packed layout (aarch64, no AVX2) every matmul would
+        // de-interleave it again: keep the row layout there (the dense matrices are still
+        // copied, as stored, for the huge pages).
+        let packs = layout::packed_kernels();
+        let eligible = |r: &TensorRef| packs && layout::can_interleave_rows(r.ty, r.n_in);
         // The dense matrices: those without the layout are copied as stored, for the arena's
         // huge pages (the file's page cache maps 4 KiB pages).
         let mut dense: Vec<TensorRef> = Vec::new();
@@ -193,7 +198,7 @@ impl Model {
         let mut end = 0usize;
         for r in jobs {
             let len = self.file.tensors()[r.index].size as usize;
-            let lay = if layout::can_interleave_rows(r.ty, r.n_in) {
+            let lay = if layout::packed_kernels() && layout::can_interleave_rows(r.ty, r.n_in) {
                 Layout::Interleaved8
             } else {
                 Layout::Rows
