@@ -1100,6 +1100,63 @@ pub(crate) mod x86 {
         add_in_order(sum, k_step8(iv, mv, d, dmin, _mm256_loadu_ps(da.as_ptr())));
     }
 
+    /// One Q4_K/Q5_K row's dot product over `nb` super-blocks of `block_bytes` at `w` against
+    /// Q8_K blocks at `a`, from each super-block's exact integer sums (`sums(block,
+    /// activation)`: eight lanes each, totalling `Σ sc·q·y` and `Σ m·bsum`): eight super-blocks
+    /// at a time through [`k_add8`], the rest one by one with the scalar reference's float
+    /// steps, so the result is bit-identical to it.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for `nb` blocks, `a` for `nb` Q8_K blocks, and `sums` must be safe to call on
+    /// any block and activation block among them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_vec_dot(
+        w: *const u8,
+        a: *const u8,
+        nb: usize,
+        block_bytes: usize,
+        sums: impl Fn(*const u8, *const u8) -> (__m256i, __m256i),
+    ) -> f32 {
+        use std::mem::MaybeUninit;
+        const AB: usize = crate::q8_k::BLOCK_BYTES;
+        let mut sum = 0.0f32;
+        let mut i = 0;
+        while i + 8 <= nb {
+            let mut iv = [MaybeUninit::<__m256i>::uninit(); 8];
+            let mut mv = [MaybeUninit::<__m256i>::uninit(); 8];
+            let (mut dh, mut dmh, mut da) = ([0u16; 8], [0u16; 8], [0f32; 8]);
+            for k in 0..8 {
+                let (bp, bap) = (w.add((i + k) * block_bytes), a.add((i + k) * AB));
+                let (s, m) = sums(bp, bap);
+                iv[k].write(s);
+                mv[k].write(m);
+                dh[k] = (bp as *const u16).read_unaligned();
+                dmh[k] = (bp.add(2) as *const u16).read_unaligned();
+                da[k] = (bap as *const f32).read_unaligned();
+            }
+            // SAFETY: the loop above wrote all eight entries of iv and mv;
+            // MaybeUninit<__m256i> has __m256i's layout.
+            let (iv, mv) = (
+                &*(iv.as_ptr() as *const [__m256i; 8]),
+                &*(mv.as_ptr() as *const [__m256i; 8]),
+            );
+            k_add8(&mut sum, iv, mv, &dh, &dmh, &da);
+            i += 8;
+        }
+        while i < nb {
+            let (bp, bap) = (w.add(i * block_bytes), a.add(i * AB));
+            let (s, m) = sums(bp, bap);
+            let (isum, summ) = (hsum_epi32(s), hsum_epi32(m));
+            let da = (bap as *const f32).read_unaligned();
+            sum += da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32;
+            i += 1;
+        }
+        sum
+    }
+
     /// `sum` plus lanes 0, 1, …, 7 of `v`, one at a time (a scalar loop's order).
     ///
     /// # Safety

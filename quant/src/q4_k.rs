@@ -642,7 +642,8 @@ mod avx2 {
     }
 
     /// Per super-block: exact integer sums (scales unpacked with word operations, the mins
-    /// term from `bsums` in one `madd`), then the same float steps as the scalar reference.
+    /// term from `bsums` in one `madd`), then the same float steps as the scalar reference,
+    /// eight super-blocks at a time ([`k_vec_dot`]).
     ///
     /// # Safety
     ///
@@ -651,39 +652,9 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
-        let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut sum = 0.0f32;
-        let mut i = 0;
-        // Eight super-blocks at a time, bit-identical to the scalar reference (see `k_add8`).
-        while i + 8 <= nb {
-            let mut iv = [MaybeUninit::<__m256i>::uninit(); 8];
-            let mut mv = [MaybeUninit::<__m256i>::uninit(); 8];
-            let (mut dh, mut dmh, mut da) = ([0u16; 8], [0u16; 8], [0f32; 8]);
-            for k in 0..8 {
-                let bp = wp.add((i + k) * BLOCK_BYTES);
-                let bap = ap.add((i + k) * q8_k::BLOCK_BYTES);
-                let (a, b) = int_sums(&unpack(bp, 2 * BLOCK_BYTES), bap);
-                iv[k].write(a);
-                mv[k].write(b);
-                dh[k] = (bp as *const u16).read_unaligned();
-                dmh[k] = (bp.add(2) as *const u16).read_unaligned();
-                da[k] = (bap as *const f32).read_unaligned();
-            }
-            // SAFETY: the loop above wrote all eight entries of iv and mv;
-            // MaybeUninit<__m256i> has __m256i's layout.
-            let (iv, mv) = (
-                &*(iv.as_ptr() as *const [__m256i; 8]),
-                &*(mv.as_ptr() as *const [__m256i; 8]),
-            );
-            k_add8(&mut sum, iv, mv, &dh, &dmh, &da);
-            i += 8;
-        }
-        while i < nb {
-            sum +=
-                superblock_multi::<1>(wp.add(i * BLOCK_BYTES), [ap.add(i * q8_k::BLOCK_BYTES)])[0];
-            i += 1;
-        }
-        sum
+        k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
+            int_sums(&unpack(bp, 2 * BLOCK_BYTES), ap)
+        })
     }
 
     /// # Safety

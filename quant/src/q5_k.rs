@@ -158,7 +158,6 @@ mod avx2 {
     use super::*;
     use crate::common::x86::*;
     use std::arch::x86_64::*;
-    use std::mem::MaybeUninit;
 
     /// The 32 five-bit values of sub-blocks 2c and 2c+1.
     ///
@@ -226,9 +225,8 @@ mod avx2 {
         (_mm256_add_epi32(acc0, acc1), summ_v)
     }
 
-    /// As Q4_K's kernel, with the fifth bits merged in per pair of sub-blocks: eight
-    /// super-blocks at a time through [`k_add8`], the rest one by one (exact integer sums,
-    /// then the scalar reference's float steps in its order: bit-identical to it).
+    /// As Q4_K's kernel, with the fifth bits merged in per pair of sub-blocks: [`k_vec_dot`]
+    /// over [`int_sums`] (bit-identical to the scalar reference).
     ///
     /// # Safety
     ///
@@ -238,41 +236,9 @@ mod avx2 {
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let _frame = align_frame();
         let nb = w.len() / BLOCK_BYTES;
-        let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut sum = 0.0f32;
-        let mut i = 0;
-        while i + 8 <= nb {
-            let mut iv = [MaybeUninit::<__m256i>::uninit(); 8];
-            let mut mv = [MaybeUninit::<__m256i>::uninit(); 8];
-            let (mut dh, mut dmh, mut da) = ([0u16; 8], [0u16; 8], [0f32; 8]);
-            for k in 0..8 {
-                let bp = wp.add((i + k) * BLOCK_BYTES);
-                let bap = ap.add((i + k) * q8_k::BLOCK_BYTES);
-                let (a, b) = int_sums(bp, bap);
-                iv[k].write(a);
-                mv[k].write(b);
-                dh[k] = (bp as *const u16).read_unaligned();
-                dmh[k] = (bp.add(2) as *const u16).read_unaligned();
-                da[k] = (bap as *const f32).read_unaligned();
-            }
-            // SAFETY: the loop above wrote all eight entries of iv and mv;
-            // MaybeUninit<__m256i> has __m256i's layout.
-            let (iv, mv) = (
-                &*(iv.as_ptr() as *const [__m256i; 8]),
-                &*(mv.as_ptr() as *const [__m256i; 8]),
-            );
-            k_add8(&mut sum, iv, mv, &dh, &dmh, &da);
-            i += 8;
-        }
-        while i < nb {
-            let (bp, bap) = (wp.add(i * BLOCK_BYTES), ap.add(i * q8_k::BLOCK_BYTES));
-            let (iv, mv) = int_sums(bp, bap);
-            let (isum, summ) = (hsum_epi32(iv), hsum_epi32(mv));
-            let da = (bap as *const f32).read_unaligned();
-            sum += da * f16_load(bp) * isum as f32 - da * f16_load(bp.add(2)) * summ as f32;
-            i += 1;
-        }
-        sum
+        k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
+            int_sums(bp, ap)
+        })
     }
 
     /// # Safety
