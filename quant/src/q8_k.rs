@@ -39,21 +39,8 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         .chunks_exact(QK_K)
         .zip(dst.chunks_exact_mut(BLOCK_BYTES))
     {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: AVX2/FMA/F16C detected; `x` is one block of 256 values.
-            let b = unsafe { avx2::quantize_block(x) };
-            out.copy_from_slice(bytemuck::bytes_of(&b));
-            continue;
-        }
-        #[cfg(target_arch = "aarch64")]
-        if has_neon() {
-            // SAFETY: NEON detected; `x` is one block of 256 values.
-            let b = unsafe { neon::quantize_block(x) };
-            out.copy_from_slice(bytemuck::bytes_of(&b));
-            continue;
-        }
-        out.copy_from_slice(bytemuck::bytes_of(&quantize_block(x)));
+        let b = simd_quantize_block(x).unwrap_or_else(|| quantize_block(x));
+        out.copy_from_slice(bytemuck::bytes_of(&b));
     }
 }
 
@@ -110,52 +97,6 @@ mod avx2 {
         b.d = 1.0 / iscale;
         b
     }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn simd_quantize_is_bit_exact_with_scalar() {
-            if !crate::common::has_avx2() {
-                return;
-            }
-            let mut rng = crate::common::TestRng(0x2545_f491_4f6c_dd1d);
-            for case in 0..4000 {
-                let mut x = rng.block(QK_K);
-                let mag = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) * 2.0;
-                let mut next = || rng.next();
-                match case % 8 {
-                    // Exact halves: max −127 gives iscale 1.
-                    0 => {
-                        for (i, v) in x.iter_mut().enumerate() {
-                            *v = (i % 64) as f32 - 31.5;
-                        }
-                        x[7] = -127.0;
-                        x[9] = 127.0;
-                    }
-                    1 => x[(next() % 256) as usize] = f32::NAN,
-                    2 => x[(next() % 256) as usize] = f32::INFINITY,
-                    3 => x.iter_mut().for_each(|v| *v = 0.0),
-                    4 => x.iter_mut().for_each(|v| *v *= 1e-40),
-                    5 => {
-                        // Ties in magnitude: the first one's sign wins.
-                        x[3] = -mag;
-                        x[200] = mag;
-                    }
-                    _ => {}
-                }
-                let want = super::super::quantize_block(&x);
-                // SAFETY: AVX2 detected; 256 values.
-                let got = unsafe { quantize_block(&x) };
-                assert_eq!(
-                    bytemuck::bytes_of(&got),
-                    bytemuck::bytes_of(&want),
-                    "case {case}"
-                );
-            }
-        }
-    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -195,52 +136,6 @@ mod neon {
         b.d = 1.0 / iscale;
         b
     }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn neon_quantize_is_bit_exact_with_scalar() {
-            if !crate::common::has_neon() {
-                return;
-            }
-            let mut rng = crate::common::TestRng(0x2545_f491_4f6c_dd1d);
-            for case in 0..4000 {
-                let mut x = rng.block(QK_K);
-                let mag = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) * 2.0;
-                let mut next = || rng.next();
-                match case % 8 {
-                    // Exact halves: max −127 gives iscale 1.
-                    0 => {
-                        for (i, v) in x.iter_mut().enumerate() {
-                            *v = (i % 64) as f32 - 31.5;
-                        }
-                        x[7] = -127.0;
-                        x[9] = 127.0;
-                    }
-                    1 => x[(next() % 256) as usize] = f32::NAN,
-                    2 => x[(next() % 256) as usize] = f32::INFINITY,
-                    3 => x.iter_mut().for_each(|v| *v = 0.0),
-                    4 => x.iter_mut().for_each(|v| *v *= 1e-40),
-                    5 => {
-                        // Ties in magnitude: the first one's sign wins.
-                        x[3] = -mag;
-                        x[200] = mag;
-                    }
-                    _ => {}
-                }
-                let want = super::super::quantize_block(&x);
-                // SAFETY: NEON detected; 256 values.
-                let got = unsafe { quantize_block(&x) };
-                assert_eq!(
-                    bytemuck::bytes_of(&got),
-                    bytemuck::bytes_of(&want),
-                    "case {case}"
-                );
-            }
-        }
-    }
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -263,4 +158,69 @@ pub(crate) fn d_of(b: &[u8]) -> f32 {
 #[inline]
 pub(crate) fn bsum(b: &[u8], g: usize) -> i32 {
     i16::from_le_bytes([b[BSUMS_OFF + 2 * g], b[BSUMS_OFF + 2 * g + 1]]) as i32
+}
+
+/// The SIMD activation quantizer of this CPU (AVX2 or NEON) on one block of 256 values,
+/// bit-exact with [`quantize_block`]; `None` where there is none.
+fn simd_quantize_block(x: &[f32]) -> Option<BlockQ8_K> {
+    assert!(
+        x.len() >= QK_K,
+        "q8_k: a block is {QK_K} values, got {}",
+        x.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2/FMA/F16C detected; `x` holds a block of 256 values (asserted).
+        return Some(unsafe { avx2::quantize_block(x) });
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON detected; `x` holds a block of 256 values (asserted).
+        return Some(unsafe { neon::quantize_block(x) });
+    }
+    None
+}
+
+#[cfg(test)]
+mod simd_tests {
+    use super::*;
+
+    #[test]
+    fn simd_quantize_is_bit_exact_with_scalar() {
+        let mut rng = crate::common::TestRng(0x2545_f491_4f6c_dd1d);
+        for case in 0..4000 {
+            let mut x = rng.block(QK_K);
+            let mag = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) * 2.0;
+            let mut next = || rng.next();
+            match case % 8 {
+                // Exact halves: max −127 gives iscale 1.
+                0 => {
+                    for (i, v) in x.iter_mut().enumerate() {
+                        *v = (i % 64) as f32 - 31.5;
+                    }
+                    x[7] = -127.0;
+                    x[9] = 127.0;
+                }
+                1 => x[(next() % 256) as usize] = f32::NAN,
+                2 => x[(next() % 256) as usize] = f32::INFINITY,
+                3 => x.iter_mut().for_each(|v| *v = 0.0),
+                4 => x.iter_mut().for_each(|v| *v *= 1e-40),
+                5 => {
+                    // Ties in magnitude: the first one's sign wins.
+                    x[3] = -mag;
+                    x[200] = mag;
+                }
+                _ => {}
+            }
+            let want = quantize_block(&x);
+            let Some(got) = simd_quantize_block(&x) else {
+                return; // no SIMD path on this CPU (or QUANT_FORCE_SCALAR)
+            };
+            assert_eq!(
+                bytemuck::bytes_of(&got),
+                bytemuck::bytes_of(&want),
+                "case {case}"
+            );
+        }
+    }
 }
