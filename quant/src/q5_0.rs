@@ -199,7 +199,7 @@ pub fn vec_dot_rows(
             let mut o = [0f32; 8];
             let g = w[r * row_bytes..].as_ptr();
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks (in either
-            // layout, the same bytes) lie inside `w` (asserted) and `prep` holds nb blocks
+            // layout, the same byte range) lie inside `w` (asserted) and `prep` holds nb blocks
             // (asserted).
             unsafe {
                 if il {
