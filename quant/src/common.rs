@@ -1440,20 +1440,6 @@ pub(crate) mod neon {
         vpadalq_s16(vpadalq_s16(acc, lo), hi)
     }
 
-    /// Σ x·y of the 32 signed bytes at `x` and at `y` (exact).
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support NEON (callers check `has_neon()` first); `x` and `y` must each be
-    /// readable for 32 bytes.
-    #[inline]
-    #[target_feature(enable = "neon")]
-    pub unsafe fn dot32(x: *const u8, y: *const u8) -> i32 {
-        let ld = |p: *const u8| vld1q_s8(p as *const i8);
-        let acc = dot16(vdupq_n_s32(0), ld(x), ld(y));
-        vaddvq_s32(dot16(acc, ld(x.add(16)), ld(y.add(16))))
-    }
-
     /// The 16 bytes at `p` as their low nibbles and their high nibbles.
     ///
     /// # Safety
@@ -1577,6 +1563,66 @@ pub(crate) mod neon {
             vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))),
             vcvtq_f32_u32(vmovl_high_u16(hi)),
         ]
+    }
+
+    /// A row of legacy 32-value blocks (`block_bytes` each, f16 scale at byte 0, values
+    /// `values(block)` as signed bytes in order) against Q8_0 activation blocks: per block the
+    /// exact integer sum, then `sum += isum·(d_w·d_a)` block after block — the scalar
+    /// references' float steps in their order (Q8_0, Q4_0, Q5_0).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many Q8_0 blocks as `w` holds whole weight blocks, and `values` must read only inside
+    /// the block it is given.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn scaled_blocks_dot(
+        w: &[u8],
+        a: &[u8],
+        block_bytes: usize,
+        values: impl Fn(*const u8) -> [int8x16_t; 2],
+    ) -> f32 {
+        const AB: usize = crate::q8_0::BLOCK_BYTES;
+        let nb = w.len() / block_bytes;
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let (wb, ab) = (wp.add(i * block_bytes), ap.add(i * AB));
+            let [lo, hi] = values(wb);
+            let y = |k: usize| vld1q_s8(ab.add(2 + 16 * k) as *const i8);
+            let isum = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), lo, y(0)), hi, y(1)));
+            sum += isum as f32 * (f16_load(wb) * f16_load(ab));
+        }
+        sum
+    }
+
+    /// Dequantize legacy 32-value blocks (`block_bytes` each, f16 scale `d` at byte 0, values
+    /// `values(block)` as signed bytes in order) as `q·d`, one rounding each (Q8_0, Q4_0,
+    /// Q5_0).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `dst` must hold at least
+    /// 32 values per whole block of `src`, and `values` must read only inside the block it is
+    /// given.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn scaled_blocks_dequantize(
+        src: &[u8],
+        dst: &mut [f32],
+        block_bytes: usize,
+        values: impl Fn(*const u8) -> [int8x16_t; 2],
+    ) {
+        let nb = src.len() / block_bytes;
+        for i in 0..nb {
+            let p = src.as_ptr().add(i * block_bytes);
+            let d = vdupq_n_f32(f16_load(p));
+            let o = dst.as_mut_ptr().add(i * 32);
+            let [lo, hi] = values(p);
+            store_i8x16_scaled(lo, d, o);
+            store_i8x16_scaled(hi, d, o.add(16));
+        }
     }
 
     /// The 16 signed bytes `q` as f32, each times `d` (`q·d`, one rounding), stored at `o`.

@@ -511,7 +511,6 @@ mod neon {
     use super::*;
     use crate::common::neon::*;
     use std::arch::aarch64::*;
-    const AB: usize = crate::q8_0::BLOCK_BYTES;
 
     /// A block's 32 values `q − 8` as signed bytes, in order (low nibbles, then high).
     ///
@@ -539,17 +538,7 @@ mod neon {
     /// many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "neon")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
-        let nb = w.len() / BLOCK_BYTES;
-        let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut sum = 0.0f32;
-        for i in 0..nb {
-            let (wb, ab) = (wp.add(i * BLOCK_BYTES), ap.add(i * AB));
-            let [lo, hi] = values(wb);
-            let y = |k: usize| vld1q_s8(ab.add(2 + 16 * k) as *const i8);
-            let isum = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), lo, y(0)), hi, y(1)));
-            sum += isum as f32 * (f16_load(wb) * f16_load(ab));
-        }
-        sum
+        scaled_blocks_dot(w, a, BLOCK_BYTES, |wb| values(wb))
     }
 
     /// Bit-exact with [`super::dequantize_scalar`] (`(q − 8)·d`, one rounding each).
@@ -560,15 +549,7 @@ mod neon {
     /// one block's worth of values per whole block of `src`.
     #[target_feature(enable = "neon")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
-        let nb = src.len() / BLOCK_BYTES;
-        for i in 0..nb {
-            let p = src.as_ptr().add(i * BLOCK_BYTES);
-            let d = vdupq_n_f32(f16_load(p));
-            let o = dst.as_mut_ptr().add(i * QK);
-            let [lo, hi] = values(p);
-            store_i8x16_scaled(lo, d, o);
-            store_i8x16_scaled(hi, d, o.add(16));
-        }
+        scaled_blocks_dequantize(src, dst, BLOCK_BYTES, |p| values(p))
     }
 }
 

@@ -731,9 +731,40 @@ mod neon {
         vaddvq_s32(vmlal_high_s16(p, b1, m1))
     }
 
-    /// Bit-exact with [`super::vec_dot_scalar`]: per super-block the integer sums
-    /// `Σ sc·q·y` and `Σ m·bsum` exact, then `d_a·d·isum − d_a·dmin·summ` added in block
-    /// order, the reference's float steps.
+    /// A Q4_K/Q5_K row (`block_bytes` per super-block) against Q8_K blocks, bit-exact with
+    /// the scalar references: per super-block `Σ m·bsum` exact ([`mins_sum`]) and `Σ sc·q·y`
+    /// exact from `isum(block, activation quants, scales)`, then `d_a·d·isum −
+    /// d_a·dmin·summ` added in block order, the references' float steps.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `a` must hold at least as
+    /// many Q8_K blocks as `w` holds whole weight blocks, and `isum` must read only inside the
+    /// blocks it is given.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub unsafe fn k_vec_dot(
+        w: &[u8],
+        a: &[u8],
+        block_bytes: usize,
+        isum: impl Fn(*const u8, *const u8, &[u8; 8]) -> i32,
+    ) -> f32 {
+        let nb = w.len() / block_bytes;
+        let mut sum = 0.0f32;
+        for i in 0..nb {
+            let b = &w[i * block_bytes..(i + 1) * block_bytes];
+            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
+            let (sc, m) = unpack_scales(&b[4..16]);
+            let summ = mins_sum(ap, &m);
+            let isum = isum(b.as_ptr(), ap.add(q8_k::QS_OFF), &sc);
+            let da = q8_k::d_of(&a[i * q8_k::BLOCK_BYTES..]);
+            sum += da * f16_load(b.as_ptr()) * isum as f32
+                - da * f16_load(b.as_ptr().add(2)) * summ as f32;
+        }
+        sum
+    }
+
+    /// Bit-exact with [`super::vec_dot_scalar`] ([`k_vec_dot`] over the nibbles' exact sums).
     ///
     /// # Safety
     ///
@@ -741,19 +772,12 @@ mod neon {
     /// many Q8_K blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "neon")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
-        let nb = w.len() / BLOCK_BYTES;
-        let mut sum = 0.0f32;
-        for i in 0..nb {
-            let b = &w[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
-            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
-            let (sc, m) = unpack_scales(&b[4..16]);
-            let summ = mins_sum(ap, &m);
-            let yp = ap.add(q8_k::QS_OFF);
+        k_vec_dot(w, a, BLOCK_BYTES, |b, yp, sc| {
             let y = |k: usize| vld1q_s8(yp.add(16 * k) as *const i8);
             let mut acc = vdupq_n_s32(0);
             for c in 0..4 {
-                let (lo0, hi0) = nibbles(b.as_ptr().add(16 + 32 * c));
-                let (lo1, hi1) = nibbles(b.as_ptr().add(32 + 32 * c));
+                let (lo0, hi0) = nibbles(b.add(16 + 32 * c));
+                let (lo1, hi1) = nibbles(b.add(32 + 32 * c));
                 let zero = vdupq_n_s32(0);
                 let s1 = dot16(
                     dot16(zero, vreinterpretq_s8_u8(lo0), y(4 * c)),
@@ -768,12 +792,8 @@ mod neon {
                 acc = vmlaq_n_s32(acc, s1, sc[2 * c] as i32);
                 acc = vmlaq_n_s32(acc, s2, sc[2 * c + 1] as i32);
             }
-            let isum = vaddvq_s32(acc);
-            let da = q8_k::d_of(&a[i * q8_k::BLOCK_BYTES..]);
-            sum += da * f16_load(b.as_ptr()) * isum as f32
-                - da * f16_load(b.as_ptr().add(2)) * summ as f32;
-        }
-        sum
+            vaddvq_s32(acc)
+        })
     }
 
     /// Bit-exact with [`super::dequantize_scalar`] (`d·sc·q − dmin·m`, the per-sub-block
@@ -810,4 +830,4 @@ mod neon {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::store_u8x32_affine;
 #[cfg(target_arch = "aarch64")]
-pub(crate) use neon::mins_sum as neon_mins_sum;
+pub(crate) use neon::k_vec_dot as neon_k_vec_dot;

@@ -294,8 +294,8 @@ mod neon {
         })
     }
 
-    /// Bit-exact with [`super::vec_dot_scalar`]: per super-block the integer sums exact, then
-    /// the reference's float steps (as Q4_K's kernel, with the fifth bits merged in).
+    /// Bit-exact with [`super::vec_dot_scalar`]: Q4_K's [`crate::q4_k::neon_k_vec_dot`] over
+    /// the five-bit values' exact sums.
     ///
     /// # Safety
     ///
@@ -303,28 +303,17 @@ mod neon {
     /// many Q8_K blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "neon")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
-        let nb = w.len() / BLOCK_BYTES;
-        let mut sum = 0.0f32;
-        for i in 0..nb {
-            let b = &w[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
-            let ap = a.as_ptr().add(i * q8_k::BLOCK_BYTES);
-            let (sc, m) = unpack_scales(&b[4..16]);
-            let summ = crate::q4_k::neon_mins_sum(ap, &m);
-            let yp = ap.add(q8_k::QS_OFF);
+        crate::q4_k::neon_k_vec_dot(w, a, BLOCK_BYTES, |b, yp, sc| {
             let y = |k: usize| vld1q_s8(yp.add(16 * k) as *const i8);
             let mut acc = vdupq_n_s32(0);
             for j in 0..8 {
-                let [v0, v1] = values(b.as_ptr(), j);
+                let [v0, v1] = values(b, j);
                 let s = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(v0), y(2 * j));
                 let s = dot16(s, vreinterpretq_s8_u8(v1), y(2 * j + 1));
                 acc = vmlaq_n_s32(acc, s, sc[j] as i32);
             }
-            let isum = vaddvq_s32(acc);
-            let da = q8_k::d_of(&a[i * q8_k::BLOCK_BYTES..]);
-            sum += da * f16_load(b.as_ptr()) * isum as f32
-                - da * f16_load(b.as_ptr().add(2)) * summ as f32;
-        }
-        sum
+            vaddvq_s32(acc)
+        })
     }
 
     /// Bit-exact with [`super::dequantize_scalar`].

@@ -666,15 +666,7 @@ mod neon {
     /// many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "neon")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
-        let nb = w.len() / BLOCK_BYTES;
-        let (wp, ap) = (w.as_ptr(), a.as_ptr());
-        let mut sum = 0.0f32;
-        for i in 0..nb {
-            let (wb, ab) = (wp.add(i * BLOCK_BYTES), ap.add(i * BLOCK_BYTES));
-            let isum = dot32(wb.add(2), ab.add(2));
-            sum += isum as f32 * (f16_load(wb) * f16_load(ab));
-        }
-        sum
+        scaled_blocks_dot(w, a, BLOCK_BYTES, |wb| values(wb))
     }
 
     /// Each weight byte widened to f32 and scaled by its block's d, then multiplied into one
@@ -716,16 +708,22 @@ mod neon {
     /// one block's worth of values per whole block of `src`.
     #[target_feature(enable = "neon")]
     pub unsafe fn dequantize(src: &[u8], dst: &mut [f32]) {
-        let nb = src.len() / BLOCK_BYTES;
-        for i in 0..nb {
-            let p = src.as_ptr().add(i * BLOCK_BYTES);
-            let d = vdupq_n_f32(f16_load(p));
-            let o = dst.as_mut_ptr().add(i * QK);
-            for h in 0..2 {
-                let q = vld1q_s8(p.add(2 + 16 * h) as *const i8);
-                store_i8x16_scaled(q, d, o.add(16 * h));
-            }
-        }
+        scaled_blocks_dequantize(src, dst, BLOCK_BYTES, |p| values(p))
+    }
+
+    /// A block's 32 int8 values, in order.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support NEON (callers check `has_neon()` first); `wb` must point to one
+    /// readable Q8_0 block.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn values(wb: *const u8) -> [int8x16_t; 2] {
+        [
+            vld1q_s8(wb.add(2) as *const i8),
+            vld1q_s8(wb.add(18) as *const i8),
+        ]
     }
 }
 
