@@ -90,6 +90,14 @@ pub(crate) fn mem_available() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// Whether `r` goes into the interleaved layout: a type and row length with the layout, on a
+/// CPU with kernels over it (elsewhere — aarch64, no AVX2 — every matmul would de-interleave
+/// it again, so the row layout stays; dense matrices are still copied, as stored, for the huge
+/// pages).
+fn interleaves(r: &TensorRef) -> bool {
+    layout::packed_kernels() && layout::can_interleave_rows(r.ty, r.n_in)
+}
+
 /// The repacked matrices: one anonymous mapping holding them all, back to back from a
 /// 2 MiB boundary, so that transparent huge pages cover the small matrices too (one mapping
 /// per matrix left those under 2 MiB — a layer's k and v, 0.6 MB each in the 1.66 B test model
@@ -116,11 +124,6 @@ impl Model {
             return Ok(None);
         }
         let start = std::time::Instant::now();
-        // Without kernels over the packed layout (aarch64, no AVX2) every matmul would
-        // de-interleave it again: keep the row layout there (the dense matrices are still
-        // copied, as stored, for the huge pages).
-        let packs = layout::packed_kernels();
-        let eligible = |r: &TensorRef| packs && layout::can_interleave_rows(r.ty, r.n_in);
         // The dense matrices: those without the layout are copied as stored, for the arena's
         // huge pages (the file's page cache maps 4 KiB pages).
         let mut dense: Vec<TensorRef> = Vec::new();
@@ -137,7 +140,7 @@ impl Model {
             .layers
             .iter()
             .flat_map(|l| [l.gate_exps, l.up_exps, l.down_exps])
-            .filter(|r| eligible(r) && (r.n_out / hp.n_experts.max(1)) % 8 == 0)
+            .filter(|r| interleaves(r) && (r.n_out / hp.n_experts.max(1)) % 8 == 0)
             .collect();
         let size = |rs: &[TensorRef]| -> u64 {
             rs.iter().map(|r| self.file.tensors()[r.index].size).sum()
@@ -198,7 +201,7 @@ impl Model {
         let mut end = 0usize;
         for r in jobs {
             let len = self.file.tensors()[r.index].size as usize;
-            let lay = if layout::packed_kernels() && layout::can_interleave_rows(r.ty, r.n_in) {
+            let lay = if interleaves(r) {
                 Layout::Interleaved8
             } else {
                 Layout::Rows
