@@ -311,9 +311,7 @@ mod avx2 {
         let mut i = 0;
         let ahead = |i: usize| {
             if !PACKED && i % 32 == 0 {
-                for p in &rows {
-                    prefetch(p.add(i * es), 768);
-                }
+                prefetch_next_group(w, rb, 8 * 32 * es, i / 32);
             }
         };
         if K != 0 {

@@ -365,6 +365,8 @@ mod avx2 {
             debug_assert!(p.blocks() >= nb);
         }
         for b in 0..nb {
+            // Both layouts keep a group in 8·rb contiguous bytes.
+            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
             let (v, dw) = if PACKED {
                 // Column b: the eight scales, then the nibble bytes already transposed.
                 let col = w.add(b * 8 * BLOCK_BYTES);
@@ -376,11 +378,6 @@ mod avx2 {
                 )
             } else {
                 let off = b * BLOCK_BYTES;
-                if b % 4 == 0 {
-                    for p in &rows {
-                        prefetch(p.add(off), 384);
-                    }
-                }
                 (transpose16_8rows(&rows, off + 2), f16_8rows(&rows, off))
             };
             let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));

@@ -210,6 +210,8 @@ mod avx2 {
         let mut acc = _mm256_setzero_ps();
         let mut accm = _mm256_setzero_ps();
         for b in 0..nb {
+            // Both layouts keep a group in 8·rb contiguous bytes.
+            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
             let (v, dw, mw) = if PACKED {
                 // Column b: eight scales, eight offsets, then the transposed nibble bytes.
                 let col = w.add(b * 8 * BLOCK_BYTES);
@@ -222,11 +224,6 @@ mod avx2 {
                 )
             } else {
                 let off = b * BLOCK_BYTES;
-                if b % 4 == 0 {
-                    for p in &rows {
-                        prefetch(p.add(off), 384);
-                    }
-                }
                 (
                     transpose16_8rows(&rows, off + 4),
                     f16_8rows(&rows, off),

@@ -301,6 +301,8 @@ mod avx2 {
             std::array::from_fn(|s| bitmask(((4 * s) % 8) as i32)),
         );
         for b in 0..nb {
+            // Both layouts keep a group in 8·rb contiguous bytes.
+            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
             let (v, qv, dw) = if PACKED {
                 // Column b: the eight scales, the rows' qh bits spread over 32 bytes
                 // (`Pack::HighBits`), the nibbles transposed.
@@ -314,11 +316,6 @@ mod avx2 {
                 )
             } else {
                 let off = b * BLOCK_BYTES;
-                if b % 4 == 0 {
-                    for p in &rows {
-                        prefetch(p.add(off), 384);
-                    }
-                }
                 // qh of rows 0..3 in the low lane, 4..7 in the high lane, matching `v`.
                 let qh =
                     |r: usize| std::ptr::read_unaligned(rows[r].add(off + 2) as *const u32) as u64;

@@ -435,8 +435,9 @@ mod avx2 {
 
     /// Block column `b` of a group of eight rows, for both eight-row kernels: the rows' f16
     /// scales as f32 lanes and a pointer to each row's 32 values. Packed: the column holds the
-    /// eight scales, then the eight rows' values. Row-major: the rows `rows[r]`, prefetched
-    /// ahead every other block.
+    /// eight scales, then the eight rows' values. Row-major: the rows `rows[r]` (`rb` bytes
+    /// apart). Either way the group is `8·rb` contiguous bytes and the next one is prefetched
+    /// a column at a time ([`prefetch_next_group`]).
     ///
     /// # Safety
     ///
@@ -446,9 +447,11 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn column<const PACKED: bool>(
         w: *const u8,
+        rb: usize,
         rows: &[*const u8; 8],
         b: usize,
     ) -> (__m256, [*const u8; 8]) {
+        prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
         if PACKED {
             let col = w.add(b * 8 * BLOCK_BYTES);
             prefetch_column(col, 8 * BLOCK_BYTES);
@@ -457,11 +460,6 @@ mod avx2 {
                 std::array::from_fn(|r| col.add(16 + 32 * r)),
             )
         } else {
-            if b % 2 == 0 {
-                for p in rows {
-                    prefetch(p.add(b * BLOCK_BYTES), 384);
-                }
-            }
             (
                 f16_8rows(rows, b * BLOCK_BYTES),
                 std::array::from_fn(|r| rows[r].add(b * BLOCK_BYTES + 2)),
@@ -491,7 +489,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
         for b in 0..nb {
-            let (dw, qs) = column::<PACKED>(w, &rows, b);
+            let (dw, qs) = column::<PACKED>(w, rb, &rows, b);
             let ab = a.add(b * BLOCK_BYTES);
             let av = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             let da = f16_load(ab);
@@ -530,7 +528,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
         for b in 0..nb {
-            let (dw, qs) = column::<PACKED>(w, &rows, b);
+            let (dw, qs) = column::<PACKED>(w, rb, &rows, b);
             _mm256_storeu_ps(ds.as_mut_ptr(), dw);
             let xb = x.add(b * QK);
             let xv = [
