@@ -958,13 +958,14 @@ pub(crate) mod x86 {
     }
 
     /// Hint into L2 the part of the next group of eight rows that step `step` of this group
-    /// reads: a row-major group is `8·rb` contiguous bytes, so the group after it starts `8·rb`
-    /// past `group`, and `step_bytes` per step (the eight rows' bytes one step consumes) walk
-    /// it front to back as one sequential stream, a whole group ahead. The eight-row kernels
-    /// read a row-major group as eight streams at once, which this machine's prefetchers
-    /// follow poorly: Q4_1 rows read 0.66-0.68 of the triad with a per-row prefetch into L1
-    /// and 0.86-0.88 with this (kernel bench, alternating runs, 2026-11-23). Into L1
-    /// (`_MM_HINT_T0`) the same stream measured no better than the per-row prefetch.
+    /// reads: a group is `8·rb` contiguous bytes in either layout (row-major or packed), so
+    /// the group after it starts `8·rb` past `group`, and `step_bytes` per step (the eight
+    /// rows' bytes one step consumes) walk it front to back as one sequential stream, a whole
+    /// group ahead. The eight-row kernels read a row-major group as eight streams at once,
+    /// which this machine's prefetchers follow poorly: Q4_1 rows read 0.66-0.68 of the triad
+    /// with a per-row prefetch into L1 and 0.86-0.88 with this (kernel bench, alternating
+    /// runs, 2026-11-23). Into L1 (`_MM_HINT_T0`) the same stream measured no better than the
+    /// per-row prefetch; the packed float kernels measured worse with it and do not use it.
     ///
     /// # Safety
     ///
