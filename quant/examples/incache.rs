@@ -1,7 +1,8 @@
 //! In-cache kernel throughput measured in this thread's CPU time (from
 //! CLOCK_THREAD_CPUTIME_ID), so a loaded machine does not distort it much: how fast each
 //! `vec_dot` runs when memory is not the limit. `cargo run --release -p quant --example incache
-//! [KiB]` (default 192 KiB of weights, inside a Zen 3 core's 512 KiB L2).
+//! [KiB]` (default 192 KiB of weights, inside a Zen 3 core's 512 KiB L2; `QUANT_BENCH_ROW`
+//! sets the row length, default 8192).
 use quant::*;
 
 fn cpu_ns() -> u64 {
@@ -20,7 +21,10 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(192);
-    let n = 8192;
+    let n: usize = std::env::var("QUANT_BENCH_ROW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8192);
     let mut seed = 0x1234_5678u64;
     let mut rnd = move || {
         seed ^= seed << 13;

@@ -118,6 +118,17 @@ pub(crate) fn assert_il_covered(il: bool, r: usize, rows: usize, row_bytes: usiz
     );
 }
 
+/// Row-major K-quant rows of at least this many super-blocks (8192 values) go through the
+/// eight-row kernels, which read each activation block once for eight rows; shorter ones go
+/// row by row. The single-row kernels read the whole Q8_K activation (292 bytes a super-block)
+/// for every row, and once it no longer stays in L1 beside the weights they fall to half the
+/// memory's speed: kernel bench, Q4_K / Q5_K / Q6_K single rows 0.82-0.95 of the triad at 8192
+/// values, 0.41-0.50 at 16384, 0.33-0.62 at 32768, where the eight-row Q4_K kernel reads
+/// 0.86-0.94. At 2048 values the single-row Q4_K kernel read a little more (0.80 against 0.78,
+/// and 1.66 B synth decode), at 6144 the same (0.87 / 0.88), at 8192 less (0.84 / 0.89)
+/// (2026-11-23).
+pub(crate) const K_EIGHT_ROWS_FROM: usize = 32;
+
 /// The eight-row driver of the `_rows` entry points: with `simd`, `eight(group, out8)` for every
 /// whole group of eight rows (`group` starts at the group's first row), then `one(row)` for the
 /// rest, row-major (all rows without `simd`). Interleaved groups must all have gone through

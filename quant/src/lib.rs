@@ -449,8 +449,10 @@ pub(crate) fn rows_with(
         GgmlType::Q4_1 => q4_1::vec_dot_rows(w, rb, il, act, out),
         GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, il, act, unpacked, out),
         GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, il, act, out),
-        // Bit-identical to `vec_dot` per row, so not a `has_rows_kernel` type.
+        // Bit-identical to `vec_dot` per row, so not `has_rows_kernel` types.
         GgmlType::Q4_K => q4_k::vec_dot_rows(w, rb, il, act, out),
+        GgmlType::Q5_K if !il => q5_k::vec_dot_rows(w, rb, act, out),
+        GgmlType::Q6_K if !il => q6_k::vec_dot_rows(w, rb, act, out),
         GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, il, act, out),
         GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, il, act, out),
         GgmlType::BF16 => float::vec_dot_rows(float::Kind::BF16, n, w, il, act, out),

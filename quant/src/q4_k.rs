@@ -216,15 +216,23 @@ pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, il: bool, a: &[u8], out: &mut [f
         a.len()
     );
     let mut r = 0;
-    // Row-major rows go one by one: eight short row streams at once read slower than one
-    // (kernel bench: 0.77 vs 0.87 of the triad); packed groups are one stream (0.93).
+    // Packed groups are one stream each; row-major groups go through the same kernel (the
+    // next group prefetched) when rows are long enough ([`K_EIGHT_ROWS_FROM`]), else row by
+    // row (see there).
     #[cfg(target_arch = "x86_64")]
-    if il && has_avx2() && rb > 0 {
+    if has_avx2() && rb > 0 && (il || nb >= K_EIGHT_ROWS_FROM) {
         while r < whole {
             let mut o = [0f32; 8];
-            // SAFETY: AVX2/FMA/F16C detected; rows r..r+8 (one packed group) lie in `w` and
-            // `a` holds nb blocks (asserted above).
-            unsafe { avx2::vec_dot_8rows(w[r * rb..].as_ptr(), nb, a.as_ptr(), &mut o) };
+            let g = w[r * rb..].as_ptr();
+            // SAFETY: AVX2/FMA/F16C detected; rows r..r+8 (8·nb blocks in either layout) lie
+            // in `w` and `a` holds nb blocks (asserted above).
+            unsafe {
+                if il {
+                    avx2::vec_dot_8rows::<true>(g, nb, a.as_ptr(), &mut o)
+                } else {
+                    avx2::vec_dot_8rows::<false>(g, nb, a.as_ptr(), &mut o)
+                }
+            };
             out[r..r + 8].copy_from_slice(&o);
             r += 8;
         }
@@ -341,7 +349,7 @@ pub(crate) fn vec_dot_rows_multi_packed(
                             2
                         }
                         _ => {
-                            avx2::vec_dot_8rows(gp, nb, a(0), &mut o[0]);
+                            avx2::vec_dot_8rows::<true>(gp, nb, a(0), &mut o[0]);
                             1
                         }
                     }
@@ -531,8 +539,9 @@ mod avx2 {
         out
     }
 
-    /// One packed group of eight rows ([`crate::Layout::Interleaved8`]: column i holds block i
-    /// of the eight rows) against one Q8_K activation; row `r`'s value is
+    /// One group of eight rows against one Q8_K activation, packed (`PACKED`,
+    /// [`crate::Layout::Interleaved8`]: column i holds block i of the eight rows) or row-major
+    /// (rows `nb` blocks apart, the next group prefetched as one stream); row `r`'s value is
     /// bit-identical to [`vec_dot`] of that row: per super-block the eight rows' integer sums
     /// are reduced together and the float step `d_a·d·isum − d_a·dmin·summ` runs in eight
     /// lanes, accumulated in super-block order from 0.
@@ -542,9 +551,18 @@ mod avx2 {
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must hold
     /// `8·nb` readable blocks and `a` `nb` readable Q8_K blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows(w: *const u8, nb: usize, a: *const u8, out: &mut [f32; 8]) {
+    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
         let mut acc = _mm256_setzero_ps();
+        let rb = nb * BLOCK_BYTES;
         for i in 0..nb {
+            if !PACKED {
+                prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);
+            }
             let ap = a.add(i * q8_k::BLOCK_BYTES);
             let mut iv = [_mm256_setzero_si256(); 8];
             let mut mv = [_mm256_setzero_si256(); 8];
@@ -552,8 +570,12 @@ mod avx2 {
             let mut dmh = [0u16; 8];
             for r in 0..8 {
                 // Block i of row r; two columns ahead is what comes next in the stream.
-                let bp = w.add((8 * i + r) * BLOCK_BYTES);
-                (iv[r], mv[r]) = int_sums(&unpack(bp, 16 * BLOCK_BYTES), ap);
+                let (bp, ahead) = if PACKED {
+                    (w.add((8 * i + r) * BLOCK_BYTES), 16 * BLOCK_BYTES)
+                } else {
+                    (w.add(r * rb + i * BLOCK_BYTES), 2 * BLOCK_BYTES)
+                };
+                (iv[r], mv[r]) = int_sums(&unpack(bp, ahead), ap);
                 dh[r] = (bp as *const u16).read_unaligned();
                 dmh[r] = (bp.add(2) as *const u16).read_unaligned();
             }

@@ -165,6 +165,32 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// `out[r] = w_r · a` for row-major rows `rb` bytes long, each bit-identical to [`vec_dot`]
+/// of the row: eight rows at a time through one kernel when rows are long enough
+/// ([`K_EIGHT_ROWS_FROM`]), the rest row by row.
+pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    let name = "q6_k vec_dot_rows";
+    let nb = check_rows(name, w, rb, BLOCK_BYTES, out.len());
+    assert!(
+        a.len() >= nb * q8_k::BLOCK_BYTES,
+        "{name}: {nb} blocks per row need {} activation bytes, got {}",
+        nb * q8_k::BLOCK_BYTES,
+        a.len()
+    );
+    let simd = has_avx2() && nb >= K_EIGHT_ROWS_FROM;
+    let eight = |g: &[u8], o: &mut [f32; 8]| {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2/FMA/F16C detected (`simd`); `g` holds eight rows of nb blocks
+        // (by_eight hands out whole groups of the rows checked above) and `a` nb blocks.
+        unsafe {
+            avx2::vec_dot_8rows(g.as_ptr(), nb, a.as_ptr(), o)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("{name}: no eight-row kernel here ({g:p}, {o:?})");
+    };
+    by_eight(name, w, rb, false, simd, out, eight, |row| vec_dot(row, a));
+}
+
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     let nb = w.len() / BLOCK_BYTES;
     assert!(
@@ -259,6 +285,39 @@ mod avx2 {
             }
         }
         _mm256_add_epi32(acc0, acc1)
+    }
+
+    /// Eight row-major rows (`nb` blocks each, back to back) against one Q8_K activation,
+    /// lane r for row r: per super-block the eight rows' integer sums reduced together
+    /// (`totals8`) and `da·d·isum` in eight lanes, accumulated in super-block order from 0, so
+    /// every row is bit-identical to [`vec_dot`]; each activation block is read once for the
+    /// eight rows, and the next group of eight rows is prefetched as one stream.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must
+    /// hold `8·nb` readable blocks and `a` `nb` readable Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_8rows(w: *const u8, nb: usize, a: *const u8, out: &mut [f32; 8]) {
+        let _frame = align_frame();
+        let rb = nb * BLOCK_BYTES;
+        let mut acc = _mm256_setzero_ps();
+        for i in 0..nb {
+            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);
+            let ap = a.add(i * q8_k::BLOCK_BYTES);
+            let mut iv = [_mm256_setzero_si256(); 8];
+            let mut dh = [0u16; 8];
+            for r in 0..8 {
+                let bp = w.add(r * rb + i * BLOCK_BYTES);
+                iv[r] = int_sums(bp, ap);
+                dh[r] = (bp.add(208) as *const u16).read_unaligned();
+            }
+            let isum = _mm256_cvtepi32_ps(totals8(&iv));
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
+            let da = _mm256_set1_ps((ap as *const f32).read_unaligned());
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(da, d), isum));
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
     }
 
     /// Unsigned 6-bit products with `maddubs`; the -32 offset is applied once per super-block

@@ -95,3 +95,52 @@ fn q4_k_eight_row_kernel_equals_single_row_dots() {
         }
     }
 }
+
+/// Row-major K-quant rows long enough for the eight-row kernels (32 super-blocks and more)
+/// give every row exactly its single-row dot: whole groups of eight and a row-by-row tail,
+/// super-block counts with and without a batch remainder, rows of different magnitudes; Q4_K
+/// in its packed layout too.
+#[test]
+fn k_quant_long_rows_eight_at_a_time_equal_single_row_dots() {
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        for (sb, rows, seed) in [(33, 11, 21), (40, 16, 22), (32, 9, 23)] {
+            let n = 256 * sb;
+            let rb = ty.row_bytes(n).unwrap();
+            let src: Vec<f32> = data(n * rows, seed)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * (1.0 + (i / n) as f32 * 0.29))
+                .collect();
+            let mut w = vec![0u8; rb * rows];
+            quant::quantize_rows(ty, &src, n, &mut w, None).unwrap();
+            let mut act = Vec::new();
+            quantize_activation(ty, &data(n, seed + 40), &mut act).unwrap();
+            let mut out = vec![0f32; rows];
+            vec_dot_rows(ty, n, &w, &act, &mut out).unwrap();
+            let packed = quant::layout::can_interleave(ty).then(|| {
+                let mut il = vec![0u8; w.len()];
+                quant::layout::interleave_rows(ty, n, &w, &mut il).unwrap();
+                let mut out_il = vec![0f32; rows];
+                let lay = quant::Layout::Interleaved8;
+                quant::layout::vec_dot_rows_in(ty, n, &il, lay, &act, None, &mut out_il).unwrap();
+                out_il
+            });
+            for r in 0..rows {
+                let want = vec_dot(ty, n, &w[r * rb..(r + 1) * rb], &act).unwrap();
+                let got = out[r];
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty} {sb} sb row {r}: {got} vs {want}"
+                );
+                if let Some(p) = &packed {
+                    assert_eq!(
+                        p[r].to_bits(),
+                        want.to_bits(),
+                        "{ty} {sb} sb packed row {r}"
+                    );
+                }
+            }
+        }
+    }
+}
