@@ -129,6 +129,47 @@ pub(crate) fn assert_il_covered(il: bool, r: usize, rows: usize, row_bytes: usiz
 /// (2026-11-23).
 pub(crate) const K_EIGHT_ROWS_FROM: usize = 32;
 
+/// An eight-row K-quant kernel: `(group, nb, activation, out)` for eight row-major rows of `nb`
+/// super-blocks each, back to back at `group`, against `nb` Q8_K blocks. It needs AVX2, FMA and
+/// F16C and reads exactly those bytes (its callers check both).
+pub(crate) type EightRows = unsafe fn(*const u8, usize, *const u8, &mut [f32; 8]);
+
+/// `out[r] = w_r · a` for row-major K-quant rows (`rb` bytes of `block_bytes`-byte
+/// super-blocks) against one Q8_K activation: with AVX2 and rows of at least
+/// [`K_EIGHT_ROWS_FROM`] super-blocks eight at a time through `eight`, the rest through `one`
+/// (the single-row dot). `eight` must give each row exactly `one`'s bits.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn k_rows_by_eight(
+    name: &str,
+    w: &[u8],
+    rb: usize,
+    block_bytes: usize,
+    a: &[u8],
+    out: &mut [f32],
+    eight: Option<EightRows>,
+    one: fn(&[u8], &[u8]) -> f32,
+) {
+    let nb = check_rows(name, w, rb, block_bytes, out.len());
+    assert!(
+        a.len() >= nb * crate::q8_k::BLOCK_BYTES,
+        "{name}: {nb} blocks per row need {} activation bytes, got {}",
+        nb * crate::q8_k::BLOCK_BYTES,
+        a.len()
+    );
+    let kernel = eight.filter(|_| has_avx2() && nb >= K_EIGHT_ROWS_FROM);
+    let eight = |g: &[u8], o: &mut [f32; 8]| {
+        if let Some(k) = kernel {
+            // SAFETY: an `EightRows` kernel with AVX2/FMA/F16C present (`has_avx2()` above);
+            // `g` starts a whole group of eight of the rows checked above (`by_eight`), so it
+            // holds 8·nb blocks, and `a` holds nb activation blocks (asserted above).
+            unsafe { k(g.as_ptr(), nb, a.as_ptr(), o) }
+        }
+    };
+    by_eight(name, w, rb, false, kernel.is_some(), out, eight, |row| {
+        one(row, a)
+    });
+}
+
 /// The eight-row driver of the `_rows` entry points: with `simd`, `eight(group, out8)` for every
 /// whole group of eight rows (`group` starts at the group's first row), then `one(row)` for the
 /// rest, row-major (all rows without `simd`). Interleaved groups must all have gone through

@@ -170,26 +170,13 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 /// ([`K_EIGHT_ROWS_FROM`]), the rest row by row.
 pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     let name = "q6_k vec_dot_rows";
-    let nb = check_rows(name, w, rb, BLOCK_BYTES, out.len());
-    assert!(
-        a.len() >= nb * q8_k::BLOCK_BYTES,
-        "{name}: {nb} blocks per row need {} activation bytes, got {}",
-        nb * q8_k::BLOCK_BYTES,
-        a.len()
-    );
-    let simd = has_avx2() && nb >= K_EIGHT_ROWS_FROM;
-    let eight = |g: &[u8], o: &mut [f32; 8]| {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2/FMA/F16C detected (`simd`); `g` holds eight rows of nb blocks
-        // (by_eight hands out whole groups of the rows checked above) and `a` nb blocks.
-        unsafe {
-            avx2::vec_dot_8rows(g.as_ptr(), nb, a.as_ptr(), o)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("{name}: no eight-row kernel here ({g:p}, {o:?})");
-    };
-    by_eight(name, w, rb, false, simd, out, eight, |row| vec_dot(row, a));
+    k_rows_by_eight(name, w, rb, BLOCK_BYTES, a, out, EIGHT_ROWS, vec_dot);
 }
+
+#[cfg(target_arch = "x86_64")]
+const EIGHT_ROWS: Option<EightRows> = Some(avx2::vec_dot_8rows);
+#[cfg(not(target_arch = "x86_64"))]
+const EIGHT_ROWS: Option<EightRows> = None;
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     let nb = w.len() / BLOCK_BYTES;
