@@ -569,7 +569,8 @@ mod avx2 {
             let mut dh = [0u16; 8];
             let mut dmh = [0u16; 8];
             for r in 0..8 {
-                // Block i of row r; two columns ahead is what comes next in the stream.
+                // Block i of row r; hinted ahead: two columns (packed, the next in the stream)
+                // or two blocks of the row (row-major).
                 let (bp, ahead) = if PACKED {
                     (w.add((8 * i + r) * BLOCK_BYTES), 16 * BLOCK_BYTES)
                 } else {
@@ -614,7 +615,8 @@ mod avx2 {
             let mut iv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
             let mut mv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
             for r in 0..8 {
-                // Block i of row r; two columns ahead is what comes next in the stream.
+                // Block i of row r; hinted ahead: two columns (packed, the next in the stream)
+                // or two blocks of the row (row-major).
                 let bp = w.add((8 * i + r) * BLOCK_BYTES);
                 let u = unpack(bp, 16 * BLOCK_BYTES);
                 for t in 0..T {
