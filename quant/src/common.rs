@@ -1236,6 +1236,57 @@ pub(crate) mod x86 {
         sum
     }
 
+    /// Eight rows of a Q4_K/Q5_K type against one Q8_K activation, lane r for row r: per
+    /// super-block the eight rows' exact integer sums (`sums(block, hint, activation)`, as the
+    /// single-row kernels compute them; `hint` is how far ahead of the block to prefetch) and
+    /// the float step `d_a·d·isum − d_a·dmin·summ` in eight lanes ([`k_step8`]), accumulated in
+    /// super-block order from 0, so every row is bit-identical to [`k_vec_dot`] from 0. Each
+    /// activation block is read once for the eight rows. `PACKED`: the group is in
+    /// [`crate::Layout::Interleaved8`] (column i holds block i of the eight rows; hint two
+    /// columns ahead, the next in the stream); else rows `nb` blocks apart (hint two blocks of
+    /// the row ahead, the next group prefetched as one stream).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must hold
+    /// `8·nb` readable blocks of `block_bytes`, `a` `nb` readable Q8_K blocks, and `sums` must be
+    /// safe to call on any of them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_8rows<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        block_bytes: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+        sums: impl Fn(*const u8, usize, *const u8) -> (__m256i, __m256i),
+    ) {
+        let mut acc = _mm256_setzero_ps();
+        let rb = nb * block_bytes;
+        for i in 0..nb {
+            if !PACKED {
+                prefetch_next_group(w, rb, 8 * block_bytes, i);
+            }
+            let ap = a.add(i * crate::q8_k::BLOCK_BYTES);
+            let mut iv = [_mm256_setzero_si256(); 8];
+            let mut mv = [_mm256_setzero_si256(); 8];
+            let (mut dh, mut dmh) = ([0u16; 8], [0u16; 8]);
+            for r in 0..8 {
+                let (bp, ahead) = if PACKED {
+                    (w.add((8 * i + r) * block_bytes), 16 * block_bytes)
+                } else {
+                    (w.add(r * rb + i * block_bytes), 2 * block_bytes)
+                };
+                (iv[r], mv[r]) = sums(bp, ahead, ap);
+                dh[r] = (bp as *const u16).read_unaligned();
+                dmh[r] = (bp.add(2) as *const u16).read_unaligned();
+            }
+            let da = _mm256_set1_ps((ap as *const f32).read_unaligned());
+            acc = _mm256_add_ps(acc, k_step8(&iv, &mv, &dh, &dmh, da));
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    }
+
     /// `sum` plus lanes 0, 1, …, 7 of `v`, one at a time (a scalar loop's order).
     ///
     /// # Safety

@@ -557,33 +557,9 @@ mod avx2 {
         a: *const u8,
         out: &mut [f32; 8],
     ) {
-        let mut acc = _mm256_setzero_ps();
-        let rb = nb * BLOCK_BYTES;
-        for i in 0..nb {
-            if !PACKED {
-                prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);
-            }
-            let ap = a.add(i * q8_k::BLOCK_BYTES);
-            let mut iv = [_mm256_setzero_si256(); 8];
-            let mut mv = [_mm256_setzero_si256(); 8];
-            let mut dh = [0u16; 8];
-            let mut dmh = [0u16; 8];
-            for r in 0..8 {
-                // Block i of row r; hinted ahead: two columns (packed, the next in the stream)
-                // or two blocks of the row (row-major).
-                let (bp, ahead) = if PACKED {
-                    (w.add((8 * i + r) * BLOCK_BYTES), 16 * BLOCK_BYTES)
-                } else {
-                    (w.add(r * rb + i * BLOCK_BYTES), 2 * BLOCK_BYTES)
-                };
-                (iv[r], mv[r]) = int_sums(&unpack(bp, ahead), ap);
-                dh[r] = (bp as *const u16).read_unaligned();
-                dmh[r] = (bp.add(2) as *const u16).read_unaligned();
-            }
-            let da = _mm256_set1_ps((ap as *const f32).read_unaligned());
-            acc = _mm256_add_ps(acc, k_step8(&iv, &mv, &dh, &dmh, da));
-        }
-        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap| {
+            int_sums(&unpack(bp, ahead), ap)
+        })
     }
 
     /// One packed group of eight rows ([`crate::Layout::Interleaved8`]: column i holds block i

@@ -194,8 +194,8 @@ mod avx2 {
     }
 
     /// Eight row-major rows (`nb` blocks each, back to back) against one Q8_K activation,
-    /// lane r for row r: per super-block the eight rows' integer sums ([`int_sums`]) reduced
-    /// together and the float step `d_a·d·isum − d_a·dmin·summ` in eight lanes ([`k_step8`]),
+    /// lane r for row r ([`k_8rows`], shared with Q4_K): per super-block the eight rows'
+    /// integer sums ([`int_sums`]) and the float step `d_a·d·isum − d_a·dmin·summ` in eight lanes,
     /// accumulated in super-block order from 0, so every row is bit-identical to [`vec_dot`];
     /// each activation block is read once for the eight rows, and the next group of eight
     /// rows is prefetched as one stream.
@@ -207,24 +207,8 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_8rows(w: *const u8, nb: usize, a: *const u8, out: &mut [f32; 8]) {
         let _frame = align_frame();
-        let rb = nb * BLOCK_BYTES;
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);
-            let ap = a.add(i * q8_k::BLOCK_BYTES);
-            let mut iv = [_mm256_setzero_si256(); 8];
-            let mut mv = [_mm256_setzero_si256(); 8];
-            let (mut dh, mut dmh) = ([0u16; 8], [0u16; 8]);
-            for r in 0..8 {
-                let bp = w.add(r * rb + i * BLOCK_BYTES);
-                (iv[r], mv[r]) = int_sums(bp, ap);
-                dh[r] = (bp as *const u16).read_unaligned();
-                dmh[r] = (bp.add(2) as *const u16).read_unaligned();
-            }
-            let da = _mm256_set1_ps((ap as *const f32).read_unaligned());
-            acc = _mm256_add_ps(acc, k_step8(&iv, &mv, &dh, &dmh, da));
-        }
-        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        // int_sums hints two blocks of the row ahead itself, as `k_8rows` asks row-major.
+        k_8rows::<false>(w, nb, BLOCK_BYTES, a, out, |bp, _, ap| int_sums(bp, ap))
     }
 
     /// One super-block's exact integer sums against one Q8_K block, in eight lanes each (their
