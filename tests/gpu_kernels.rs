@@ -9,7 +9,12 @@ use grok1_quant::backend::WeightMatrix;
 use quant::GgmlType;
 
 fn quantized(ty: GgmlType, n_in: usize, n_out: usize, seed: u64) -> Vec<u8> {
-    let w = rand_vec(n_in * n_out, seed, 1.0);
+    quantized_at(ty, n_in, n_out, seed, 1.0)
+}
+
+/// Random weights of magnitude up to `scale`, quantized to `ty`.
+fn quantized_at(ty: GgmlType, n_in: usize, n_out: usize, seed: u64, scale: f32) -> Vec<u8> {
+    let w = rand_vec(n_in * n_out, seed, scale);
     let rb = ty.row_bytes(n_in).unwrap();
     let mut data = vec![0u8; rb * n_out];
     for (src, dst) in w.chunks_exact(n_in).zip(data.chunks_exact_mut(rb)) {
@@ -28,7 +33,18 @@ fn cpu_matmul(w: &WeightMatrix, x: &[f32]) -> Vec<f32> {
 /// Max error relative to the largest |output| (per-element relative error is meaningless for
 /// outputs near zero).
 fn check_matmul(ctx: &GpuContext, ty: GgmlType, n_in: usize, n_out: usize, tokens: usize) -> f32 {
-    let data = quantized(ty, n_in, n_out, 11 + n_in as u64);
+    check_matmul_at(ctx, ty, n_in, n_out, tokens, 1.0)
+}
+
+fn check_matmul_at(
+    ctx: &GpuContext,
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    tokens: usize,
+    scale: f32,
+) -> f32 {
+    let data = quantized_at(ty, n_in, n_out, 11 + n_in as u64, scale);
     let w = WeightMatrix {
         ty,
         n_in,
@@ -68,14 +84,40 @@ fn matmul_all_types_decode_and_prefill() {
     }
 }
 
+/// Weights so small that the block scales are f16 subnormals (Q8_0's d ≈ 8e-8 here): the
+/// kernels decode them as the CPU does, not flushed to zero.
+#[test]
+fn matmul_with_f16_subnormal_scales() {
+    let Some(ctx) = gpu() else { return };
+    for ty in [
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        check_matmul_at(ctx, ty, 512, 9, 2, 1e-5);
+    }
+}
+
 #[test]
 fn activation_quantization_is_bitwise_the_cpus() {
     let Some(ctx) = gpu() else { return };
+    // 4608 Q8_0/Q8_1 blocks, 576 Q8_K blocks: enough scales that a division off by an ULP
+    // shows (NVIDIA's driver, before `div_rn`, got 1 Q8_K block in 36 wrong).
     let n = 512;
-    let mut x = rand_vec(n * 16, 99, 3.0);
+    let mut x = rand_vec(n * 288, 99, 3.0);
     // A zero block and a block with a single large value.
     x[..256].iter_mut().for_each(|v| *v = 0.0);
     x[300] = 1e4;
+    // Rows at other magnitudes: 1e-3 gives f16-subnormal scales (lavapipe's quantizeToF16
+    // flushed them to zero). Not f32 subnormals: WGSL lets a GPU flush those in arithmetic.
+    for (r, m) in [1e-3f32, 1e-30, 1e6].into_iter().enumerate() {
+        x[(r + 2) * n..(r + 3) * n].iter_mut().for_each(|v| *v *= m);
+    }
     for (ty, act) in [
         (GgmlType::Q4_0, GgmlType::Q8_0),
         (GgmlType::Q4_1, GgmlType::Q8_1),
@@ -90,9 +132,84 @@ fn activation_quantization_is_bitwise_the_cpus() {
         }
         assert_eq!(got.len(), want.len());
         let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+            eprintln!(
+                "first diff at byte {i}: got {:?} want {:?}",
+                &got[i.saturating_sub(4)..i + 8],
+                &want[i.saturating_sub(4)..i + 8]
+            );
+        }
         eprintln!("{act:?} activations: {diff} of {} bytes differ", want.len());
         assert_eq!(diff, 0, "{act:?} quantization differs from the CPU");
     }
+}
+
+/// The quantizers' division is IEEE's, bit for bit: on random operands over the whole
+/// exponent range (subnormal quotients and overflow included) and on the divisions the
+/// quantizers do (−127 / x, 1 / that, x / 127).
+#[test]
+fn gpu_division_is_correctly_rounded() {
+    let Some(ctx) = gpu() else { return };
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..20000 {
+        // Any finite, non-NaN bit pattern (subnormals and zeros included).
+        let mut any = || loop {
+            let v = f32::from_bits(next() as u32);
+            if v.is_finite() {
+                return v;
+            }
+        };
+        let (x, y) = (any(), any());
+        if y != 0.0 {
+            a.push(x);
+            b.push(y);
+        }
+    }
+    for v in rand_vec(20000, 7, 50.0) {
+        if v != 0.0 {
+            let iscale = -127.0 / v;
+            a.extend([-127.0, 1.0, v.abs()]);
+            b.extend([v, iscale, 127.0]);
+        }
+    }
+    // Exact quotients, halfway-looking operands, the smallest subnormals, near overflow.
+    let edge = [
+        (1.0, 3.0),
+        (2.0, 1.0),
+        (f32::MIN_POSITIVE, 2.0),
+        (f32::from_bits(1), 0.5),
+        (f32::from_bits(1), 2.0),
+        (f32::from_bits(3), 2.0),
+        (f32::MAX, 0.5),
+        (f32::MAX, 1.0),
+        (-f32::MAX, f32::from_bits(1)),
+        (1.0, f32::MAX),
+        (0.0, -3.0),
+        (-0.0, 3.0),
+        (5.0, f32::INFINITY),
+        (f32::INFINITY, -2.0),
+    ];
+    for (x, y) in edge {
+        a.push(x);
+        b.push(y);
+    }
+    let got = ctx.divide(&a, &b).unwrap();
+    let bad: Vec<String> = a
+        .iter()
+        .zip(&b)
+        .zip(&got)
+        .filter(|((x, y), g)| (**x / **y).to_bits() != g.to_bits())
+        .take(5)
+        .map(|((x, y), g)| format!("{x:e} / {y:e} = {:e}, GPU {g:e}", x / y))
+        .collect();
+    assert!(bad.is_empty(), "{} divisions: {bad:?}", a.len());
 }
 
 #[test]

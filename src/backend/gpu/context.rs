@@ -858,6 +858,34 @@ impl GpuContext {
         Ok(out)
     }
 
+    /// `a[i] / b[i]` through the division the activation quantizers use (correctly rounded,
+    /// as the CPU divides; WGSL's `/` may be off by 2.5 ULP), for tests.
+    pub fn divide(&self, a: &[f32], b: &[f32]) -> Result<Vec<f32>, GpuError> {
+        if a.len() != b.len() || a.is_empty() {
+            return Err(GpuError::Shape(format!(
+                "divide: {} dividends and {} divisors",
+                a.len(),
+                b.len()
+            )));
+        }
+        let pairs: Vec<f32> = a.iter().zip(b).flat_map(|(&x, &y)| [x, y]).collect();
+        let xb = self.upload_f32("pairs", &pairs);
+        let q = self.scratch("quotients", a.len());
+        let p = self.pipeline("quantize/divide", "divide", || QUANTIZE.to_string())?;
+        let params = [u32_of(a.len(), "divisions")?, 1];
+        let mut enc = self.encoder();
+        self.dispatch(
+            &mut enc,
+            &p,
+            bytemuck::cast_slice(&params),
+            &[(1, &xb), (2, &q)],
+            a.len().div_ceil(64),
+            1,
+        )?;
+        self.submit(enc, "divide")?;
+        self.read_f32(&q, 0, a.len())
+    }
+
     fn rows_op(
         &self,
         entry: &str,
