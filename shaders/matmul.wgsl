@@ -34,8 +34,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read> grp: array<u32>;
 
 const WG: u32 = 64u;
+// Tokens per tile (the host builds a variant with 1 for a single token, where the per-token
+// arrays below shrink to one register each).
 const TILE: u32 = 8u;
-var<workgroup> partial: array<f32, 512>;
+var<workgroup> partial: array<f32, WG * TILE>;
 
 fn act_row_len() -> u32 {
     if (ACT_QUANT == 0u) {
@@ -81,7 +83,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
     if (live) {
-        for (var b = lid; b < nb; b += WG) {
+        // Work items are (block, part) pairs: a type whose blocks are large (the K-quants'
+        // 256 values) splits each into PARTS, so short rows still keep every thread busy.
+        for (var u = lid; u < nb * PARTS; u += WG) {
+            let b = u / PARTS;
             let wb = wrow + b * BLOCK_BYTES;
             var ab = b * QK;
             if (ACT_QUANT != 0u) {
@@ -89,18 +94,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             for (var j = 0u; j < TILE; j++) {
                 if (j < nt) {
-                    acc[j] += block_dot(wb, xrow[j] + ab);
+                    acc[j] += block_dot(wb, xrow[j] + ab, u % PARTS);
                 }
             }
         }
     }
-    for (var j = 0u; j < TILE; j++) {
+    // Only the tile's nt tokens are reduced (decode: one).
+    for (var j = 0u; j < nt; j++) {
         partial[j * WG + lid] = acc[j];
     }
     workgroupBarrier();
     for (var step = WG / 2u; step > 0u; step >>= 1u) {
         if (lid < step) {
-            for (var j = 0u; j < TILE; j++) {
+            for (var j = 0u; j < nt; j++) {
                 partial[j * WG + lid] += partial[j * WG + lid + step];
             }
         }

@@ -3,7 +3,9 @@
 // 9 words [d as f32, 32 i8]; Q8_1 blocks of 32 (Q8_0 plus s = d·Σq rounded to f16, d before its
 // own rounding) stored as 10 words [d, s, 32 i8]; Q8_K blocks of 256 (iscale = -127/signed-absmax, d = 1/iscale,
 // q = clamp(round-half-away(iscale*x), ±127)) stored as 65 words [d, 256 i8].
-// One thread per block.
+// Each thread takes 4 consecutive values (one output word): a workgroup of 64 threads does
+// 8 blocks of 32 or one block of 256, the block's maximum and level sum reduced in workgroup
+// memory (max and integer sums are exact in any order, so the result is the CPU's).
 
 struct Params {
     n: u32,
@@ -31,11 +33,13 @@ fn finite(v: f32) -> bool {
 // be off by 2.5 ULP, and real drivers use that (NVIDIA's Vulkan driver gave a different Q8_K
 // scale for 1 block in 36): the quotient's significand by long division on integers instead.
 fn div_rn(a: f32, b: f32) -> f32 {
-    if (a == 0.0 || b == 0.0 || !finite(a) || !finite(b)) {
-        return a / b; // exact in IEEE terms for zeros and infinities
-    }
     let ua = bitcast<u32>(a);
     let ub = bitcast<u32>(b);
+    // Zeros tested on the bits: a GPU that flushes subnormals (NVIDIA's does) would call a
+    // subnormal operand zero.
+    if ((ua & 0x7fffffffu) == 0u || (ub & 0x7fffffffu) == 0u || !finite(a) || !finite(b)) {
+        return a / b; // exact in IEEE terms for zeros and infinities
+    }
     let sign = (ua ^ ub) & 0x80000000u;
     // Significands with the implicit bit at 23 (subnormals normalized) and unbiased exponents.
     var ea = i32((ua >> 23u) & 0xffu);
@@ -118,98 +122,152 @@ fn to_f16(v: f32) -> f32 {
     return quantizeToF16(v);
 }
 
-// The 32 levels of block `xo` at inverse scale `id`, packed as 8 words at q[qo..]; returns Σq.
-fn pack_levels(xo: u32, id: f32, qo: u32) -> i32 {
-    var sum = 0i;
-    for (var j = 0u; j < 8u; j++) {
-        var word = 0u;
-        for (var k = 0u; k < 4u; k++) {
-            let v = x[xo + 4u * j + k] * id;
-            var l = 0i;
-            if (finite(v)) {
-                l = i32(clamp(round_away(v), -128.0, 127.0));
-            }
-            sum += l;
-            word |= (bitcast<u32>(l) & 0xffu) << (8u * k);
-        }
-        q[qo + j] = word;
+var<workgroup> red_f: array<f32, 64>;
+var<workgroup> red_u: array<u32, 64>;
+
+// Level of v at inverse scale id, as the CPU rounds it; non-finite products give 0.
+fn level(v: f32, id: f32, lo: f32) -> i32 {
+    let s = v * id;
+    if (!finite(s)) {
+        return 0;
     }
-    return sum;
+    return i32(clamp(round_away(s), lo, 127.0));
 }
 
-fn amax32(xo: u32) -> f32 {
-    var amax = 0.0;
-    for (var i = 0u; i < 32u; i++) {
-        amax = max(amax, abs(x[xo + i]));
+// The four levels of `v` packed into one word (byte k = level of v[k]) and their sum.
+fn pack4(v: vec4<f32>, id: f32, lo: f32) -> vec2<i32> {
+    let l = vec4<i32>(level(v.x, id, lo), level(v.y, id, lo), level(v.z, id, lo),
+                      level(v.w, id, lo));
+    let word = (bitcast<u32>(l.x) & 0xffu) | ((bitcast<u32>(l.y) & 0xffu) << 8u)
+        | ((bitcast<u32>(l.z) & 0xffu) << 16u) | ((bitcast<u32>(l.w) & 0xffu) << 24u);
+    return vec2(bitcast<i32>(word), l.x + l.y + l.z + l.w);
+}
+
+// This thread's 4 values of the 32-value block it helps with (zeros past the end), and the
+// block's index; 8 threads per block, 8 blocks per workgroup.
+fn load32(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec4<f32> {
+    let blk = (wg.x + wg.y * nwg.x) * 8u + lid / 8u;
+    if (blk >= (p.n / 32u) * p.rows) {
+        return vec4(0.0);
     }
-    return amax;
+    let o = blk * 32u + (lid % 8u) * 4u;
+    return vec4(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
+}
+
+// max |v| over the 8 threads of this thread's block.
+fn amax8(v: vec4<f32>, lid: u32) -> f32 {
+    red_f[lid] = max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w)));
+    workgroupBarrier();
+    for (var s = 4u; s > 0u; s >>= 1u) {
+        if (lid % 8u < s) {
+            red_f[lid] = max(red_f[lid], red_f[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    return red_f[lid & ~7u];
 }
 
 @compute @workgroup_size(64)
-fn q8_0(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let blk = gid.x + gid.y * nwg.x * 64u;
-    let nb = p.n / 32u;
-    if (blk >= nb * p.rows) {
+fn q8_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let v = load32(wg, nwg, lid);
+    let d = div_rn(amax8(v, lid), 127.0);
+    let id = select(div_rn(1.0, d), 0.0, d == 0.0);
+    let blk = (wg.x + wg.y * nwg.x) * 8u + lid / 8u;
+    if (blk >= (p.n / 32u) * p.rows) {
         return;
     }
-    let xo = blk * 32u;
-    let d = div_rn(amax32(xo), 127.0);
-    let id = select(div_rn(1.0, d), 0.0, d == 0.0);
     let qo = blk * 9u;
-    q[qo] = bitcast<u32>(to_f16(d));
-    pack_levels(xo, id, qo + 1u);
+    if (lid % 8u == 0u) {
+        q[qo] = bitcast<u32>(to_f16(d));
+    }
+    q[qo + 1u + lid % 8u] = bitcast<u32>(pack4(v, id, -128.0).x);
 }
 
 @compute @workgroup_size(64)
-fn q8_1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let blk = gid.x + gid.y * nwg.x * 64u;
-    let nb = p.n / 32u;
-    if (blk >= nb * p.rows) {
-        return;
-    }
-    let xo = blk * 32u;
-    let d = div_rn(amax32(xo), 127.0);
+fn q8_1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let v = load32(wg, nwg, lid);
+    let d = div_rn(amax8(v, lid), 127.0);
     let id = select(div_rn(1.0, d), 0.0, d == 0.0);
+    let packed = pack4(v, id, -128.0);
+    // Σq over the block's 8 threads (integers: exact).
+    red_u[lid] = bitcast<u32>(packed.y);
+    workgroupBarrier();
+    for (var s = 4u; s > 0u; s >>= 1u) {
+        if (lid % 8u < s) {
+            red_u[lid] = bitcast<u32>(bitcast<i32>(red_u[lid]) + bitcast<i32>(red_u[lid + s]));
+        }
+        workgroupBarrier();
+    }
+    let blk = (wg.x + wg.y * nwg.x) * 8u + lid / 8u;
+    if (blk >= (p.n / 32u) * p.rows) {
+        return;
+    }
     let qo = blk * 10u;
-    let sum = pack_levels(xo, id, qo + 2u);
-    q[qo] = bitcast<u32>(to_f16(d));
-    q[qo + 1u] = bitcast<u32>(to_f16(f32(sum) * d));
+    if (lid % 8u == 0u) {
+        q[qo] = bitcast<u32>(to_f16(d));
+        q[qo + 1u] = bitcast<u32>(to_f16(f32(bitcast<i32>(red_u[lid])) * d));
+    }
+    q[qo + 2u + lid % 8u] = bitcast<u32>(packed.x);
 }
 
 @compute @workgroup_size(64)
-fn q8_k(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let blk = gid.x + gid.y * nwg.x * 64u;
-    let nb = p.n / 256u;
-    if (blk >= nb * p.rows) {
+fn q8_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let blk = wg.x + wg.y * nwg.x;
+    let live = blk < (p.n / 256u) * p.rows;
+    let xo = blk * 256u;
+    var v = vec4(0.0);
+    if (live) {
+        v = vec4(x[xo + 4u * lid], x[xo + 4u * lid + 1u], x[xo + 4u * lid + 2u],
+                 x[xo + 4u * lid + 3u]);
+    }
+    // The value of largest magnitude, the first such in order (as the CPU's scan, which
+    // takes strictly greater ones only): this thread's, then (max, lowest index) reduced.
+    var best = 0.0;
+    var at = 0xffffffffu;
+    for (var k = 0u; k < 4u; k++) {
+        if (abs(v[k]) > best) {
+            best = abs(v[k]);
+            at = 4u * lid + k;
+        }
+    }
+    red_f[lid] = best;
+    red_u[lid] = at;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            let b = red_f[lid + s];
+            let i = red_u[lid + s];
+            if (b > red_f[lid] || (b == red_f[lid] && i < red_u[lid])) {
+                red_f[lid] = b;
+                red_u[lid] = i;
+            }
+        }
+        workgroupBarrier();
+    }
+    let top = red_u[0];
+    if (!live) {
         return;
     }
-    let xo = blk * 256u;
     let qo = blk * 65u;
-    var amax = 0.0;
     var mx = 0.0;
-    for (var i = 0u; i < 256u; i++) {
-        let v = x[xo + i];
-        if (abs(v) > amax) {
-            amax = abs(v);
-            mx = v;
-        }
+    if (top != 0xffffffffu) {
+        mx = x[xo + top];
     }
     if (mx == 0.0 || !finite(mx)) {
-        for (var j = 0u; j < 65u; j++) {
-            q[qo + j] = 0u;
+        q[qo + 1u + lid] = 0u;
+        if (lid == 0u) {
+            q[qo] = 0u;
         }
         return;
     }
     let iscale = div_rn(-127.0, mx);
-    q[qo] = bitcast<u32>(div_rn(1.0, iscale));
-    for (var j = 0u; j < 64u; j++) {
-        var word = 0u;
-        for (var k = 0u; k < 4u; k++) {
-            let l = i32(clamp(round_away(iscale * x[xo + 4u * j + k]), -127.0, 127.0));
-            word |= (bitcast<u32>(l) & 0xffu) << (8u * k);
-        }
-        q[qo + 1u + j] = word;
+    if (lid == 0u) {
+        q[qo] = bitcast<u32>(div_rn(1.0, iscale));
     }
+    q[qo + 1u + lid] = bitcast<u32>(pack4(v, iscale, -127.0).x);
 }
 
 // Test entry: q[i] = div_rn(x[2i], x[2i + 1]) for i < p.n (checked bit for bit against the CPU's

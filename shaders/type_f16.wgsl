@@ -8,7 +8,10 @@ fn deq(row: u32, i: u32) -> f32 {
     return f16_bits(w_u16(row + 2u * i));
 }
 
-fn block_dot(b: u32, a: u32) -> f32 {
+// The whole block is one part (see matmul.wgsl).
+const PARTS: u32 = 1u;
+
+fn block_dot(b: u32, a: u32, part: u32) -> f32 {
     var s = 0.0;
     for (var j = 0u; j < 4u; j++) {
         let v = unpack2x16float(w_word(b + 4u * j));

@@ -9,7 +9,10 @@ fn deq(row: u32, i: u32) -> f32 {
 }
 
 // Dot of the weight block at byte `b` with f32 activations starting at index `a`.
-fn block_dot(b: u32, a: u32) -> f32 {
+// The whole block is one part (see matmul.wgsl).
+const PARTS: u32 = 1u;
+
+fn block_dot(b: u32, a: u32, part: u32) -> f32 {
     let i = b >> 2u;
     return bitcast<f32>(w[i]) * xf[a] + bitcast<f32>(w[i + 1u]) * xf[a + 1u]
         + bitcast<f32>(w[i + 2u]) * xf[a + 2u] + bitcast<f32>(w[i + 3u]) * xf[a + 3u];

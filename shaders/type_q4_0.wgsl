@@ -14,7 +14,10 @@ fn deq(row: u32, i: u32) -> f32 {
     return f32(i32(q) - 8) * f16_bits(w_u16(b));
 }
 
-fn block_dot(b: u32, a: u32) -> f32 {
+// The whole block is one part (see matmul.wgsl).
+const PARTS: u32 = 1u;
+
+fn block_dot(b: u32, a: u32, part: u32) -> f32 {
     var isum = 0i;
     for (var j = 0u; j < 4u; j++) {
         let q = w_word(b + 2u + 4u * j);

@@ -22,35 +22,35 @@ fn deq(row: u32, i: u32) -> f32 {
     return d * f32(q) - m;
 }
 
-fn block_dot(b: u32, a: u32) -> f32 {
-    var isum = 0i;
-    var summ = 0i;
-    for (var c = 0u; c < 4u; c++) {
-        var s1 = 0i;
-        var s2 = 0i;
-        var y1 = 0i;
-        var y2 = 0i;
-        for (var j = 0u; j < 8u; j++) {
-            let q = w_word(b + 48u + 32u * c + 4u * j);
-            let h = w_word(b + 16u + 4u * j);
-            let lo = xq[a + 1u + 16u * c + j];
-            let hi = xq[a + 9u + 16u * c + j];
-            for (var k = 0u; k < 4u; k++) {
-                let byte = (q >> (8u * k)) & 0xffu;
-                let hb = (h >> (8u * k)) >> (2u * c);
-                let yl = i8_of(lo, k);
-                let yh = i8_of(hi, k);
-                s1 += i32((byte & 15u) | ((hb & 1u) << 4u)) * yl;
-                s2 += i32((byte >> 4u) | (((hb >> 1u) & 1u) << 4u)) * yh;
-                y1 += yl;
-                y2 += yh;
-            }
+// Part c (0..3) of a super-block: sub-blocks 2c and 2c+1, so four threads share one
+// super-block (see matmul.wgsl).
+const PARTS: u32 = 4u;
+
+fn block_dot(b: u32, a: u32, c: u32) -> f32 {
+    var s1 = 0i;
+    var s2 = 0i;
+    var y1 = 0i;
+    var y2 = 0i;
+    for (var j = 0u; j < 8u; j++) {
+        let q = w_word(b + 48u + 32u * c + 4u * j);
+        let h = w_word(b + 16u + 4u * j);
+        let lo = xq[a + 1u + 16u * c + j];
+        let hi = xq[a + 9u + 16u * c + j];
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (q >> (8u * k)) & 0xffu;
+            let hb = (h >> (8u * k)) >> (2u * c);
+            let yl = i8_of(lo, k);
+            let yh = i8_of(hi, k);
+            s1 += i32((byte & 15u) | ((hb & 1u) << 4u)) * yl;
+            s2 += i32((byte >> 4u) | (((hb >> 1u) & 1u) << 4u)) * yh;
+            y1 += yl;
+            y2 += yh;
         }
-        let sm1 = scale_min(b, 2u * c);
-        let sm2 = scale_min(b, 2u * c + 1u);
-        isum += s1 * i32(sm1.x) + s2 * i32(sm2.x);
-        summ += i32(sm1.y) * y1 + i32(sm2.y) * y2;
     }
+    let sm1 = scale_min(b, 2u * c);
+    let sm2 = scale_min(b, 2u * c + 1u);
+    let isum = s1 * i32(sm1.x) + s2 * i32(sm2.x);
+    let summ = i32(sm1.y) * y1 + i32(sm2.y) * y2;
     let da = bitcast<f32>(xq[a]);
     return da * f16_bits(w_u16(b)) * f32(isum) - da * f16_bits(w_u16(b + 2u)) * f32(summ);
 }

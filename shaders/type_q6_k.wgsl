@@ -29,9 +29,13 @@ fn deq(row: u32, i: u32) -> f32 {
     return dl * f32(q6_value(b, e));
 }
 
-fn block_dot(b: u32, a: u32) -> f32 {
+// Part p (0..3) of a super-block: scale groups 4p..4p+3 (64 values), so four threads share
+// one super-block (see matmul.wgsl).
+const PARTS: u32 = 4u;
+
+fn block_dot(b: u32, a: u32, part: u32) -> f32 {
     var isum = 0i;
-    for (var g = 0u; g < 16u; g++) {
+    for (var g = 4u * part; g < 4u * part + 4u; g++) {
         var s = 0i;
         for (var j = 0u; j < 4u; j++) {
             let y = xq[a + 1u + 4u * g + j];

@@ -10,7 +10,10 @@ fn deq(row: u32, i: u32) -> f32 {
     return f32(q) * f16_bits(w_u16(b));
 }
 
-fn block_dot(b: u32, a: u32) -> f32 {
+// The whole block is one part (see matmul.wgsl).
+const PARTS: u32 = 1u;
+
+fn block_dot(b: u32, a: u32, part: u32) -> f32 {
     let d = f16_bits(w_u16(b));
     var s = 0.0;
     for (var j = 0u; j < 8u; j++) {

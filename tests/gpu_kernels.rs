@@ -81,6 +81,8 @@ fn matmul_all_types_decode_and_prefill() {
         check_matmul(ctx, ty, 256, 1, 1);
         check_matmul(ctx, ty, 256, 1, 5);
         check_matmul(ctx, ty, 256, 131, 7);
+        // Rows long enough for the 256-thread variant (Grok-1's ffn_down is 32768 wide).
+        check_matmul(ctx, ty, 16384, 3, 2);
     }
 }
 

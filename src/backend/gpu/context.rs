@@ -81,6 +81,13 @@ const MM_TILE: usize = 8;
 
 const COMMON: &str = include_str!("../../../shaders/mm_common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+/// The matmul kernel for a single token: its tile of one keeps the per-token arrays in
+/// registers (decode on an H100: see docs/gpu.md).
+static MATMUL_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let tile8 = "const TILE: u32 = 8u;";
+    assert!(MATMUL.contains(tile8), "matmul.wgsl declares `{tile8}`");
+    MATMUL.replace(tile8, "const TILE: u32 = 1u;")
+});
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const QUANTIZE: &str = include_str!("../../../shaders/quantize.wgsl");
 const OPS: &str = include_str!("../../../shaders/ops.wgsl");
@@ -213,7 +220,64 @@ pub struct GpuContext {
     max_binding: u64,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     error: Arc<Mutex<Option<String>>>,
+    params: Mutex<ParamRing>,
 }
+
+/// A command encoder whose dispatches share one compute pass until a copy (or the submit)
+/// closes it: a pass per dispatch cost about 20 µs of CPU time each in wgpu (measured on
+/// lavapipe), as much as the kernels of a small matrix take on an H100. wgpu still orders the
+/// dispatches of a pass by their buffer use.
+pub(crate) struct Encoder {
+    enc: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+}
+
+impl Encoder {
+    /// The open compute pass (opened if none is).
+    fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        let enc = &mut self.enc;
+        self.pass.get_or_insert_with(|| {
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime()
+        })
+    }
+
+    /// Copy `size` bytes between buffers (after the dispatches recorded so far).
+    pub(crate) fn copy_buffer_to_buffer(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) {
+        self.pass = None;
+        self.enc
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+    }
+
+    fn finish(mut self) -> wgpu::CommandBuffer {
+        self.pass = None;
+        self.enc.finish()
+    }
+}
+
+/// Kernel parameters of every dispatch, in slots of one uniform buffer (a fresh buffer when
+/// one fills up; a slot is never reused, so an encoder not yet submitted cannot see another's
+/// values), written to the GPU at the next submit. Creating a small uniform buffer for each
+/// dispatch cost about 45 µs of CPU time on NVIDIA's Vulkan driver (H100): most of a decode
+/// step's time.
+struct ParamRing {
+    buf: Option<wgpu::Buffer>,
+    next: u64,
+    /// Writes not yet handed to the queue: (buffer, offset, bytes).
+    pending: Vec<(wgpu::Buffer, u64, Vec<u8>)>,
+}
+
+/// Bytes per parameter slot: WebGPU's largest `min_uniform_buffer_offset_alignment`.
+const PARAM_SLOT: u64 = 256;
+/// Slots per parameter buffer.
+const PARAM_SLOTS: u64 = 4096;
 
 fn u32_of(v: usize, what: &str) -> Result<u32, GpuError> {
     u32::try_from(v).map_err(|_| GpuError::Shape(format!("{what} = {v} exceeds 32 bits")))
@@ -257,6 +321,11 @@ impl GpuContext {
             max_binding,
             pipelines: Mutex::new(HashMap::new()),
             error,
+            params: Mutex::new(ParamRing {
+                buf: None,
+                next: 0,
+                pending: Vec::new(),
+            }),
         })
     }
 
@@ -329,7 +398,7 @@ impl GpuContext {
     fn type_pipeline(
         &self,
         ty: GgmlType,
-        main: &'static str,
+        main: &str,
         name: &str,
     ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
         let (_, _, src) = layout(ty).ok_or(GpuError::Unsupported { ty })?;
@@ -483,7 +552,7 @@ impl GpuContext {
     /// Record one compute dispatch of `groups` workgroups (spread over x and y) × `z`.
     pub(crate) fn dispatch(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         pipeline: &wgpu::ComputePipeline,
         params: &[u8],
         bindings: &[(u32, &wgpu::Buffer)],
@@ -493,16 +562,20 @@ impl GpuContext {
         if groups == 0 || z == 0 {
             return Ok(());
         }
-        let ub = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: params,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        if params.is_empty() || params.len() as u64 > PARAM_SLOT {
+            return Err(GpuError::Shape(format!(
+                "kernel parameters of {} bytes (1 to {PARAM_SLOT})",
+                params.len()
+            )));
+        }
+        let (ub, offset) = self.param_slot(params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: ub.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &ub,
+                offset,
+                size: wgpu::BufferSize::new(params.len() as u64),
+            }),
         }];
         for &(binding, buf) in bindings {
             entries.push(wgpu::BindGroupEntry {
@@ -523,7 +596,7 @@ impl GpuContext {
                 "dispatch of {groups}×{z} workgroups is too large"
             )));
         }
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let pass = enc.pass();
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(x as u32, y as u32, z as u32);
@@ -534,7 +607,7 @@ impl GpuContext {
     /// Returns `None` when `ty` takes f32 activations.
     fn encode_quantize(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         ty: GgmlType,
         x: &wgpu::Buffer,
         n: usize,
@@ -550,12 +623,13 @@ impl GpuContext {
         let blocks = n / qk * rows;
         let q = self.scratch("qacts", blocks * words);
         let params = [u32_of(n, "row length")?, u32_of(rows, "rows")?];
+        // Workgroups of 64 threads, 4 values each: 8 blocks of 32 or one of 256.
         self.dispatch(
             enc,
             &p,
             bytemuck::cast_slice(&params),
             &[(1, x), (2, &q)],
-            blocks.div_ceil(64),
+            (blocks * qk).div_ceil(256),
             1,
         )?;
         Ok(Some(q))
@@ -564,14 +638,23 @@ impl GpuContext {
     /// Record `out = x · Wᵀ` (see [`MatmulKind`]).
     pub(crate) fn encode_matmul(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         w: &GpuWeight,
         x: &wgpu::Buffer,
         out: &wgpu::Buffer,
         kind: MatmulKind,
         dummy: &wgpu::Buffer,
     ) -> Result<(), GpuError> {
-        let p = self.type_pipeline(w.ty, MATMUL, "matmul")?;
+        // One token (decode): the kernel variant with a tile of one.
+        let one = match kind {
+            MatmulKind::Dense { tokens } => tokens == 1,
+            MatmulKind::Experts { tokens, .. } => tokens == 1,
+        };
+        let (tile, p) = if one {
+            (1, self.type_pipeline(w.ty, &MATMUL_ONE, "matmul1")?)
+        } else {
+            (MM_TILE, self.type_pipeline(w.ty, MATMUL, "matmul")?)
+        };
         let x_rows = match kind {
             MatmulKind::Dense { tokens } => tokens,
             MatmulKind::Experts { x_rows, .. } => x_rows,
@@ -584,10 +667,10 @@ impl GpuContext {
             let (params, groups, z, bound) = match kind {
                 MatmulKind::Dense { tokens } => (
                     [
-                        w.n_in, *rows, *r0, w.n_out, tokens, MM_TILE, 0, 1, 0, 1, 1, 0, 0, 1, 0, 0,
+                        w.n_in, *rows, *r0, w.n_out, tokens, tile, 0, 1, 0, 1, 1, 0, 0, 1, 0, 0,
                     ],
                     *rows,
-                    tokens.div_ceil(MM_TILE),
+                    tokens.div_ceil(tile),
                     dummy,
                 ),
                 MatmulKind::Experts {
@@ -600,7 +683,7 @@ impl GpuContext {
                     ..
                 } => {
                     // An expert takes each token at most once: ≤ `tokens` slots per expert.
-                    let tiles = tokens.div_ceil(MM_TILE);
+                    let tiles = tokens.div_ceil(tile);
                     let (e0, e1) = (r0 / w.unit, (r0 + rows) / w.unit);
                     if e1 > n_exp {
                         return Err(GpuError::Shape(format!(
@@ -615,7 +698,7 @@ impl GpuContext {
                             0,
                             w.unit,
                             tokens * slots,
-                            MM_TILE,
+                            tile,
                             1,
                             slots,
                             e0,
@@ -653,7 +736,7 @@ impl GpuContext {
     /// into `out`.
     pub(crate) fn encode_embed(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         w: &GpuWeight,
         (ids, id_offset): (&wgpu::Buffer, usize),
         tokens: usize,
@@ -685,7 +768,7 @@ impl GpuContext {
     /// Record one ops.wgsl kernel over `groups` workgroups.
     pub(crate) fn encode_op(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Encoder,
         entry: &str,
         params: &OpParams,
         bindings: &[(u32, &wgpu::Buffer)],
@@ -695,15 +778,59 @@ impl GpuContext {
         self.dispatch(enc, &p, bytemuck::bytes_of(params), bindings, groups, 1)
     }
 
-    /// Submit `enc` and surface any error wgpu reported while recording or running it.
-    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder, what: &str) -> Result<(), GpuError> {
-        self.queue.submit(Some(enc.finish()));
+    /// A parameter slot holding `params` (written at the next submit): its buffer and offset.
+    fn param_slot(&self, params: &[u8]) -> (wgpu::Buffer, u64) {
+        let mut ring = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.buf.is_none() || ring.next == PARAM_SLOTS {
+            ring.buf = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: PARAM_SLOT * PARAM_SLOTS,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+            ring.next = 0;
+        }
+        let buf = ring.buf.clone().expect("a parameter buffer was just made");
+        let offset = ring.next * PARAM_SLOT;
+        ring.next += 1;
+        let mut bytes = params.to_vec();
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        // Consecutive slots of one buffer go to the queue as one write.
+        match ring.pending.last_mut() {
+            Some((b, o, v))
+                if *b == buf
+                    && *o + PARAM_SLOT * (v.len() as u64).div_ceil(PARAM_SLOT) == offset =>
+            {
+                v.resize((offset - *o) as usize, 0);
+                v.extend_from_slice(&bytes);
+            }
+            _ => ring.pending.push((buf.clone(), offset, bytes)),
+        }
+        (buf, offset)
+    }
+
+    /// Submit `enc` (after writing the kernel parameters recorded so far) and surface any
+    /// error wgpu reported while recording or running it.
+    pub(crate) fn submit(&self, enc: Encoder, what: &str) -> Result<(), GpuError> {
+        {
+            // Under the lock: another thread's submit cannot slip in between another's
+            // parameter writes and its own.
+            let mut ring = self.params.lock().unwrap_or_else(|p| p.into_inner());
+            for (buf, offset, bytes) in std::mem::take(&mut ring.pending) {
+                self.queue.write_buffer(&buf, offset, &bytes);
+            }
+            self.queue.submit(Some(enc.finish()));
+        }
         self.check(what)
     }
 
-    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default())
+    pub(crate) fn encoder(&self) -> Encoder {
+        Encoder {
+            enc: self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default()),
+            pass: None,
+        }
     }
 
     /// Read `n` u32 from `buf` starting at element `offset`.

@@ -13,4 +13,4 @@ mod context;
 
 pub use bench::{bench_kernels, KernelBench, BENCH_TYPES};
 pub use context::{weight_row_bytes, AttentionShape, GpuContext, GpuError, GpuWeight};
-pub(crate) use context::{MatmulKind, OpParams};
+pub(crate) use context::{Encoder, MatmulKind, OpParams};

@@ -3,7 +3,7 @@
 
 use super::experts::ExpertBuffers;
 use super::{u32_of, Experts, GpuModel, GpuModelError, GpuSession};
-use crate::backend::gpu::{MatmulKind, OpParams};
+use crate::backend::gpu::{Encoder, MatmulKind, OpParams};
 
 impl GpuModel<'_> {
     /// Run `tokens` after what `session` holds; returns the logits of every new token
@@ -95,7 +95,7 @@ impl GpuModel<'_> {
             ..Default::default()
         };
         let n_emb = u32_of(emb, "emb")?;
-        let norm = |enc: &mut wgpu::CommandEncoder, buf: &wgpu::Buffer, scale, rows: usize| {
+        let norm = |enc: &mut Encoder, buf: &wgpu::Buffer, scale, rows: usize| {
             let p = OpParams {
                 n: n_emb,
                 f0: hp.eps,
@@ -103,7 +103,7 @@ impl GpuModel<'_> {
             };
             ctx.encode_op(enc, "rms_norm", &p, &[(1, buf), (2, scale)], rows)
         };
-        let add = |enc: &mut wgpu::CommandEncoder, a: &wgpu::Buffer, b: &wgpu::Buffer| {
+        let add = |enc: &mut Encoder, a: &wgpu::Buffer, b: &wgpu::Buffer| {
             let p = OpParams { n: n_emb, ..base };
             ctx.encode_op(
                 enc,
