@@ -14,19 +14,18 @@ fn deq(row: u32, i: u32) -> f32 {
     return f32(i32(q) - 8) * f16_bits(w_u16(b));
 }
 
-// The whole block is one part (see matmul.wgsl).
-const PARTS: u32 = 1u;
+// Part j (0..3): nibble word j, values 4j..4j+3 and 16+4j..16+4j+3, so the lanes of a warp
+// read consecutive words of a row (see matmul.wgsl).
+const PARTS: u32 = 4u;
 
-fn block_dot(b: u32, a: u32, part: u32) -> f32 {
+fn block_dot(b: u32, a: u32, j: u32) -> f32 {
     var isum = 0i;
-    for (var j = 0u; j < 4u; j++) {
-        let q = w_word(b + 2u + 4u * j);
-        let lo = xq[a + 1u + j];
-        let hi = xq[a + 5u + j];
-        for (var k = 0u; k < 4u; k++) {
-            let byte = (q >> (8u * k)) & 0xffu;
-            isum += (i32(byte & 15u) - 8) * i8_of(lo, k) + (i32(byte >> 4u) - 8) * i8_of(hi, k);
-        }
+    let q = w_word(b + 2u + 4u * j);
+    let lo = xq[a + 1u + j];
+    let hi = xq[a + 5u + j];
+    for (var k = 0u; k < 4u; k++) {
+        let byte = (q >> (8u * k)) & 0xffu;
+        isum += (i32(byte & 15u) - 8) * i8_of(lo, k) + (i32(byte >> 4u) - 8) * i8_of(hi, k);
     }
     return f32(isum) * (f16_bits(w_u16(b)) * bitcast<f32>(xq[a]));
 }

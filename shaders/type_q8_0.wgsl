@@ -10,17 +10,14 @@ fn deq(row: u32, i: u32) -> f32 {
     return f32(q) * f16_bits(w_u16(b));
 }
 
-// The whole block is one part (see matmul.wgsl).
-const PARTS: u32 = 1u;
+// Part j (0..7): values 4j..4j+3, so the lanes of a warp read consecutive words of a row
+// and of the activations (see matmul.wgsl).
+const PARTS: u32 = 8u;
 
-fn block_dot(b: u32, a: u32, part: u32) -> f32 {
-    let d = f16_bits(w_u16(b));
-    var s = 0.0;
-    for (var j = 0u; j < 8u; j++) {
-        let q = w_word(b + 2u + 4u * j);
-        let o = a + 4u * j;
-        s += f32(i8_of(q, 0u)) * xf[o] + f32(i8_of(q, 1u)) * xf[o + 1u]
-            + f32(i8_of(q, 2u)) * xf[o + 2u] + f32(i8_of(q, 3u)) * xf[o + 3u];
-    }
-    return d * s;
+fn block_dot(b: u32, a: u32, j: u32) -> f32 {
+    let q = w_word(b + 2u + 4u * j);
+    let o = a + 4u * j;
+    let s = f32(i8_of(q, 0u)) * xf[o] + f32(i8_of(q, 1u)) * xf[o + 1u]
+        + f32(i8_of(q, 2u)) * xf[o + 2u] + f32(i8_of(q, 3u)) * xf[o + 3u];
+    return f16_bits(w_u16(b)) * s;
 }
