@@ -21,16 +21,18 @@ fn deq(row: u32, i: u32) -> f32 {
     return d * f32(q) - m;
 }
 
-// Part c (0..3) of a super-block: sub-blocks 2c and 2c+1, so four threads share one
-// super-block (see matmul.wgsl).
-const PARTS: u32 = 4u;
+// Part p (0..15) of a super-block: 8 bytes of nibble group c = p/4 (words 2(p%4) and
+// 2(p%4)+1), 8 values of sub-block 2c in their low nibbles and 8 of 2c+1 in their high ones,
+// so a warp's lanes read consecutive words (see matmul.wgsl).
+const PARTS: u32 = 16u;
 
-fn block_dot(b: u32, a: u32, c: u32) -> f32 {
+fn block_dot(b: u32, a: u32, p: u32) -> f32 {
+    let c = p / 4u;
     var s1 = 0i;
     var s2 = 0i;
     var y1 = 0i;
     var y2 = 0i;
-    for (var j = 0u; j < 8u; j++) {
+    for (var j = 2u * (p % 4u); j < 2u * (p % 4u) + 2u; j++) {
         let q = w[(b + 16u + 32u * c + 4u * j) >> 2u];
         let lo = xq[a + 1u + 16u * c + j];
         let hi = xq[a + 9u + 16u * c + j];

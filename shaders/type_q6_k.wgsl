@@ -29,21 +29,28 @@ fn deq(row: u32, i: u32) -> f32 {
     return dl * f32(q6_value(b, e));
 }
 
-// Part p (0..3) of a super-block: scale groups 4p..4p+3 (64 values), so four threads share
-// one super-block (see matmul.wgsl).
-const PARTS: u32 = 4u;
+// Part g (0..15) of a super-block: scale group g, 16 values whose low bits are 16 consecutive
+// ql bytes and high bits 16 consecutive qh bytes, read as words (a warp's lanes read
+// consecutive words; see matmul.wgsl).
+const PARTS: u32 = 16u;
 
-fn block_dot(b: u32, a: u32, part: u32) -> f32 {
-    var isum = 0i;
-    for (var g = 4u * part; g < 4u * part + 4u; g++) {
-        var s = 0i;
-        for (var j = 0u; j < 4u; j++) {
-            let y = xq[a + 1u + 4u * g + j];
-            for (var k = 0u; k < 4u; k++) {
-                s += q6_value(b, 16u * g + 4u * j + k) * i8_of(y, k);
-            }
+fn block_dot(b: u32, a: u32, g: u32) -> f32 {
+    let h = g / 8u;
+    let r = (g % 8u) * 16u;
+    let k = r / 32u;
+    let lo_at = b + 64u * h + r % 32u + 32u * (k % 2u);
+    let hi_at = b + 128u + 32u * h + r % 32u;
+    let lo_shift = select(0u, 4u, k >= 2u);
+    var s = 0i;
+    for (var j = 0u; j < 4u; j++) {
+        let ql = w_word(lo_at + 4u * j);
+        let qh = w_word(hi_at + 4u * j);
+        let y = xq[a + 1u + 4u * g + j];
+        for (var t = 0u; t < 4u; t++) {
+            let lo = (ql >> (8u * t + lo_shift)) & 15u;
+            let hi = (qh >> (8u * t + 2u * k)) & 3u;
+            s += (i32(lo | (hi << 4u)) - 32) * i8_of(y, t);
         }
-        isum += s * q6_scale(b, g);
     }
-    return bitcast<f32>(xq[a]) * f16_bits(w_u16(b + 208u)) * f32(isum);
+    return bitcast<f32>(xq[a]) * f16_bits(w_u16(b + 208u)) * f32(s * q6_scale(b, g));
 }
