@@ -29,6 +29,18 @@ fn finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
 }
 
+// (biased exponent, significand with the implicit bit at 23) of a finite non-zero f32's bits,
+// a subnormal normalized (its exponent then below 1, as an i32 in the u32).
+fn significand(u: u32) -> vec2<u32> {
+    let e = (u >> 23u) & 0xffu;
+    let m = u & 0x7fffffu;
+    if (e == 0u) {
+        let s = countLeadingZeros(m) - 8u;
+        return vec2(bitcast<u32>(1 - i32(s)), m << s);
+    }
+    return vec2(e, m | 0x800000u);
+}
+
 // a / b correctly rounded (round to nearest even), as IEEE division on the CPU. WGSL lets `/`
 // be off by 2.5 ULP, and real drivers use that (NVIDIA's Vulkan driver gave a different Q8_K
 // scale for 1 block in 36): the quotient's significand by long division on integers instead.
@@ -42,26 +54,12 @@ fn div_rn(a: f32, b: f32) -> f32 {
     }
     let sign = (ua ^ ub) & 0x80000000u;
     // Significands with the implicit bit at 23 (subnormals normalized) and unbiased exponents.
-    var ea = i32((ua >> 23u) & 0xffu);
-    var ma = ua & 0x7fffffu;
-    if (ea == 0) {
-        let s = countLeadingZeros(ma) - 8u;
-        ma <<= s;
-        ea = 1 - i32(s);
-    } else {
-        ma |= 0x800000u;
-    }
-    var eb = i32((ub >> 23u) & 0xffu);
-    var mb = ub & 0x7fffffu;
-    if (eb == 0) {
-        let s = countLeadingZeros(mb) - 8u;
-        mb <<= s;
-        eb = 1 - i32(s);
-    } else {
-        mb |= 0x800000u;
-    }
+    let na = significand(ua);
+    let nb = significand(ub);
+    var ma = na.y;
+    let mb = nb.y;
     // Biased exponent of the result, with ma scaled into [mb, 2mb).
-    var e = ea - eb + 127;
+    var e = bitcast<i32>(na.x) - bitcast<i32>(nb.x) + 127;
     if (ma < mb) {
         ma <<= 1u;
         e -= 1;

@@ -46,10 +46,5 @@ fn block_dot(b: u32, a: u32, p: u32) -> f32 {
             y2 += yh;
         }
     }
-    let sm1 = scale_min(b, 2u * c);
-    let sm2 = scale_min(b, 2u * c + 1u);
-    let isum = s1 * i32(sm1.x) + s2 * i32(sm2.x);
-    let summ = i32(sm1.y) * y1 + i32(sm2.y) * y2;
-    let da = bitcast<f32>(xq[a]);
-    return da * f16_bits(w_u16(b)) * f32(isum) - da * f16_bits(w_u16(b + 2u)) * f32(summ);
+    return k_part(b, a, c, vec4(s1, s2, y1, y2));
 }

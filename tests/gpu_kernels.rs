@@ -61,27 +61,30 @@ fn check_matmul_at(
     e
 }
 
+/// Every weight type the GPU kernels take.
+const ALL_TYPES: [GgmlType; 10] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
 #[test]
 fn matmul_all_types_decode_and_prefill() {
     let Some(ctx) = gpu() else { return };
-    for ty in [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ] {
+    for ty in ALL_TYPES {
         // Odd row counts and tokens not a multiple of the 4-token tile; one row.
         check_matmul(ctx, ty, 512, 67, 1);
         check_matmul(ctx, ty, 256, 1, 1);
         check_matmul(ctx, ty, 256, 1, 5);
         check_matmul(ctx, ty, 256, 131, 7);
-        // Rows long enough for the 256-thread variant (Grok-1's ffn_down is 32768 wide).
+        // Long rows (Grok-1's ffn_down is 32768 wide): many blocks per thread.
         check_matmul(ctx, ty, 16384, 3, 2);
     }
 }
@@ -91,16 +94,11 @@ fn matmul_all_types_decode_and_prefill() {
 #[test]
 fn matmul_with_f16_subnormal_scales() {
     let Some(ctx) = gpu() else { return };
-    for ty in [
-        GgmlType::F16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ] {
+    // F16 for its values themselves; F32 and BF16 have no f16 in them.
+    for ty in ALL_TYPES
+        .into_iter()
+        .filter(|t| !matches!(t, GgmlType::F32 | GgmlType::BF16))
+    {
         check_matmul_at(ctx, ty, 512, 9, 2, 1e-5);
     }
 }
