@@ -291,18 +291,7 @@ fn forced_split_q4_1_q5_0_q5_k() {
 #[test]
 fn embedding_rows_all_types() {
     let Some(ctx) = gpu() else { return };
-    for ty in [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ] {
+    for ty in ALL_TYPES {
         let (n_in, n_out) = (256, 40);
         let data = quantized(ty, n_in, n_out, 21);
         let w = WeightMatrix {
