@@ -318,15 +318,17 @@ fn embedding_rows_all_types() {
 #[test]
 fn ops_match_cpu() {
     let Some(ctx) = gpu() else { return };
-    // rms_norm
-    let n = 320;
-    let x = rand_vec(n * 5, 1, 4.0);
-    let scale = rand_vec(n, 2, 1.0);
-    let mut want = x.clone();
-    cpu::rms_norm(&mut want, &scale, 1e-5);
-    let e = rel_err(&ctx.rms_norm(&x, &scale, 1e-5).unwrap(), &want);
-    eprintln!("rms_norm: {e:.2e}");
-    assert!(e <= 1e-5, "rms_norm {e}");
+    // rms_norm: rows shorter than one 8-load round (320), and of several rounds plus a tail
+    // (8·64·4 + 67).
+    for n in [320, 2115] {
+        let x = rand_vec(n * 5, 1, 4.0);
+        let scale = rand_vec(n, 2, 1.0);
+        let mut want = x.clone();
+        cpu::rms_norm(&mut want, &scale, 1e-5);
+        let e = rel_err(&ctx.rms_norm(&x, &scale, 1e-5).unwrap(), &want);
+        eprintln!("rms_norm {n}: {e:.2e}");
+        assert!(e <= 1e-5, "rms_norm {n}: {e}");
+    }
     // softmax
     let mut x = rand_vec(8 * 37, 3, 10.0);
     x[5] = -1e30;
@@ -470,4 +472,46 @@ fn bench_kernels_smoke() {
         );
     }
     assert!(grok1_quant::backend::gpu::bench_kernels(ctx, 1000, 64, 2).is_err());
+}
+
+/// `set_profiling` times each dispatch on the GPU under its label; off, nothing is kept.
+#[test]
+fn kernel_profile_labels_and_times() {
+    if gpu().is_none() {
+        return;
+    }
+    // A context of its own: profiling changes how every dispatch is recorded.
+    let ctx = GpuContext::new().unwrap();
+    if let Err(e) = ctx.set_profiling(true) {
+        assert!(e.to_string().contains("no timestamp queries"), "{e}");
+        eprintln!("note: {e}; skipping");
+        return;
+    }
+    let (n_in, n_out) = (512, 9);
+    let data = quantized(GgmlType::Q4_0, n_in, n_out, 3);
+    let w = WeightMatrix {
+        ty: GgmlType::Q4_0,
+        n_in,
+        n_out,
+        data: &data,
+        layout: quant::Layout::Rows,
+    };
+    let x = rand_vec(n_in, 4, 1.0);
+    let want = cpu_matmul(&w, &x);
+    for _ in 0..3 {
+        // Timed or not, the same results.
+        assert!(rel_err(&ctx.matmul(&w, &x, 1).unwrap(), &want) <= 1e-4);
+    }
+    let (times, untimed) = ctx.profile_report();
+    assert_eq!(untimed, 0);
+    let find = |label: &str| times.iter().find(|k| k.label == label).cloned();
+    let mm = find("matmul q4_0 9×512").expect("the matmul's label");
+    let q = find("quantize q8_0 ×512").expect("the activation quantizer's label");
+    assert_eq!((mm.calls, q.calls), (3, 3), "{times:?}");
+    assert!(mm.seconds >= 0.0 && mm.seconds.is_finite() && q.seconds >= 0.0);
+    // Reported totals are reset; profiling off keeps nothing.
+    assert!(ctx.profile_report().0.is_empty());
+    ctx.set_profiling(false).unwrap();
+    ctx.matmul(&w, &x, 1).unwrap();
+    assert!(ctx.profile_report().0.is_empty());
 }

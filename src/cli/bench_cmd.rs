@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// auto: the GPU if a hardware adapter exists, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: crate::engine::Device,
+    /// On the GPU, after the timed runs: decode `--decode` more tokens with every kernel
+    /// timed on the GPU (timestamp queries) and print the time per kernel and token.
+    #[arg(long)]
+    pub gpu_profile: bool,
 }
 
 pub fn run(a: BenchArgs) -> CliResult {
@@ -57,6 +61,12 @@ pub fn run(a: BenchArgs) -> CliResult {
             );
         }
     }
+    if a.gpu_profile {
+        let crate::engine::Engine::Gpu(gm) = &engine else {
+            return Err("--gpu-profile needs the GPU (--device gpu)".into());
+        };
+        profile_decode(gm, a.decode.max(1), a.seed)?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -76,5 +86,48 @@ pub fn run(a: BenchArgs) -> CliResult {
         );
     }
     a.cache.finish_with(&model, engine.vram_stats())?;
+    Ok(())
+}
+
+/// Decode `steps` tokens (ids from `seed`) with every kernel timed on the GPU; print each
+/// kernel's GPU time per token, most first.
+fn profile_decode(gm: &crate::model::gpu::GpuModel, steps: usize, seed: u64) -> CliResult {
+    let ctx = gm.context();
+    let vocab = gm.hparams().vocab as u64;
+    let mut s = gm.session(steps)?;
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    ctx.set_profiling(true)?;
+    let t = std::time::Instant::now();
+    for _ in 0..steps {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let id = 1 + (state % (vocab - 1)) as u32;
+        gm.forward(&mut s, &[id], false)?;
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let (times, untimed) = ctx.profile_report();
+    ctx.set_profiling(false)?;
+    let total: f64 = times.iter().map(|k| k.seconds).sum();
+    println!(
+        "gpu profile: {steps} decode steps, kernels {:.1} µs of GPU time per token ({:.1} µs wall per token while profiling; each kernel in a pass of its own){}",
+        total / steps as f64 * 1e6,
+        wall / steps as f64 * 1e6,
+        if untimed > 0 {
+            format!(", {untimed} dispatches untimed")
+        } else {
+            String::new()
+        }
+    );
+    for k in &times {
+        println!(
+            "  {:>8.1} µs/token {:>5.1} %  {:>6.2} calls/token  {:>7.2} µs/call  {}",
+            k.seconds / steps as f64 * 1e6,
+            100.0 * k.seconds / total.max(1e-12),
+            k.calls as f64 / steps as f64,
+            k.seconds / k.calls.max(1) as f64 * 1e6,
+            k.label
+        );
+    }
     Ok(())
 }

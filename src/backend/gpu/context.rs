@@ -221,6 +221,31 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     error: Arc<Mutex<Option<String>>>,
     params: Mutex<ParamRing>,
+    profile: Mutex<Option<Profile>>,
+}
+
+/// GPU time per kernel, from timestamps around each dispatch (each then in a pass of its
+/// own), while [`GpuContext::set_profiling`] is on.
+struct Profile {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    /// Labels of the dispatches recorded since the last submit, in query order.
+    labels: Vec<String>,
+    /// Dispatches that found the query set full (not timed).
+    untimed: u64,
+    totals: HashMap<String, (u64, f64)>,
+}
+
+/// Timestamp queries per submit (two a dispatch).
+const PROFILE_QUERIES: u32 = 4096;
+
+/// One kernel's line in [`GpuContext::profile_report`].
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    pub label: String,
+    pub calls: u64,
+    /// GPU time of all calls, seconds.
+    pub seconds: f64,
 }
 
 /// A command encoder whose dispatches share one compute pass until a copy (or the submit)
@@ -298,7 +323,8 @@ impl GpuContext {
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("grok1-quant"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps for `set_profiling` where the adapter has them.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -326,6 +352,7 @@ impl GpuContext {
                 next: 0,
                 pending: Vec::new(),
             }),
+            profile: Mutex::new(None),
         })
     }
 
@@ -337,6 +364,66 @@ impl GpuContext {
     /// Bytes one storage binding may hold (what weights are split by).
     pub fn max_binding(&self) -> u64 {
         self.max_binding
+    }
+
+    /// Time every dispatch on the GPU from now on (`true`; each dispatch then runs in a pass
+    /// of its own, and each submit waits for its timestamps) or stop (`false`). An error if
+    /// the adapter has no timestamp queries.
+    pub fn set_profiling(&self, on: bool) -> Result<(), GpuError> {
+        let mut prof = self.profile.lock().unwrap_or_else(|p| p.into_inner());
+        if !on {
+            *prof = None;
+            return Ok(());
+        }
+        if !self
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return Err(GpuError::Device(format!(
+                "{} has no timestamp queries: cannot profile kernels",
+                self.adapter_name()
+            )));
+        }
+        if prof.is_none() {
+            *prof = Some(Profile {
+                set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kernel timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: PROFILE_QUERIES,
+                }),
+                resolve: self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamp resolve"),
+                    size: u64::from(PROFILE_QUERIES) * 8,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                labels: Vec::new(),
+                untimed: 0,
+                totals: HashMap::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// GPU time per kernel label since profiling began or the last report, most first; the
+    /// count of dispatches that went untimed (over 2048 in one submit). Resets the totals.
+    pub fn profile_report(&self) -> (Vec<KernelTime>, u64) {
+        let mut prof = self.profile.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pr) = prof.as_mut() else {
+            return (Vec::new(), 0);
+        };
+        let mut v: Vec<KernelTime> = pr
+            .totals
+            .drain()
+            .map(|(label, (calls, seconds))| KernelTime {
+                label,
+                calls,
+                seconds,
+            })
+            .collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        (v, std::mem::take(&mut pr.untimed))
     }
 
     /// Lower the split size (tests force tiny limits to exercise the splitting); never raises
@@ -550,10 +637,12 @@ impl GpuContext {
     }
 
     /// Record one compute dispatch of `groups` workgroups (spread over x and y) × `z`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch(
         &self,
         enc: &mut Encoder,
         pipeline: &wgpu::ComputePipeline,
+        label: impl FnOnce() -> String,
         params: &[u8],
         bindings: &[(u32, &wgpu::Buffer)],
         groups: usize,
@@ -596,10 +685,40 @@ impl GpuContext {
                 "dispatch of {groups}×{z} workgroups is too large"
             )));
         }
+        let mut prof = self.profile.lock().unwrap_or_else(|p| p.into_inner());
+        let timed = match prof.as_mut() {
+            Some(pr) if (pr.labels.len() as u32 + 1) * 2 <= PROFILE_QUERIES => {
+                let i = pr.labels.len() as u32 * 2;
+                pr.labels.push(label());
+                enc.pass = None;
+                enc.pass = Some(
+                    enc.enc
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                                query_set: &pr.set,
+                                beginning_of_pass_write_index: Some(i),
+                                end_of_pass_write_index: Some(i + 1),
+                            }),
+                        })
+                        .forget_lifetime(),
+                );
+                true
+            }
+            Some(pr) => {
+                pr.untimed += 1;
+                false
+            }
+            None => false,
+        };
+        drop(prof);
         let pass = enc.pass();
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(x as u32, y as u32, z as u32);
+        if timed {
+            enc.pass = None;
+        }
         Ok(())
     }
 
@@ -627,6 +746,7 @@ impl GpuContext {
         self.dispatch(
             enc,
             &p,
+            || format!("quantize {entry} ×{n}"),
             bytemuck::cast_slice(&params),
             &[(1, x), (2, &q)],
             (blocks * qk).div_ceil(256),
@@ -723,6 +843,13 @@ impl GpuContext {
             self.dispatch(
                 enc,
                 &p,
+                || {
+                    let what = match kind {
+                        MatmulKind::Dense { .. } => "matmul",
+                        MatmulKind::Experts { .. } => "experts",
+                    };
+                    format!("{what} {} {}×{}", w.ty.name(), w.n_out, w.n_in)
+                },
                 bytemuck::cast_slice(&words),
                 &[(1, buf), (2, xb), (3, out), (4, bound)],
                 groups,
@@ -756,6 +883,7 @@ impl GpuContext {
             self.dispatch(
                 enc,
                 &p,
+                || format!("embed {}", w.ty.name()),
                 bytemuck::cast_slice(&params),
                 &[(1, buf), (2, ids), (3, out)],
                 (tokens * w.n_in).div_ceil(64),
@@ -775,7 +903,15 @@ impl GpuContext {
         groups: usize,
     ) -> Result<(), GpuError> {
         let p = self.ops_pipeline(entry)?;
-        self.dispatch(enc, &p, bytemuck::bytes_of(params), bindings, groups, 1)
+        self.dispatch(
+            enc,
+            &p,
+            || entry.to_string(),
+            bytemuck::bytes_of(params),
+            bindings,
+            groups,
+            1,
+        )
     }
 
     /// A parameter slot holding `params` (written at the next submit): its buffer and offset.
@@ -812,6 +948,25 @@ impl GpuContext {
     /// Submit `enc` (after writing the kernel parameters recorded so far) and surface any
     /// error wgpu reported while recording or running it.
     pub(crate) fn submit(&self, enc: Encoder, what: &str) -> Result<(), GpuError> {
+        let mut enc = enc;
+        let mut prof = self.profile.lock().unwrap_or_else(|p| p.into_inner());
+        let timed = match prof.as_mut() {
+            Some(pr) if !pr.labels.is_empty() => {
+                let n = pr.labels.len() as u32 * 2;
+                enc.pass = None;
+                enc.enc.resolve_query_set(&pr.set, 0..n, &pr.resolve, 0);
+                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamps"),
+                    size: u64::from(n) * 8,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                enc.enc
+                    .copy_buffer_to_buffer(&pr.resolve, 0, &staging, 0, u64::from(n) * 8);
+                Some((staging, std::mem::take(&mut pr.labels)))
+            }
+            _ => None,
+        };
         {
             // Under the lock: another thread's submit cannot slip in between another's
             // parameter writes and its own.
@@ -821,6 +976,16 @@ impl GpuContext {
             }
             self.queue.submit(Some(enc.finish()));
         }
+        if let (Some((staging, labels)), Some(pr)) = (timed, prof.as_mut()) {
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&staging)?);
+            let period = f64::from(self.queue.get_timestamp_period());
+            for (label, t) in labels.into_iter().zip(ticks.chunks_exact(2)) {
+                let e = pr.totals.entry(label).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += t[1].saturating_sub(t[0]) as f64 * period * 1e-9;
+            }
+        }
+        drop(prof);
         self.check(what)
     }
 
@@ -871,6 +1036,13 @@ impl GpuContext {
         let mut enc = self.encoder();
         enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, &staging, 0, (n * 4) as u64);
         self.submit(enc, "reading back")?;
+        let out = self.map_read(&staging)?;
+        self.check("reading back")?;
+        Ok(out)
+    }
+
+    /// The bytes of a MAP_READ buffer, once the GPU work submitted so far is done.
+    fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, GpuError> {
         let slice = staging.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -897,7 +1069,6 @@ impl GpuContext {
         let out = view.to_vec();
         drop(view);
         staging.unmap();
-        self.check("reading back")?;
         Ok(out)
     }
 
@@ -1004,6 +1175,7 @@ impl GpuContext {
         self.dispatch(
             &mut enc,
             &p,
+            || "divide".to_string(),
             bytemuck::cast_slice(&params),
             &[(1, &xb), (2, &q)],
             a.len().div_ceil(64),

@@ -12,5 +12,5 @@ mod bench;
 mod context;
 
 pub use bench::{bench_kernels, KernelBench, BENCH_TYPES};
-pub use context::{weight_row_bytes, AttentionShape, GpuContext, GpuError, GpuWeight};
+pub use context::{weight_row_bytes, AttentionShape, GpuContext, GpuError, GpuWeight, KernelTime};
 pub(crate) use context::{Encoder, MatmulKind, OpParams};
