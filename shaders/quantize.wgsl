@@ -30,15 +30,15 @@ fn finite(v: f32) -> bool {
 }
 
 // (biased exponent, significand with the implicit bit at 23) of a finite non-zero f32's bits,
-// a subnormal normalized (its exponent then below 1, as an i32 in the u32).
-fn significand(u: u32) -> vec2<u32> {
-    let e = (u >> 23u) & 0xffu;
+// a subnormal normalized (its exponent then below 1).
+fn significand(u: u32) -> vec2<i32> {
+    let e = i32((u >> 23u) & 0xffu);
     let m = u & 0x7fffffu;
-    if (e == 0u) {
+    if (e == 0) {
         let s = countLeadingZeros(m) - 8u;
-        return vec2(bitcast<u32>(1 - i32(s)), m << s);
+        return vec2(1 - i32(s), i32(m << s));
     }
-    return vec2(e, m | 0x800000u);
+    return vec2(e, i32(m | 0x800000u));
 }
 
 // a / b correctly rounded (round to nearest even), as IEEE division on the CPU. WGSL lets `/`
@@ -56,10 +56,10 @@ fn div_rn(a: f32, b: f32) -> f32 {
     // Significands with the implicit bit at 23 (subnormals normalized) and unbiased exponents.
     let na = significand(ua);
     let nb = significand(ub);
-    var ma = na.y;
-    let mb = nb.y;
+    var ma = u32(na.y);
+    let mb = u32(nb.y);
     // Biased exponent of the result, with ma scaled into [mb, 2mb).
-    var e = bitcast<i32>(na.x) - bitcast<i32>(nb.x) + 127;
+    var e = na.x - nb.x + 127;
     if (ma < mb) {
         ma <<= 1u;
         e -= 1;
@@ -141,15 +141,28 @@ fn pack4(v: vec4<f32>, id: f32, lo: f32) -> vec2<i32> {
     return vec2(bitcast<i32>(word), l.x + l.y + l.z + l.w);
 }
 
-// This thread's 4 values of the 32-value block it helps with (zeros past the end), and the
-// block's index; 8 threads per block, 8 blocks per workgroup.
-fn load32(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec4<f32> {
-    let blk = (wg.x + wg.y * nwg.x) * 8u + lid / 8u;
-    if (blk >= (p.n / 32u) * p.rows) {
+// The 32-value block this thread helps with: 8 threads per block, 8 blocks per workgroup.
+fn block32(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * 8u + lid / 8u;
+}
+
+fn block32_live(blk: u32) -> bool {
+    return blk < (p.n / 32u) * p.rows;
+}
+
+// This thread's 4 values of block `blk` (zeros past the end).
+fn load32(blk: u32, lid: u32) -> vec4<f32> {
+    if (!block32_live(blk)) {
         return vec4(0.0);
     }
     let o = blk * 32u + (lid % 8u) * 4u;
     return vec4(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
+}
+
+// The block's scale d = amax/127 and its inverse (0 for an all-zero block).
+fn scales32(v: vec4<f32>, lid: u32) -> vec2<f32> {
+    let d = div_rn(amax8(v, lid), 127.0);
+    return vec2(d, select(div_rn(1.0, d), 0.0, d == 0.0));
 }
 
 // max |v| over the 8 threads of this thread's block.
@@ -168,27 +181,26 @@ fn amax8(v: vec4<f32>, lid: u32) -> f32 {
 @compute @workgroup_size(64)
 fn q8_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let v = load32(wg, nwg, lid);
-    let d = div_rn(amax8(v, lid), 127.0);
-    let id = select(div_rn(1.0, d), 0.0, d == 0.0);
-    let blk = (wg.x + wg.y * nwg.x) * 8u + lid / 8u;
-    if (blk >= (p.n / 32u) * p.rows) {
+    let blk = block32(wg, nwg, lid);
+    let v = load32(blk, lid);
+    let ds = scales32(v, lid);
+    if (!block32_live(blk)) {
         return;
     }
     let qo = blk * 9u;
     if (lid % 8u == 0u) {
-        q[qo] = bitcast<u32>(to_f16(d));
+        q[qo] = bitcast<u32>(to_f16(ds.x));
     }
-    q[qo + 1u + lid % 8u] = bitcast<u32>(pack4(v, id, -128.0).x);
+    q[qo + 1u + lid % 8u] = bitcast<u32>(pack4(v, ds.y, -128.0).x);
 }
 
 @compute @workgroup_size(64)
 fn q8_1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let v = load32(wg, nwg, lid);
-    let d = div_rn(amax8(v, lid), 127.0);
-    let id = select(div_rn(1.0, d), 0.0, d == 0.0);
-    let packed = pack4(v, id, -128.0);
+    let blk = block32(wg, nwg, lid);
+    let v = load32(blk, lid);
+    let ds = scales32(v, lid);
+    let packed = pack4(v, ds.y, -128.0);
     // Σq over the block's 8 threads (integers: exact).
     red_u[lid] = bitcast<u32>(packed.y);
     workgroupBarrier();
@@ -198,14 +210,13 @@ fn q8_1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         workgroupBarrier();
     }
-    let blk = (wg.x + wg.y * nwg.x) * 8u + lid / 8u;
-    if (blk >= (p.n / 32u) * p.rows) {
+    if (!block32_live(blk)) {
         return;
     }
     let qo = blk * 10u;
     if (lid % 8u == 0u) {
-        q[qo] = bitcast<u32>(to_f16(d));
-        q[qo + 1u] = bitcast<u32>(to_f16(f32(bitcast<i32>(red_u[lid])) * d));
+        q[qo] = bitcast<u32>(to_f16(ds.x));
+        q[qo + 1u] = bitcast<u32>(to_f16(f32(bitcast<i32>(red_u[lid])) * ds.x));
     }
     q[qo + 2u + lid % 8u] = bitcast<u32>(packed.x);
 }

@@ -487,20 +487,9 @@ fn kernel_profile_labels_and_times() {
         eprintln!("note: {e}; skipping");
         return;
     }
-    let (n_in, n_out) = (512, 9);
-    let data = quantized(GgmlType::Q4_0, n_in, n_out, 3);
-    let w = WeightMatrix {
-        ty: GgmlType::Q4_0,
-        n_in,
-        n_out,
-        data: &data,
-        layout: quant::Layout::Rows,
-    };
-    let x = rand_vec(n_in, 4, 1.0);
-    let want = cpu_matmul(&w, &x);
     for _ in 0..3 {
         // Timed or not, the same results.
-        assert!(rel_err(&ctx.matmul(&w, &x, 1).unwrap(), &want) <= 1e-4);
+        check_matmul(&ctx, GgmlType::Q4_0, 512, 9, 1);
     }
     let (times, untimed) = ctx.profile_report();
     assert_eq!(untimed, 0);
@@ -512,6 +501,6 @@ fn kernel_profile_labels_and_times() {
     // Reported totals are reset; profiling off keeps nothing.
     assert!(ctx.profile_report().0.is_empty());
     ctx.set_profiling(false).unwrap();
-    ctx.matmul(&w, &x, 1).unwrap();
+    check_matmul(&ctx, GgmlType::Q4_0, 512, 9, 1);
     assert!(ctx.profile_report().0.is_empty());
 }

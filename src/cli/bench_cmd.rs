@@ -95,14 +95,12 @@ fn profile_decode(gm: &crate::model::gpu::GpuModel, steps: usize, seed: u64) -> 
     let ctx = gm.context();
     let vocab = gm.hparams().vocab as u64;
     let mut s = gm.session(steps)?;
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    // Token ids as `crate::bench` draws them.
+    let mut rng = crate::sampling::Rng::new(seed);
     ctx.set_profiling(true)?;
     let t = std::time::Instant::now();
     for _ in 0..steps {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let id = 1 + (state % (vocab - 1)) as u32;
+        let id = 1 + (rng.next_u64() % (vocab - 1)) as u32;
         gm.forward(&mut s, &[id], false)?;
     }
     let wall = t.elapsed().as_secs_f64();

@@ -690,6 +690,7 @@ impl GpuContext {
             Some(pr) if (pr.labels.len() as u32 + 1) * 2 <= PROFILE_QUERIES => {
                 let i = pr.labels.len() as u32 * 2;
                 pr.labels.push(label());
+                // End the open pass (it borrows the encoder) before this one begins.
                 enc.pass = None;
                 enc.pass = Some(
                     enc.enc
@@ -766,10 +767,10 @@ impl GpuContext {
         dummy: &wgpu::Buffer,
     ) -> Result<(), GpuError> {
         // One token (decode): the kernel variant with a tile of one.
-        let one = match kind {
-            MatmulKind::Dense { tokens } => tokens == 1,
-            MatmulKind::Experts { tokens, .. } => tokens == 1,
-        };
+        let one = matches!(
+            kind,
+            MatmulKind::Dense { tokens: 1 } | MatmulKind::Experts { tokens: 1, .. }
+        );
         let (tile, p) = if one {
             (1, self.type_pipeline(w.ty, &MATMUL_ONE, "matmul1")?)
         } else {
@@ -947,8 +948,7 @@ impl GpuContext {
 
     /// Submit `enc` (after writing the kernel parameters recorded so far) and surface any
     /// error wgpu reported while recording or running it.
-    pub(crate) fn submit(&self, enc: Encoder, what: &str) -> Result<(), GpuError> {
-        let mut enc = enc;
+    pub(crate) fn submit(&self, mut enc: Encoder, what: &str) -> Result<(), GpuError> {
         let mut prof = self.profile.lock().unwrap_or_else(|p| p.into_inner());
         let timed = match prof.as_mut() {
             Some(pr) if !pr.labels.is_empty() => {
