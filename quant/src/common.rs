@@ -1259,7 +1259,7 @@ pub(crate) mod x86 {
         block_bytes: usize,
         a: *const u8,
         out: &mut [f32; 8],
-        sums: impl Fn(*const u8, usize, *const u8) -> (__m256i, __m256i),
+        sums: impl Fn(*const u8, usize, *const u8, __m256i) -> (__m256i, __m256i),
     ) {
         let mut acc = _mm256_setzero_ps();
         let rb = nb * block_bytes;
@@ -1268,6 +1268,8 @@ pub(crate) mod x86 {
                 prefetch_next_group(w, rb, 8 * block_bytes, i);
             }
             let ap = a.add(i * crate::q8_k::BLOCK_BYTES);
+            // Once per column: the activation's bsums in pairs, for all eight rows.
+            let bs2 = k_bsum_pairs(ap);
             let mut iv = [_mm256_setzero_si256(); 8];
             let mut mv = [_mm256_setzero_si256(); 8];
             let (mut dh, mut dmh) = ([0u16; 8], [0u16; 8]);
@@ -1277,7 +1279,7 @@ pub(crate) mod x86 {
                 } else {
                     (w.add(r * rb + i * block_bytes), 2 * block_bytes)
                 };
-                (iv[r], mv[r]) = sums(bp, ahead, ap);
+                (iv[r], mv[r]) = sums(bp, ahead, ap, bs2);
                 dh[r] = (bp as *const u16).read_unaligned();
                 dmh[r] = (bp.add(2) as *const u16).read_unaligned();
             }
@@ -1303,23 +1305,55 @@ pub(crate) mod x86 {
     }
 
     /// Q4_K/Q5_K packed 6-bit scales and mins (12 bytes at `p`) as eight i16 scales (low
-    /// 128 bits) and eight i16 mins (high 128 bits).
+    /// 128 bits) and eight i16 mins (high 128 bits), unpacked in vector registers (the
+    /// scalar version's three inserts from general registers cost more than these nine
+    /// operations).
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `p` must be
-    /// readable for 12 bytes.
+    /// readable for 16 bytes (the 12 of the scales and 4 after them, which are not used).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn k_scales_mins(p: *const u8) -> __m256i {
-        let w = |k: usize| (p.add(4 * k) as *const u32).read_unaligned();
-        let (a, b, c) = (w(0), w(1), w(2));
-        let sc_lo = a & 0x3f3f_3f3f;
-        let m_lo = b & 0x3f3f_3f3f;
-        let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
-        let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
-        let v = _mm_set_epi32(m_hi as i32, m_lo as i32, sc_hi as i32, sc_lo as i32);
-        _mm256_cvtepu8_epi16(v)
+        // v = [a, b, c, -] as 32-bit words.
+        let v = _mm_loadu_si128(p as *const __m128i);
+        // [sc_lo, m_lo] = [a, b] & 0x3f3f3f3f.
+        let lo = _mm_and_si128(v, _mm_set1_epi8(0x3f));
+        // [sc_hi, m_hi] = [c & 0x0f.., (c >> 4) & 0x0f..] | [(a >> 2) & 0x30.., (b >> 2) & 0x30..].
+        let cc = _mm_srlv_epi32(
+            _mm_shuffle_epi32(v, 0b10_10_10_10),
+            _mm_set_epi32(0, 0, 4, 0),
+        );
+        let hi = _mm_or_si128(
+            _mm_and_si128(cc, _mm_set1_epi8(0x0f)),
+            _mm_and_si128(_mm_srli_epi32(v, 2), _mm_set1_epi8(0x30)),
+        );
+        // [sc_lo, sc_hi, m_lo, m_hi] widened to words.
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi32(lo, hi))
+    }
+
+    /// A Q8_K block's sixteen `bsums` added in pairs (each sub-block of 32 values: at most
+    /// 2·16·127 in magnitude, so an i16) as words in the high 128 bits, zeros in the low: one
+    /// `madd` with [`k_scales_mins`]'s vector (scales low, mins high) gives lanes whose total
+    /// is `Σ m·bsum`, exactly — without spreading each row's mins over the sixteen bsums.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `ap` must
+    /// point to one readable Q8_K block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_bsum_pairs(ap: *const u8) -> __m256i {
+        let bs = _mm256_loadu_si256(ap.add(crate::q8_k::BSUMS_OFF) as *const __m256i);
+        // Pairs 0..3 in the low 128 bits, 4..7 in the high, as i32; packed to words (no
+        // saturation: |pair| ≤ 4064) each 128-bit half holds its four twice.
+        let w = _mm256_packs_epi32(
+            _mm256_madd_epi16(bs, _mm256_set1_epi16(1)),
+            _mm256_setzero_si256(),
+        );
+        // Qwords [p0..3, 0, p4..7, 0] → [0, 0, p0..3, p4..7].
+        _mm256_permute4x64_epi64(w, 0b10_00_01_01)
     }
 
     /// Broadcast i16 lane `j` (0..8) of the low 128 bits of `v` to all 16 lanes.

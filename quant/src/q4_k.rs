@@ -446,7 +446,8 @@ mod avx2 {
         lo: [__m256i; 4],
         hi: [__m256i; 4],
         sc: [__m256i; 8],
-        mins2: __m256i,
+        /// Scales (low 128 bits) and mins (high) as words ([`k_scales_mins`]).
+        sm: __m256i,
     }
 
     /// # Safety
@@ -461,12 +462,6 @@ mod avx2 {
         prefetch(bp, ahead + 64);
         prefetch(bp, ahead + 128);
         let sm = k_scales_mins(bp.add(4));
-        let mins = _mm256_permute2x128_si256(sm, sm, 0x11);
-        let mins2 = _mm256_blend_epi32(
-            _mm256_unpacklo_epi16(mins, mins),
-            _mm256_unpackhi_epi16(mins, mins),
-            0xF0,
-        );
         let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
         let sc: [__m256i; 8] = [
             bcast_i16::<0>(scl),
@@ -485,12 +480,12 @@ mod avx2 {
             lo: std::array::from_fn(|c| _mm256_and_si256(q[c], m4)),
             hi: std::array::from_fn(|c| _mm256_and_si256(_mm256_srli_epi16(q[c], 4), m4)),
             sc,
-            mins2,
+            sm,
         }
     }
 
     /// The block's integer sums against one Q8_K activation block, in eight lanes each (their
-    /// lane totals are `Σ sc·q·y` and `Σ m·bsum`).
+    /// lane totals are `Σ sc·q·y` and `Σ m·bsum`); `bs2` is the block's [`k_bsum_pairs`].
     ///
     /// # Safety
     ///
@@ -498,9 +493,8 @@ mod avx2 {
     /// point to one readable Q8_K block.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn int_sums(u: &Unpacked, ap: *const u8) -> (__m256i, __m256i) {
-        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
-        let summ_v = _mm256_madd_epi16(bs, u.mins2);
+    unsafe fn int_sums(u: &Unpacked, ap: *const u8, bs2: __m256i) -> (__m256i, __m256i) {
+        let summ_v = _mm256_madd_epi16(u.sm, bs2);
         let yp = ap.add(q8_k::QS_OFF);
         let mut acc0 = _mm256_setzero_si256();
         let mut acc1 = _mm256_setzero_si256();
@@ -530,7 +524,7 @@ mod avx2 {
         let (d, dmin) = (f16_load(bp), f16_load(bp.add(2)));
         let mut out = [0f32; T];
         for (o, ap) in out.iter_mut().zip(aps) {
-            let (iv, mv) = int_sums(&u, ap);
+            let (iv, mv) = int_sums(&u, ap, k_bsum_pairs(ap));
             let isum = hsum_epi32(iv);
             let summ = hsum_epi32(mv);
             let da = (ap as *const f32).read_unaligned();
@@ -557,8 +551,8 @@ mod avx2 {
         a: *const u8,
         out: &mut [f32; 8],
     ) {
-        k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap| {
-            int_sums(&unpack(bp, ahead), ap)
+        k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap, bs2| {
+            int_sums(&unpack(bp, ahead), ap, bs2)
         })
     }
 
@@ -584,6 +578,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); T];
         for i in 0..nb {
             let aps: [*const u8; T] = std::array::from_fn(|t| a[t].add(i * q8_k::BLOCK_BYTES));
+            let bs2: [__m256i; T] = std::array::from_fn(|t| k_bsum_pairs(aps[t]));
             let mut dh = [0u16; 8];
             let mut dmh = [0u16; 8];
             // Left uninitialised, then every entry written: zeroed arrays of vectors became a
@@ -596,7 +591,7 @@ mod avx2 {
                 let bp = w.add((8 * i + r) * BLOCK_BYTES);
                 let u = unpack(bp, 16 * BLOCK_BYTES);
                 for t in 0..T {
-                    let (a, b) = int_sums(&u, aps[t]);
+                    let (a, b) = int_sums(&u, aps[t], bs2[t]);
                     iv[t][r].write(a);
                     mv[t][r].write(b);
                 }
@@ -653,7 +648,7 @@ mod avx2 {
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
-            int_sums(&unpack(bp, 2 * BLOCK_BYTES), ap)
+            int_sums(&unpack(bp, 2 * BLOCK_BYTES), ap, k_bsum_pairs(ap))
         })
     }
 

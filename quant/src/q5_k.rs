@@ -208,7 +208,9 @@ mod avx2 {
     pub unsafe fn vec_dot_8rows(w: *const u8, nb: usize, a: *const u8, out: &mut [f32; 8]) {
         let _frame = align_frame();
         // int_sums hints two blocks of the row ahead itself, as `k_8rows` asks row-major.
-        k_8rows::<false>(w, nb, BLOCK_BYTES, a, out, |bp, _, ap| int_sums(bp, ap))
+        k_8rows::<false>(w, nb, BLOCK_BYTES, a, out, |bp, _, ap, bs2| {
+            int_sums(bp, ap, bs2)
+        })
     }
 
     /// One super-block's exact integer sums against one Q8_K block, in eight lanes each (their
@@ -220,19 +222,12 @@ mod avx2 {
     /// point to one readable Q5_K block and `ap` to one readable Q8_K block.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn int_sums(bp: *const u8, ap: *const u8) -> (__m256i, __m256i) {
+    unsafe fn int_sums(bp: *const u8, ap: *const u8, bs2: __m256i) -> (__m256i, __m256i) {
         prefetch(bp, 2 * BLOCK_BYTES);
         prefetch(bp, 2 * BLOCK_BYTES + 64);
         prefetch(bp, 2 * BLOCK_BYTES + 128);
         let sm = k_scales_mins(bp.add(4));
-        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
-        let mins = _mm256_permute2x128_si256(sm, sm, 0x11);
-        let mins2 = _mm256_blend_epi32(
-            _mm256_unpacklo_epi16(mins, mins),
-            _mm256_unpackhi_epi16(mins, mins),
-            0xF0,
-        );
-        let summ_v = _mm256_madd_epi16(bs, mins2);
+        let summ_v = _mm256_madd_epi16(sm, bs2);
         let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
         let yp = ap.add(q8_k::QS_OFF);
         let qh = _mm256_loadu_si256(bp.add(16) as *const __m256i);
@@ -268,7 +263,7 @@ mod avx2 {
         let _frame = align_frame();
         let nb = w.len() / BLOCK_BYTES;
         k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
-            int_sums(bp, ap)
+            int_sums(bp, ap, k_bsum_pairs(ap))
         })
     }
 
