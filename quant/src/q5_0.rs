@@ -311,33 +311,34 @@ mod avx2 {
                     _mm256_cvtph_ps(_mm256_castsi256_si128(d)),
                 )
             };
-            // The fifth bits as 0x10 bytes, for steps 0..3 (low nibbles) and 4..7 (high).
-            let fifths: [__m256i; 8] = if PACKED {
-                // Bit s of every byte to bit 4 (16-bit shifts: what crosses a byte boundary
-                // lands outside bit 4 and is masked off).
-                [
-                    _mm256_slli_epi16(qv, 4),
-                    _mm256_slli_epi16(qv, 3),
-                    _mm256_slli_epi16(qv, 2),
-                    _mm256_slli_epi16(qv, 1),
-                    qv,
-                    _mm256_srli_epi16(qv, 1),
-                    _mm256_srli_epi16(qv, 2),
-                    _mm256_srli_epi16(qv, 3),
-                ]
-                .map(|f| _mm256_and_si256(f, x10))
-            } else {
-                // Bits 0..3 of each qh byte moved to 4..7 (what crosses into the next byte
-                // lands in its bits 0..3, which the mask drops).
-                let qv4 = _mm256_slli_epi16(qv, 4);
-                std::array::from_fn(|s| {
+            // The fifth bits as 0x10 bytes for step s (0..3 the low nibbles, 4..7 the high),
+            // computed where each step uses them: built up front as an array of eight, the
+            // row-major kernel's registers ran out and it spilled (2-5 % slower in cache).
+            let qv4 = _mm256_slli_epi16(qv, 4);
+            let fifth = |s: usize| {
+                if PACKED {
+                    // Bit s of every byte to bit 4 (16-bit shifts: what crosses a byte
+                    // boundary lands outside bit 4 and is masked off).
+                    let f = match s {
+                        0 => qv4,
+                        1 => _mm256_slli_epi16(qv, 3),
+                        2 => _mm256_slli_epi16(qv, 2),
+                        3 => _mm256_slli_epi16(qv, 1),
+                        4 => qv,
+                        5 => _mm256_srli_epi16(qv, 1),
+                        6 => _mm256_srli_epi16(qv, 2),
+                        _ => _mm256_srli_epi16(qv, 3),
+                    };
+                    _mm256_and_si256(f, x10)
+                } else {
+                    // Bits 0..3 of each qh byte moved to 4..7 (what crosses into the next byte
+                    // lands in its bits 0..3, which the mask drops) for the even steps.
                     let src = if s % 2 == 0 { qv4 } else { qv };
                     let q = if s < 4 { s / 2 } else { 2 + (s - 4) / 2 };
                     let bits = _mm256_and_si256(_mm256_shuffle_epi8(src, reps[q]), bit4to7);
                     _mm256_min_epu8(bits, x10)
-                })
+                }
             };
-            let fifth = |s: usize| fifths[s];
             let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
             let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for (k, vk) in v.iter().enumerate() {
