@@ -509,6 +509,40 @@ mod avx2 {
         (_mm256_add_epi32(acc0, acc1), summ_v)
     }
 
+    /// [`int_sums`] for `T` activations at once, chunk by chunk: each chunk's nibbles and two
+    /// scales stay in registers while every token's activation passes, so the unpacked block
+    /// is read once per chunk rather than once per token (the exact integer sums do not
+    /// depend on the order in which they are added).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); each of
+    /// `aps` must point to one readable Q8_K block, `bs2[t]` being its [`k_bsum_pairs`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn int_sums_multi<const T: usize>(
+        u: &Unpacked,
+        aps: &[*const u8; T],
+        bs2: &[__m256i; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        let mut acc = [_mm256_setzero_si256(); T];
+        for c in 0..4 {
+            let (lo, hi, s0, s1) = (u.lo[c], u.hi[c], u.sc[2 * c], u.sc[2 * c + 1]);
+            for (acc_t, ap) in acc.iter_mut().zip(aps) {
+                let yp = ap.add(q8_k::QS_OFF + 64 * c);
+                let y0 = _mm256_loadu_si256(yp as *const __m256i);
+                let y1 = _mm256_loadu_si256(yp.add(32) as *const __m256i);
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+                *acc_t = _mm256_add_epi32(*acc_t, _mm256_add_epi32(p0, p1));
+            }
+        }
+        (
+            acc,
+            std::array::from_fn(|t| _mm256_madd_epi16(u.sm, bs2[t])),
+        )
+    }
+
     /// One super-block against `T` activations: per token `d_a·d·Σ sc·q·y − d_a·dmin·Σ m·bsum`
     /// (exact integer sums, then the scalar reference's float steps); the block's nibbles,
     /// scales and mins are unpacked once for all `T`. `T = 1` is the single-row kernel.
@@ -589,11 +623,10 @@ mod avx2 {
                 // Block i of row r; hinted ahead: two columns (packed, the next in the stream)
                 // or two blocks of the row (row-major).
                 let bp = w.add((8 * i + r) * BLOCK_BYTES);
-                let u = unpack(bp, 16 * BLOCK_BYTES);
+                let (ivs, mvs) = int_sums_multi(&unpack(bp, 16 * BLOCK_BYTES), &aps, &bs2);
                 for t in 0..T {
-                    let (a, b) = int_sums(&u, aps[t], bs2[t]);
-                    iv[t][r].write(a);
-                    mv[t][r].write(b);
+                    iv[t][r].write(ivs[t]);
+                    mv[t][r].write(mvs[t]);
                 }
                 dh[r] = (bp as *const u16).read_unaligned();
                 dmh[r] = (bp.add(2) as *const u16).read_unaligned();
