@@ -477,8 +477,8 @@ fn has_rows_kernel(ty: GgmlType) -> bool {
 /// Dot every row of `w` (consecutive rows of `n` elements) with several activations (batched
 /// prefill): `out[r·acts.len() + t] = w_r · acts[t]`. Sizes are checked once; Q4_0 goes through
 /// a kernel that unpacks each weight block once for four tokens and eight rows, Q4_K one that
-/// unpacks each super-block once for four tokens, the other types row by row with each row hot
-/// in cache across the tokens.
+/// unpacks each super-block once for four tokens, Q6_K one that unpacks it once for eight, the
+/// other types row by row with each row hot in cache across the tokens.
 pub fn vec_dot_rows_multi(
     weight_ty: GgmlType,
     n: usize,
@@ -565,6 +565,11 @@ pub(crate) fn rows_multi_with(
             q4_k::vec_dot_rows_multi(plain, rb, acts, &mut out[r0 * tokens..(r0 + k) * tokens]);
             Ok(())
         });
+    }
+    if weight_ty == GgmlType::Q6_K {
+        assert!(!il, "q6_k has no interleaved layout");
+        q6_k::vec_dot_rows_multi(w, rb, acts, out);
+        return Ok(());
     }
     if has_rows_kernel(weight_ty) {
         // A multi-row decode kernel but no batched one: take it per token so both paths agree,

@@ -200,6 +200,43 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
+/// Tokens per call of the multi-token kernel.
+const MULTI: usize = 8;
+
+/// Several activations at once (batched prefill) over row-major rows `rb` bytes long:
+/// `out[r·acts.len() + t] = w_r · acts[t]`, each bit-identical to [`vec_dot`]. With AVX2, eight
+/// tokens at a time share each unpacked super-block (the 6-bit values and scales, which cost
+/// more than the dot itself); the remaining tokens go one by one.
+pub(crate) fn vec_dot_rows_multi(w: &[u8], rb: usize, acts: &[&[u8]], out: &mut [f32]) {
+    let tokens = acts.len();
+    if tokens == 0 || rb == 0 {
+        return;
+    }
+    let nb = rb / BLOCK_BYTES;
+    let rows = out.len() / tokens;
+    assert!(
+        w.len() >= rows * rb && acts.iter().all(|a| a.len() >= nb * q8_k::BLOCK_BYTES),
+        "q6_k vec_dot_rows_multi: {rows} rows × {tokens} tokens do not fit the buffers"
+    );
+    for (res, row) in out.chunks_exact_mut(tokens).zip(w.chunks_exact(rb)) {
+        let mut t0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            while t0 + MULTI <= tokens {
+                let a: [*const u8; MULTI] = std::array::from_fn(|j| acts[t0 + j].as_ptr());
+                // SAFETY: AVX2/FMA/F16C detected at run time; the row holds nb blocks and each
+                // activation nb Q8_K blocks (asserted above).
+                let v = unsafe { avx2::vec_dot_multi8(row.as_ptr(), nb, &a) };
+                res[t0..t0 + MULTI].copy_from_slice(&v);
+                t0 += MULTI;
+            }
+        }
+        for (o, a) in res[t0..].iter_mut().zip(&acts[t0..]) {
+            *o = vec_dot(row, a);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -258,12 +295,7 @@ mod avx2 {
                 let g = (8 * h + 2 * k) as u8;
                 let y = _mm256_loadu_si256(yp.add(128 * h + 32 * k) as *const __m256i);
                 let p = _mm256_maddubs_epi16(*q, y);
-                // scale g for the first 16 products, g + 1 for the next 16
-                let shuf = _mm_set_epi64x(
-                    (0x0101_0101_0101_0101u64 * (g + 1) as u64) as i64,
-                    (0x0101_0101_0101_0101u64 * g as u64) as i64,
-                );
-                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, shuf));
+                let sc = run_scales(sc8, g);
                 if k % 2 == 0 {
                     acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p, sc));
                 } else {
@@ -272,6 +304,73 @@ mod avx2 {
             }
         }
         _mm256_add_epi32(acc0, acc1)
+    }
+
+    /// The scales of 32-runs `g` and `g + 1` (the first 16 products take `g`, the next 16
+    /// `g + 1`) as i16 lanes.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (callers check `has_avx2()` first); registers only.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run_scales(sc8: __m128i, g: u8) -> __m256i {
+        let shuf = _mm_set_epi64x(
+            (0x0101_0101_0101_0101u64 * (g + 1) as u64) as i64,
+            (0x0101_0101_0101_0101u64 * g as u64) as i64,
+        );
+        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, shuf))
+    }
+
+    /// One row against eight Q8_K activations: each super-block's 6-bit values and scales are
+    /// unpacked once, and each 32-run with its scales stays in registers while the eight
+    /// tokens pass; per super-block the eight exact integer sums are reduced together and
+    /// `(d_a·d)·isum` is added in lane t for token t, in super-block order — the scalar
+    /// reference's operations, so lane t is bit-identical to [`vec_dot`] of the row with
+    /// activation t.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for `nb` blocks and each of `a` for `nb` Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_multi8(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        let _frame = align_frame();
+        let mut sum = _mm256_setzero_ps();
+        for i in 0..nb {
+            let bp = w.add(i * BLOCK_BYTES);
+            let aps: [*const u8; 8] = std::array::from_fn(|t| a[t].add(i * q8_k::BLOCK_BYTES));
+            let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
+            let sc16 = _mm256_cvtepi8_epi16(sc8);
+            // Each token's sum starts at −32·Σ sc·bsum (the values' −32 offset).
+            let mut acc: [__m256i; 8] = std::array::from_fn(|t| {
+                let bs = _mm256_loadu_si256(aps[t].add(q8_k::BSUMS_OFF) as *const __m256i);
+                _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5),
+                )
+            });
+            for h in 0..2 {
+                let qs = load_half(bp, h);
+                for (k, q) in qs.iter().enumerate() {
+                    let sc = run_scales(sc8, (8 * h + 2 * k) as u8);
+                    let off = q8_k::QS_OFF + 128 * h + 32 * k;
+                    for (acc_t, ap) in acc.iter_mut().zip(&aps) {
+                        let y = _mm256_loadu_si256(ap.add(off) as *const __m256i);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*q, y), sc);
+                        *acc_t = _mm256_add_epi32(*acc_t, p);
+                    }
+                }
+            }
+            let isum = _mm256_cvtepi32_ps(totals8(&acc));
+            let f = |t: usize| (aps[t] as *const f32).read_unaligned();
+            let da = _mm256_setr_ps(f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7));
+            let d = _mm256_set1_ps(f16_load(bp.add(208)));
+            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(da, d), isum));
+        }
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        out
     }
 
     /// Eight row-major rows (`nb` blocks each, back to back) against one Q8_K activation,
