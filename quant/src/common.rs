@@ -170,6 +170,61 @@ pub(crate) fn k_rows_by_eight(
     });
 }
 
+/// A kernel dotting one row of `nb` K-quant super-blocks at the pointer with eight Q8_K
+/// activations (lane t for the t-th): it needs AVX2, FMA and F16C and reads exactly those
+/// bytes (its callers check both).
+pub(crate) type EightTokens = unsafe fn(*const u8, usize, &[*const u8; 8]) -> [f32; 8];
+
+/// Batched prefill over row-major K-quant rows (`rb` bytes of `block_bytes`-byte super-blocks):
+/// `out[r·acts.len() + t] = w_r · acts[t]`, eight tokens at a time through `eight` with AVX2,
+/// the remaining tokens through `one` (the single-row dot). `eight` must give every token
+/// exactly `one`'s bits.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn k_rows_multi8(
+    name: &str,
+    w: &[u8],
+    rb: usize,
+    block_bytes: usize,
+    acts: &[&[u8]],
+    out: &mut [f32],
+    eight: Option<EightTokens>,
+    one: fn(&[u8], &[u8]) -> f32,
+) {
+    let tokens = acts.len();
+    assert!(
+        tokens > 0 && out.len() % tokens == 0,
+        "{name}: {} outputs for {tokens} activations",
+        out.len()
+    );
+    let rows = out.len() / tokens;
+    let nb = check_rows(name, w, rb, block_bytes, rows);
+    let need = nb * crate::q8_k::BLOCK_BYTES;
+    for (t, a) in acts.iter().enumerate() {
+        assert!(
+            a.len() >= need,
+            "{name}: activation {t} has {} bytes, {nb} blocks need {need}",
+            a.len()
+        );
+    }
+    let kernel = eight.filter(|_| has_avx2());
+    for (res, row) in out.chunks_exact_mut(tokens).zip(w.chunks_exact(rb.max(1))) {
+        let mut t0 = 0;
+        if let Some(k) = kernel {
+            while t0 + 8 <= tokens {
+                let a: [*const u8; 8] = std::array::from_fn(|j| acts[t0 + j].as_ptr());
+                // SAFETY: an `EightTokens` kernel with AVX2/FMA/F16C present (`has_avx2()`
+                // above); the row holds nb blocks (`check_rows`) and every activation nb Q8_K
+                // blocks (asserted above).
+                res[t0..t0 + 8].copy_from_slice(&unsafe { k(row.as_ptr(), nb, &a) });
+                t0 += 8;
+            }
+        }
+        for (o, a) in res[t0..].iter_mut().zip(&acts[t0..]) {
+            *o = one(row, a);
+        }
+    }
+}
+
 /// The eight-row driver of the `_rows` entry points: with `simd`, `eight(group, out8)` for every
 /// whole group of eight rows (`group` starts at the group's first row), then `one(row)` for the
 /// rest, row-major (all rows without `simd`). Interleaved groups must all have gone through
@@ -1177,6 +1232,68 @@ pub(crate) mod x86 {
         da: &[f32; 8],
     ) {
         add_in_order(sum, k_step8(iv, mv, d, dmin, _mm256_loadu_ps(da.as_ptr())));
+    }
+
+    /// One Q4_K/Q5_K row against eight Q8_K activations (batched prefill), lane t for token
+    /// t: per super-block the scales and mins are unpacked once, and each chunk's two 32-value
+    /// runs (`runs(block, c)`, unsigned values) stay in registers with their scales while the
+    /// eight tokens pass; then the eight tokens' exact integer sums are reduced together and
+    /// [`k_step8`]'s float step `d_a·d·isum − d_a·dmin·summ` runs in lane t, accumulated in
+    /// super-block order — the scalar reference's operations, so lane t is bit-identical to the
+    /// single-row kernel for token t.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for `nb` blocks of `block_bytes`, each of `a` for `nb` Q8_K blocks, and `runs`
+    /// must be safe to call on any of the blocks with `c` below 4.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_multi8(
+        w: *const u8,
+        nb: usize,
+        block_bytes: usize,
+        a: &[*const u8; 8],
+        runs: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+    ) -> [f32; 8] {
+        const AB: usize = crate::q8_k::BLOCK_BYTES;
+        let mut sum = _mm256_setzero_ps();
+        for i in 0..nb {
+            let bp = w.add(i * block_bytes);
+            let aps: [*const u8; 8] = std::array::from_fn(|t| a[t].add(i * AB));
+            let sm = k_scales_mins(bp.add(4));
+            let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
+            let mut acc = [_mm256_setzero_si256(); 8];
+            for c in 0..4 {
+                let (lo, hi) = runs(bp, c);
+                // Scale word j broadcast: bytes 2j, 2j + 1 of each 128-bit half.
+                let bc = |j: usize| {
+                    _mm256_shuffle_epi8(
+                        scl,
+                        _mm256_set1_epi16(((2 * j) | ((2 * j + 1) << 8)) as i16),
+                    )
+                };
+                let (s0, s1) = (bc(2 * c), bc(2 * c + 1));
+                for (acc_t, ap) in acc.iter_mut().zip(&aps) {
+                    let yp = ap.add(crate::q8_k::QS_OFF + 64 * c);
+                    let y0 = _mm256_loadu_si256(yp as *const __m256i);
+                    let y1 = _mm256_loadu_si256(yp.add(32) as *const __m256i);
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+                    *acc_t = _mm256_add_epi32(*acc_t, _mm256_add_epi32(p0, p1));
+                }
+            }
+            let mv: [__m256i; 8] =
+                std::array::from_fn(|t| _mm256_madd_epi16(sm, k_bsum_pairs(aps[t])));
+            let f = |t: usize| (aps[t] as *const f32).read_unaligned();
+            let da = _mm256_setr_ps(f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7));
+            let dh = [(bp as *const u16).read_unaligned(); 8];
+            let dmh = [(bp.add(2) as *const u16).read_unaligned(); 8];
+            sum = _mm256_add_ps(sum, k_step8(&acc, &mv, &dh, &dmh, da));
+        }
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        out
     }
 
     /// One Q4_K/Q5_K row's dot product over `nb` super-blocks of `block_bytes` at `w` against

@@ -476,9 +476,9 @@ fn has_rows_kernel(ty: GgmlType) -> bool {
 
 /// Dot every row of `w` (consecutive rows of `n` elements) with several activations (batched
 /// prefill): `out[r·acts.len() + t] = w_r · acts[t]`. Sizes are checked once; Q4_0 goes through
-/// a kernel that unpacks each weight block once for four tokens and eight rows, Q4_K one that
-/// unpacks each super-block once for four tokens, Q6_K one that unpacks it once for eight, the
-/// other types row by row with each row hot in cache across the tokens.
+/// a kernel that unpacks each weight block once for four tokens and eight rows, Q4_K, Q5_K and
+/// Q6_K ones that unpack each super-block once for eight tokens, the other types row by row
+/// with each row hot in cache across the tokens.
 pub fn vec_dot_rows_multi(
     weight_ty: GgmlType,
     n: usize,
@@ -566,9 +566,13 @@ pub(crate) fn rows_multi_with(
             Ok(())
         });
     }
-    if weight_ty == GgmlType::Q6_K {
-        assert!(!il, "q6_k has no interleaved layout");
-        q6_k::vec_dot_rows_multi(w, rb, acts, out);
+    if matches!(weight_ty, GgmlType::Q5_K | GgmlType::Q6_K) {
+        assert!(!il, "{} has no interleaved layout", weight_ty.name());
+        if weight_ty == GgmlType::Q5_K {
+            q5_k::vec_dot_rows_multi(w, rb, acts, out);
+        } else {
+            q6_k::vec_dot_rows_multi(w, rb, acts, out);
+        }
         return Ok(());
     }
     if has_rows_kernel(weight_ty) {

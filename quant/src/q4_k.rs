@@ -376,9 +376,10 @@ pub(crate) fn vec_dot_rows_multi_packed(
 }
 
 /// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
-/// consecutive rows of `row_bytes` bytes. Up to four tokens share each unpacked super-block
-/// (nibbles masked, scales and mins unpacked once); every entry equals [`vec_dot`] for that
-/// row and token bit for bit (same integer sums, same float steps in the same order).
+/// consecutive rows of `row_bytes` bytes. Eight tokens share each unpacked super-block
+/// (`k_multi8`: scales and mins unpacked once, each chunk's nibbles kept in registers while the
+/// tokens pass), the remaining ones up to four at a time; every entry equals [`vec_dot`] for
+/// that row and token bit for bit (same integer sums, same float steps in the same order).
 pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, acts: &[&[u8]], out: &mut [f32]) {
     let tokens = acts.len();
     assert!(
@@ -401,6 +402,14 @@ pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, acts: &[&[u8]], out: &mut 
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             let mut t0 = 0;
+            while t0 + 8 <= tokens {
+                let a: [*const u8; 8] = std::array::from_fn(|j| acts[t0 + j].as_ptr());
+                // SAFETY: AVX2/FMA/F16C detected at run time; `row` holds nb blocks and every
+                // activation at least nb blocks (asserted above).
+                let v = unsafe { avx2::vec_dot_multi8(row.as_ptr(), nb, &a) };
+                o[t0..t0 + 8].copy_from_slice(&v);
+                t0 += 8;
+            }
             while t0 < tokens {
                 let k = (tokens - t0).min(4);
                 // SAFETY: AVX2/FMA/F16C detected at run time; `row` holds nb blocks and every
@@ -645,6 +654,25 @@ mod avx2 {
         for (o, a) in out.iter_mut().zip(acc) {
             _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
+    }
+
+    /// One row against eight activations ([`k_multi8`] over the nibbles).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for `nb` blocks and each of `a` for `nb` Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_multi8(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        let _frame = align_frame();
+        let m4 = _mm256_set1_epi8(0x0F);
+        k_multi8(w, nb, BLOCK_BYTES, a, |bp, c| {
+            let q = _mm256_loadu_si256(bp.add(16 + 32 * c) as *const __m256i);
+            (
+                _mm256_and_si256(q, m4),
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+            )
+        })
     }
 
     /// One row against `T` activations, super-block by super-block (see [`superblock_multi`]);

@@ -139,6 +139,19 @@ pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     k_rows_by_eight(name, w, rb, BLOCK_BYTES, a, out, EIGHT_ROWS, vec_dot);
 }
 
+/// Several activations at once (batched prefill) over row-major rows `rb` bytes long:
+/// `out[r·acts.len() + t] = w_r · acts[t]`, each bit-identical to [`vec_dot`]; with AVX2 eight
+/// tokens at a time share each unpacked super-block ([`k_multi8`]).
+pub(crate) fn vec_dot_rows_multi(w: &[u8], rb: usize, acts: &[&[u8]], out: &mut [f32]) {
+    let name = "q5_k vec_dot_rows_multi";
+    k_rows_multi8(name, w, rb, BLOCK_BYTES, acts, out, EIGHT_TOKENS, vec_dot);
+}
+
+#[cfg(target_arch = "x86_64")]
+const EIGHT_TOKENS: Option<EightTokens> = Some(avx2::vec_dot_multi8);
+#[cfg(not(target_arch = "x86_64"))]
+const EIGHT_TOKENS: Option<EightTokens> = None;
+
 #[cfg(target_arch = "x86_64")]
 const EIGHT_ROWS: Option<EightRows> = Some(avx2::vec_dot_8rows);
 #[cfg(not(target_arch = "x86_64"))]
@@ -210,6 +223,20 @@ mod avx2 {
         // int_sums hints two blocks of the row ahead itself, as `k_8rows` asks row-major.
         k_8rows::<false>(w, nb, BLOCK_BYTES, a, out, |bp, _, ap, bs2| {
             int_sums(bp, ap, bs2)
+        })
+    }
+
+    /// One row against eight activations ([`k_multi8`] over the 5-bit values).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for `nb` blocks and each of `a` for `nb` Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn vec_dot_multi8(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        let _frame = align_frame();
+        k_multi8(w, nb, BLOCK_BYTES, a, |bp, c| {
+            load_pair(bp, _mm256_loadu_si256(bp.add(16) as *const __m256i), c)
         })
     }
 

@@ -200,42 +200,19 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     vec_dot_scalar(w, a)
 }
 
-/// Tokens per call of the multi-token kernel.
-const MULTI: usize = 8;
-
 /// Several activations at once (batched prefill) over row-major rows `rb` bytes long:
 /// `out[r·acts.len() + t] = w_r · acts[t]`, each bit-identical to [`vec_dot`]. With AVX2, eight
 /// tokens at a time share each unpacked super-block (the 6-bit values and scales, which cost
 /// more than the dot itself); the remaining tokens go one by one.
 pub(crate) fn vec_dot_rows_multi(w: &[u8], rb: usize, acts: &[&[u8]], out: &mut [f32]) {
-    let tokens = acts.len();
-    if tokens == 0 || rb == 0 {
-        return;
-    }
-    let nb = rb / BLOCK_BYTES;
-    let rows = out.len() / tokens;
-    assert!(
-        w.len() >= rows * rb && acts.iter().all(|a| a.len() >= nb * q8_k::BLOCK_BYTES),
-        "q6_k vec_dot_rows_multi: {rows} rows × {tokens} tokens do not fit the buffers"
-    );
-    for (res, row) in out.chunks_exact_mut(tokens).zip(w.chunks_exact(rb)) {
-        let mut t0 = 0;
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            while t0 + MULTI <= tokens {
-                let a: [*const u8; MULTI] = std::array::from_fn(|j| acts[t0 + j].as_ptr());
-                // SAFETY: AVX2/FMA/F16C detected at run time; the row holds nb blocks and each
-                // activation nb Q8_K blocks (asserted above).
-                let v = unsafe { avx2::vec_dot_multi8(row.as_ptr(), nb, &a) };
-                res[t0..t0 + MULTI].copy_from_slice(&v);
-                t0 += MULTI;
-            }
-        }
-        for (o, a) in res[t0..].iter_mut().zip(&acts[t0..]) {
-            *o = vec_dot(row, a);
-        }
-    }
+    let name = "q6_k vec_dot_rows_multi";
+    k_rows_multi8(name, w, rb, BLOCK_BYTES, acts, out, EIGHT_TOKENS, vec_dot);
 }
+
+#[cfg(target_arch = "x86_64")]
+const EIGHT_TOKENS: Option<EightTokens> = Some(avx2::vec_dot_multi8);
+#[cfg(not(target_arch = "x86_64"))]
+const EIGHT_TOKENS: Option<EightTokens> = None;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
