@@ -475,8 +475,8 @@ fn has_rows_kernel(ty: GgmlType) -> bool {
 }
 
 /// Dot every row of `w` (consecutive rows of `n` elements) with several activations (batched
-/// prefill): `out[r·acts.len() + t] = w_r · acts[t]`. Sizes are checked once; Q4_0 goes through
-/// a kernel that unpacks each weight block once for four tokens and eight rows, Q4_K, Q5_K and
+/// prefill): `out[r·acts.len() + t] = w_r · acts[t]`. Sizes are checked once; Q4_0 and Q5_0 go
+/// through kernels that unpack each weight block once for four tokens and eight rows, Q4_K, Q5_K and
 /// Q6_K ones that unpack each super-block once for eight tokens, the other types row by row
 /// with each row hot in cache across the tokens.
 pub fn vec_dot_rows_multi(
@@ -540,14 +540,14 @@ pub(crate) fn rows_multi_with(
             check_dot(weight_ty, n, first, a)?;
         }
     }
-    if weight_ty == GgmlType::Q4_0 {
+    if matches!(weight_ty, GgmlType::Q4_0 | GgmlType::Q5_0) {
         let unpacked: Option<Vec<&q8_0::PreparedQ8>> =
             preps.and_then(|ps| ps.iter().map(|p| p.0.as_ref()).collect());
-        match unpacked {
-            Some(u) if u.len() == acts.len() => {
-                q4_0::vec_dot_rows_multi(w, rb, il, acts, Some(&u), out)
-            }
-            _ => q4_0::vec_dot_rows_multi(w, rb, il, acts, None, out),
+        let u = unpacked.filter(|u| u.len() == acts.len());
+        if weight_ty == GgmlType::Q4_0 {
+            q4_0::vec_dot_rows_multi(w, rb, il, acts, u.as_deref(), out);
+        } else {
+            q5_0::vec_dot_rows_multi(w, rb, il, acts, u.as_deref(), out);
         }
         return Ok(());
     }

@@ -233,98 +233,26 @@ pub fn vec_dot_rows_multi(
     preps: Option<&[&crate::q8_0::PreparedQ8]>,
     out: &mut [f32],
 ) {
-    let tokens = acts.len();
-    assert!(
-        tokens > 0 && out.len() % tokens == 0,
-        "q4_0 vec_dot_rows_multi: {} outputs for {tokens} activations",
-        out.len()
+    let name = "q4_0 vec_dot_rows_multi";
+    let tokens = TOKENS_KERNEL;
+    crate::q8_0::prepared_rows_multi(
+        name,
+        w,
+        row_bytes,
+        BLOCK_BYTES,
+        il,
+        acts,
+        preps,
+        out,
+        tokens,
+        vec_dot,
     );
-    let rows = out.len() / tokens;
-    let nb = check_rows("q4_0 vec_dot_rows_multi", w, row_bytes, BLOCK_BYTES, rows);
-    let need = nb * crate::q8_0::BLOCK_BYTES;
-    for (t, a) in acts.iter().enumerate() {
-        assert!(
-            a.len() >= need,
-            "q4_0 vec_dot_rows_multi: activation {t} has {} bytes, {nb} blocks need {need}",
-            a.len()
-        );
-    }
-    // Rows the eight-row kernel took (x86 only; elsewhere every row goes one by one).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-    let mut r = 0;
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = preps;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && rows >= 8 && nb > 0 {
-        let own: Vec<crate::q8_0::PreparedQ8>;
-        let own_refs: Vec<&crate::q8_0::PreparedQ8>;
-        let preps = match preps {
-            Some(p) => p,
-            None => {
-                own = acts
-                    .iter()
-                    .map(|a| crate::q8_0::PreparedQ8::new(&a[..need]))
-                    .collect();
-                own_refs = own.iter().collect();
-                &own_refs
-            }
-        };
-        assert!(
-            preps.len() == tokens && preps.iter().all(|p| p.blocks() >= nb),
-            "q4_0 vec_dot_rows_multi: {} prepared activations for {tokens} tokens of {nb} blocks",
-            preps.len()
-        );
-        while r + 8 <= rows {
-            let wr = w[r * row_bytes..].as_ptr();
-            let mut t0 = 0;
-            while t0 < tokens {
-                let k = (tokens - t0).min(4);
-                let mut o = [[0f32; 8]; 4];
-                // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 lie inside `w`
-                // (asserted) and every prepared activation holds nb blocks (asserted above).
-                unsafe {
-                    match k {
-                        4 => {
-                            let p = [preps[t0], preps[t0 + 1], preps[t0 + 2], preps[t0 + 3]];
-                            avx2::pick::<4>(il, wr, row_bytes, nb, p, &mut o)
-                        }
-                        3 => {
-                            let p = [preps[t0], preps[t0 + 1], preps[t0 + 2]];
-                            let mut o3 = [[0f32; 8]; 3];
-                            avx2::pick::<3>(il, wr, row_bytes, nb, p, &mut o3);
-                            o[..3].copy_from_slice(&o3);
-                        }
-                        2 => {
-                            let p = [preps[t0], preps[t0 + 1]];
-                            let mut o2 = [[0f32; 8]; 2];
-                            avx2::pick::<2>(il, wr, row_bytes, nb, p, &mut o2);
-                            o[..2].copy_from_slice(&o2);
-                        }
-                        _ => {
-                            let mut o1 = [[0f32; 8]; 1];
-                            avx2::pick::<1>(il, wr, row_bytes, nb, [preps[t0]], &mut o1);
-                            o[0] = o1[0];
-                        }
-                    }
-                }
-                for (dt, ot) in o.iter().take(k).enumerate() {
-                    for (dr, v) in ot.iter().enumerate() {
-                        out[(r + dr) * tokens + t0 + dt] = *v;
-                    }
-                }
-                t0 += k;
-            }
-            r += 8;
-        }
-    }
-    assert_il_covered(il, r, rows, row_bytes, "q4_0 vec_dot_rows_multi");
-    for rr in r..rows {
-        let row = &w[rr * row_bytes..(rr + 1) * row_bytes];
-        for (t, a) in acts.iter().enumerate() {
-            out[rr * tokens + t] = vec_dot(row, a);
-        }
-    }
 }
+
+#[cfg(target_arch = "x86_64")]
+const TOKENS_KERNEL: Option<crate::q8_0::TokensKernel> = Some(avx2::tokens);
+#[cfg(not(target_arch = "x86_64"))]
+const TOKENS_KERNEL: Option<crate::q8_0::TokensKernel> = None;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -424,6 +352,40 @@ mod avx2 {
             nib_8rows::<T, true>(w, rb, nb, preps, out)
         } else {
             nib_8rows::<T, false>(w, rb, nb, preps, out)
+        }
+    }
+
+    /// [`crate::q8_0::TokensKernel`] over [`nib_8rows`] (through [`pick`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::q8_0::TokensKernel`].
+    pub unsafe fn tokens(
+        il: bool,
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: &[&crate::q8_0::PreparedQ8],
+        out: &mut [[f32; 8]; 4],
+    ) {
+        match *preps {
+            [a, b, c, d] => pick::<4>(il, w, rb, nb, [a, b, c, d], out),
+            [a, b, c] => {
+                let mut o = [[0f32; 8]; 3];
+                pick::<3>(il, w, rb, nb, [a, b, c], &mut o);
+                out[..3].copy_from_slice(&o);
+            }
+            [a, b] => {
+                let mut o = [[0f32; 8]; 2];
+                pick::<2>(il, w, rb, nb, [a, b], &mut o);
+                out[..2].copy_from_slice(&o);
+            }
+            [a] => {
+                let mut o = [[0f32; 8]; 1];
+                pick::<1>(il, w, rb, nb, [a], &mut o);
+                out[0] = o[0];
+            }
+            _ => {}
         }
     }
 

@@ -196,19 +196,19 @@ pub fn vec_dot_rows(
             prep.blocks()
         );
         while r + 8 <= out.len() {
-            let mut o = [0f32; 8];
+            let mut o = [[0f32; 8]; 1];
             let g = w[r * row_bytes..].as_ptr();
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks (in either
             // layout, the same byte range) lie inside `w` (asserted) and `prep` holds nb blocks
             // (asserted).
             unsafe {
                 if il {
-                    avx2::vec_dot_8rows::<true>(g, row_bytes, nb, prep, &mut o)
+                    avx2::vec_dot_8rows::<1, true>(g, row_bytes, nb, [prep], &mut o)
                 } else {
-                    avx2::vec_dot_8rows::<false>(g, row_bytes, nb, prep, &mut o)
+                    avx2::vec_dot_8rows::<1, false>(g, row_bytes, nb, [prep], &mut o)
                 }
             };
-            out[r..r + 8].copy_from_slice(&o);
+            out[r..r + 8].copy_from_slice(&o[0]);
             r += 8;
         }
     }
@@ -220,6 +220,39 @@ pub fn vec_dot_rows(
         *o = vec_dot(row, a);
     }
 }
+
+/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
+/// consecutive rows of `row_bytes` bytes, eight rows × up to four tokens per kernel call (each
+/// column's 5-bit values merged once for the tokens); each entry equals [`vec_dot_rows`] for
+/// that token. `preps`, when given, holds each activation unpacked by
+/// [`crate::q8_0::PreparedQ8::new`]; `il` as in [`vec_dot_rows`].
+pub fn vec_dot_rows_multi(
+    w: &[u8],
+    row_bytes: usize,
+    il: bool,
+    acts: &[&[u8]],
+    preps: Option<&[&crate::q8_0::PreparedQ8]>,
+    out: &mut [f32],
+) {
+    let name = "q5_0 vec_dot_rows_multi";
+    crate::q8_0::prepared_rows_multi(
+        name,
+        w,
+        row_bytes,
+        BLOCK_BYTES,
+        il,
+        acts,
+        preps,
+        out,
+        TOKENS_KERNEL,
+        vec_dot,
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+const TOKENS_KERNEL: Option<crate::q8_0::TokensKernel> = Some(avx2::tokens);
+#[cfg(not(target_arch = "x86_64"))]
+const TOKENS_KERNEL: Option<crate::q8_0::TokensKernel> = None;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -238,20 +271,24 @@ mod avx2 {
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
     /// readable for eight rows of `nb` Q5_0 blocks (`rb` bytes apart; with `PACKED`, one group
-    /// in the packed-column layout of [`crate::Layout::Interleaved8`]) and `prep` must describe
-    /// at least `nb` activation blocks.
+    /// in the packed-column layout of [`crate::Layout::Interleaved8`]) and each of `preps` must
+    /// describe at least `nb` activation blocks.
+    ///
+    /// `T` tokens (batched prefill) share each column's unpacked values: with `T > 1` the
+    /// eight steps' 5-bit values are merged once and every token's activation passes over
+    /// them; `T = 1` (decode) merges each step where it is used.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
+    pub unsafe fn vec_dot_8rows<const T: usize, const PACKED: bool>(
         w: *const u8,
         rb: usize,
         nb: usize,
-        prep: &crate::q8_0::PreparedQ8,
-        out: &mut [f32; 8],
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
     ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let x10 = _mm256_set1_epi8(0x10);
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); T];
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         // For a step over values v..v+3 (v = 4k, or 16 + 4k for the high nibbles) the fifth
         // bits are bits v..v+3 of qh: byte v/8 replicated over the lane's 4 bytes, each byte
@@ -339,27 +376,81 @@ mod avx2 {
                     _mm256_min_epu8(bits, x10)
                 }
             };
-            let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
-            let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-            for (k, vk) in v.iter().enumerate() {
-                let lo = _mm256_or_si256(_mm256_and_si256(*vk, m4), fifth(k));
-                let hi = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(*vk, 4), m4),
-                    fifth(4 + k),
+            // Step k's unsigned 5-bit values: the low nibbles (k < 4) or the high ones.
+            let value = |k: usize| {
+                let vk = v[k % 4];
+                let nib = if k < 4 { vk } else { _mm256_srli_epi16(vk, 4) };
+                _mm256_or_si256(_mm256_and_si256(nib, m4), fifth(k))
+            };
+            // Token t's block sum against the eight steps (values from `val`), scaled into
+            // acc[t]: each row in its own lane, −16·Σa for the offset.
+            let token = |t: usize, val: &dyn Fn(usize) -> __m256i, acc_t: &mut __m256| {
+                let prep = preps[t];
+                let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
+                let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for k in 0..4 {
+                    let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
+                    let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
+                    slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(val(k), alo));
+                    shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(val(4 + k), ahi));
+                }
+                let isum = _mm256_sub_epi32(
+                    _mm256_add_epi32(_mm256_madd_epi16(slo, ones), _mm256_madd_epi16(shi, ones)),
+                    _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
                 );
-                let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
-                let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
-                slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(lo, alo));
-                shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(hi, ahi));
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
+                *acc_t = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), *acc_t);
+            };
+            if T == 1 {
+                token(0, &value, &mut acc[0]);
+            } else {
+                let merged: [__m256i; 8] = std::array::from_fn(value);
+                for (t, acc_t) in acc.iter_mut().enumerate() {
+                    token(t, &|k| merged[k], acc_t);
+                }
             }
-            let isum = _mm256_sub_epi32(
-                _mm256_add_epi32(_mm256_madd_epi16(slo, ones), _mm256_madd_epi16(shi, ones)),
-                _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
-            );
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
         }
-        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        for (o, a) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr(), a);
+        }
+    }
+
+    /// [`crate::q8_0::TokensKernel`] over [`vec_dot_8rows`].
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::q8_0::TokensKernel`].
+    pub unsafe fn tokens(
+        il: bool,
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: &[&crate::q8_0::PreparedQ8],
+        out: &mut [[f32; 8]; 4],
+    ) {
+        unsafe fn run<const T: usize>(
+            il: bool,
+            w: *const u8,
+            rb: usize,
+            nb: usize,
+            preps: [&crate::q8_0::PreparedQ8; T],
+            out: &mut [[f32; 8]; 4],
+        ) {
+            let mut o = [[0f32; 8]; T];
+            if il {
+                vec_dot_8rows::<T, true>(w, rb, nb, preps, &mut o);
+            } else {
+                vec_dot_8rows::<T, false>(w, rb, nb, preps, &mut o);
+            }
+            out[..T].copy_from_slice(&o);
+        }
+        match *preps {
+            [a, b, c, d] => run::<4>(il, w, rb, nb, [a, b, c, d], out),
+            [a, b, c] => run::<3>(il, w, rb, nb, [a, b, c], out),
+            [a, b] => run::<2>(il, w, rb, nb, [a, b], out),
+            [a] => run::<1>(il, w, rb, nb, [a], out),
+            _ => {}
+        }
     }
 
     /// The 32 unsigned 5-bit values of a block.
