@@ -170,6 +170,40 @@ pub(crate) fn k_rows_by_eight(
     });
 }
 
+/// Bytes of one Q8_K activation block (the K-quants' activations).
+pub(crate) const Q8K_BYTES: usize = crate::q8_k::BLOCK_BYTES;
+
+/// The batched (several-token) entry points' checks: `out` holds whole rows of `acts.len()`
+/// tokens, `w` that many rows of `rb` bytes of `block_bytes`-byte blocks ([`check_rows`]), and
+/// every activation at least `act_block_bytes` per block. Returns the rows and the blocks per
+/// row.
+pub(crate) fn check_rows_multi(
+    name: &str,
+    w: &[u8],
+    rb: usize,
+    block_bytes: usize,
+    acts: &[&[u8]],
+    out_len: usize,
+    act_block_bytes: usize,
+) -> (usize, usize) {
+    let tokens = acts.len();
+    assert!(
+        tokens > 0 && out_len % tokens == 0,
+        "{name}: {out_len} outputs for {tokens} activations"
+    );
+    let rows = out_len / tokens;
+    let nb = check_rows(name, w, rb, block_bytes, rows);
+    let need = nb * act_block_bytes;
+    for (t, a) in acts.iter().enumerate() {
+        assert!(
+            a.len() >= need,
+            "{name}: activation {t} has {} bytes, {nb} blocks need {need}",
+            a.len()
+        );
+    }
+    (rows, nb)
+}
+
 /// A kernel dotting one row of `nb` K-quant super-blocks at the pointer with eight Q8_K
 /// activations (lane t for the t-th): it needs AVX2, FMA and F16C and reads exactly those
 /// bytes (its callers check both).
@@ -191,21 +225,7 @@ pub(crate) fn k_rows_multi8(
     one: fn(&[u8], &[u8]) -> f32,
 ) {
     let tokens = acts.len();
-    assert!(
-        tokens > 0 && out.len() % tokens == 0,
-        "{name}: {} outputs for {tokens} activations",
-        out.len()
-    );
-    let rows = out.len() / tokens;
-    let nb = check_rows(name, w, rb, block_bytes, rows);
-    let need = nb * crate::q8_k::BLOCK_BYTES;
-    for (t, a) in acts.iter().enumerate() {
-        assert!(
-            a.len() >= need,
-            "{name}: activation {t} has {} bytes, {nb} blocks need {need}",
-            a.len()
-        );
-    }
+    let (_, nb) = check_rows_multi(name, w, rb, block_bytes, acts, out.len(), Q8K_BYTES);
     let kernel = eight.filter(|_| has_avx2());
     for (res, row) in out.chunks_exact_mut(tokens).zip(w.chunks_exact(rb.max(1))) {
         let mut t0 = 0;

@@ -234,7 +234,6 @@ pub fn vec_dot_rows_multi(
     out: &mut [f32],
 ) {
     let name = "q4_0 vec_dot_rows_multi";
-    let tokens = TOKENS_KERNEL;
     crate::q8_0::prepared_rows_multi(
         name,
         w,
@@ -244,7 +243,7 @@ pub fn vec_dot_rows_multi(
         acts,
         preps,
         out,
-        tokens,
+        TOKENS_KERNEL,
         vec_dot,
     );
 }

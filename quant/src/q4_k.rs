@@ -382,21 +382,8 @@ pub(crate) fn vec_dot_rows_multi_packed(
 /// that row and token bit for bit (same integer sums, same float steps in the same order).
 pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, acts: &[&[u8]], out: &mut [f32]) {
     let tokens = acts.len();
-    assert!(
-        tokens > 0 && out.len() % tokens == 0,
-        "q4_k vec_dot_rows_multi: {} outputs for {tokens} activations",
-        out.len()
-    );
-    let rows = out.len() / tokens;
-    let nb = check_rows("q4_k vec_dot_rows_multi", w, row_bytes, BLOCK_BYTES, rows);
-    let need = nb * q8_k::BLOCK_BYTES;
-    for (t, a) in acts.iter().enumerate() {
-        assert!(
-            a.len() >= need,
-            "q4_k vec_dot_rows_multi: activation {t} has {} bytes, {nb} blocks need {need}",
-            a.len()
-        );
-    }
+    let name = "q4_k vec_dot_rows_multi";
+    let (rows, nb) = check_rows_multi(name, w, row_bytes, BLOCK_BYTES, acts, out.len(), Q8K_BYTES);
     for (r, row) in w.chunks_exact(row_bytes.max(1)).take(rows).enumerate() {
         let o = &mut out[r * tokens..(r + 1) * tokens];
         #[cfg(target_arch = "x86_64")]

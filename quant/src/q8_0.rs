@@ -369,21 +369,16 @@ pub(crate) fn prepared_rows_multi(
     one: fn(&[u8], &[u8]) -> f32,
 ) {
     let tokens = acts.len();
-    assert!(
-        tokens > 0 && out.len() % tokens == 0,
-        "{name}: {} outputs for {tokens} activations",
-        out.len()
+    let (rows, nb) = check_rows_multi(
+        name,
+        w,
+        row_bytes,
+        block_bytes,
+        acts,
+        out.len(),
+        BLOCK_BYTES,
     );
-    let rows = out.len() / tokens;
-    let nb = check_rows(name, w, row_bytes, block_bytes, rows);
     let need = nb * BLOCK_BYTES;
-    for (t, a) in acts.iter().enumerate() {
-        assert!(
-            a.len() >= need,
-            "{name}: activation {t} has {} bytes, {nb} blocks need {need}",
-            a.len()
-        );
-    }
     // Rows the eight-row kernel took.
     let mut r = 0;
     if let Some(kernel) = kernel.filter(|_| has_avx2() && rows >= 8 && nb > 0) {
