@@ -428,6 +428,11 @@ mod avx2 {
         preps: &[&crate::q8_0::PreparedQ8],
         out: &mut [[f32; 8]; 4],
     ) {
+        /// `T` tokens through the layout's kernel, into `out[..T]`.
+        ///
+        /// # Safety
+        ///
+        /// As [`vec_dot_8rows`].
         unsafe fn run<const T: usize>(
             il: bool,
             w: *const u8,
