@@ -1254,6 +1254,37 @@ pub(crate) mod x86 {
         add_in_order(sum, k_step8(iv, mv, d, dmin, _mm256_loadu_ps(da.as_ptr())));
     }
 
+    /// One chunk `c` (64 values: runs 2c and 2c + 1) of a Q4_K/Q5_K super-block against `T`
+    /// Q8_K blocks (`aps`): `acc[t] += s0·Σ lo·y + s1·Σ hi·y` in exact i32 lanes, the run
+    /// values (`lo`, `hi`, unsigned) and scales (`s0`, `s1`, i16 broadcast) staying in
+    /// registers while the tokens pass — the batched kernels' inner step.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (callers check `has_avx2()` first); each of `aps` must point to
+    /// one readable Q8_K block and `c` must be below 4.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn k_chunk_tokens<const T: usize>(
+        acc: &mut [__m256i; T],
+        aps: &[*const u8; T],
+        c: usize,
+        lo: __m256i,
+        hi: __m256i,
+        s0: __m256i,
+        s1: __m256i,
+    ) {
+        for (acc_t, ap) in acc.iter_mut().zip(aps) {
+            let yp = ap.add(crate::q8_k::QS_OFF + 64 * c);
+            let y0 = _mm256_loadu_si256(yp as *const __m256i);
+            let y1 = _mm256_loadu_si256(yp.add(32) as *const __m256i);
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+            *acc_t = _mm256_add_epi32(*acc_t, _mm256_add_epi32(p0, p1));
+        }
+    }
+
     /// One Q4_K/Q5_K row against eight Q8_K activations (batched prefill), lane t for token
     /// t: per super-block the scales and mins are unpacked once, and each chunk's two 32-value
     /// runs (`runs(block, c)`, unsigned values) stay in registers with their scales while the
@@ -1293,15 +1324,7 @@ pub(crate) mod x86 {
                         _mm256_set1_epi16(((2 * j) | ((2 * j + 1) << 8)) as i16),
                     )
                 };
-                let (s0, s1) = (bc(2 * c), bc(2 * c + 1));
-                for (acc_t, ap) in acc.iter_mut().zip(&aps) {
-                    let yp = ap.add(crate::q8_k::QS_OFF + 64 * c);
-                    let y0 = _mm256_loadu_si256(yp as *const __m256i);
-                    let y1 = _mm256_loadu_si256(yp.add(32) as *const __m256i);
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
-                    *acc_t = _mm256_add_epi32(*acc_t, _mm256_add_epi32(p0, p1));
-                }
+                k_chunk_tokens(&mut acc, &aps, c, lo, hi, bc(2 * c), bc(2 * c + 1));
             }
             let mv: [__m256i; 8] =
                 std::array::from_fn(|t| _mm256_madd_epi16(sm, k_bsum_pairs(aps[t])));

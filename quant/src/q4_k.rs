@@ -523,15 +523,8 @@ mod avx2 {
     ) -> ([__m256i; T], [__m256i; T]) {
         let mut acc = [_mm256_setzero_si256(); T];
         for c in 0..4 {
-            let (lo, hi, s0, s1) = (u.lo[c], u.hi[c], u.sc[2 * c], u.sc[2 * c + 1]);
-            for (acc_t, ap) in acc.iter_mut().zip(aps) {
-                let yp = ap.add(q8_k::QS_OFF + 64 * c);
-                let y0 = _mm256_loadu_si256(yp as *const __m256i);
-                let y1 = _mm256_loadu_si256(yp.add(32) as *const __m256i);
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
-                *acc_t = _mm256_add_epi32(*acc_t, _mm256_add_epi32(p0, p1));
-            }
+            let (s0, s1) = (u.sc[2 * c], u.sc[2 * c + 1]);
+            k_chunk_tokens(&mut acc, aps, c, u.lo[c], u.hi[c], s0, s1);
         }
         (
             acc,
