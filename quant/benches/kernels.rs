@@ -3,8 +3,8 @@
 //! comma-separated list of lines to run; QUANT_BENCH_ROW the row length, default 8192). GB/s
 //! counts quantized weight bytes read, over a weight matrix much larger than L3 (tasks of 32 rows split across threads by
 //! rayon through `vec_dot_rows`, one activation vector reused for every row, as in the
-//! runner's decode; `×4` lines: four activations per pass through `vec_dot_rows_multi`, as in
-//! batched prefill; ` il` lines: the same over rows repacked into `Layout::Interleaved8`, the
+//! runner's decode; `×N` lines: N activations per pass through `vec_dot_rows_multi`, as in
+//! batched prefill (the K-quants' kernels take eight tokens at a time); ` il` lines: the same over rows repacked into `Layout::Interleaved8`, the
 //! layout the CPU runner uses for those types). The machine is shared,
 //! so every kernel timing is paired with a STREAM-like triad a[i] = b[i] + s*c[i] (3 arrays
 //! counted) taken back to back with it: `/tri` is the ratio of the best of each, `med` (all
@@ -127,7 +127,7 @@ fn main() {
         "scal1T",
         "quant rows/s"
     );
-    let lines: [(&str, GgmlType); 23] = [
+    let lines: [(&str, GgmlType); 29] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -140,7 +140,11 @@ fn main() {
         ("q5_k", GgmlType::Q5_K),
         ("q6_k", GgmlType::Q6_K),
         ("q4_0×4", GgmlType::Q4_0),
+        ("q5_0×4", GgmlType::Q5_0),
         ("q4_k×4", GgmlType::Q4_K),
+        ("q4_k×8", GgmlType::Q4_K),
+        ("q5_k×8", GgmlType::Q5_K),
+        ("q6_k×8", GgmlType::Q6_K),
         // The layout the CPU runner repacks these types into at load (quant::layout).
         ("f32 il", GgmlType::F32),
         ("f16 il", GgmlType::F16),
@@ -151,7 +155,9 @@ fn main() {
         ("q4_1 il", GgmlType::Q4_1),
         ("q5_0 il", GgmlType::Q5_0),
         ("q4_0×4 il", GgmlType::Q4_0),
+        ("q5_0×4 il", GgmlType::Q5_0),
         ("q4_k il", GgmlType::Q4_K),
+        ("q4_k×8 il", GgmlType::Q4_K),
     ];
     // Gaussian-ish weights (sum of uniforms), like trained weights.
     let mut s = 0x9e3779b97f4a7c15u64;
@@ -204,7 +210,12 @@ fn main() {
         };
         let mut act = Vec::new();
         quantize_activation(ty, &x, &mut act).unwrap();
-        let acts4: Vec<Vec<u8>> = (0..4)
+        // `×N` lines: N activations per weight pass (batched prefill's entry point).
+        let batch: Option<usize> = name
+            .split('×')
+            .nth(1)
+            .and_then(|t| t.trim_end_matches(" il").parse().ok());
+        let acts4: Vec<Vec<u8>> = (0..batch.unwrap_or(0))
             .map(|k| {
                 let xs: Vec<f32> = x.iter().map(|v| v * (1.0 + k as f32)).collect();
                 let mut a = Vec::new();
@@ -225,14 +236,14 @@ fn main() {
                 "q8_0×f32" => {
                     layout::vec_dot_f32_rows_in(ty, n, r, layout, &x, &mut out[..k]).unwrap()
                 }
-                "q4_0×4" | "q4_k×4" => {
-                    // Batched prefill: four activations per weight pass.
+                _ if batch.is_some() => {
+                    // Batched prefill: N activations per weight pass.
+                    let t = acts4.len();
                     let refs: Vec<&[u8]> = acts4.iter().map(|a| &a[..]).collect();
-                    let mut o4 = [0f32; 4 * TASK];
+                    let mut ot = vec![0f32; t * k];
                     let p = Some(&preps4[..]);
-                    layout::vec_dot_rows_multi_in(ty, n, r, layout, &refs, p, &mut o4[..4 * k])
-                        .unwrap();
-                    out[0] = o4.iter().sum();
+                    layout::vec_dot_rows_multi_in(ty, n, r, layout, &refs, p, &mut ot).unwrap();
+                    out[0] = ot.iter().sum();
                 }
                 _ => layout::vec_dot_rows_in(ty, n, r, layout, &act, Some(&prep), &mut out[..k])
                     .unwrap(),
