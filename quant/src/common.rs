@@ -67,6 +67,49 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
+/// Whether the AVX-512 kernels run (detected once): AVX-512 F, BW and VL with VNNI (`vpdpbusd`
+/// sums byte products straight into i32 lanes, one instruction for AVX2's `maddubs` + `add` +
+/// `madd`), BITALG (`vpshufbitqmb` gathers one bit per byte into a mask) and GFNI, on top of
+/// [`has_avx2`]'s features: Intel Ice Lake and later, AMD Zen 4 and later. The kernels that
+/// have such a version ("where it pays": the byte-dot kernels whose AVX2 versions are limited
+/// by their instruction count) take it; the rest stay on AVX2. `QUANT_NO_AVX512` (set at all)
+/// keeps every kernel on AVX2, so one machine tests and measures both tiers.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        has_avx2()
+            && std::env::var_os("QUANT_NO_AVX512").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512bitalg")
+            && is_x86_feature_detected!("gfni")
+    })
+}
+
+/// The kernels this process runs: "avx512" (with AVX2 for the kernels that have no AVX-512
+/// version), "avx2", "neon" or "scalar" (after the switches above).
+pub fn simd_tier() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            return "avx512";
+        }
+        if has_avx2() {
+            return "avx2";
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        return "neon";
+    }
+    "scalar"
+}
+
 /// Whether the NEON kernels run (detected once; NEON is baseline on aarch64, but detection
 /// costs one load and keeps the switch in one place). `QUANT_FORCE_SCALAR` (set at all) turns
 /// them off, as it does the x86 ones.
@@ -1092,7 +1135,7 @@ pub(crate) mod x86 {
     /// which this machine's prefetchers follow poorly: Q4_1 rows read 0.66-0.68 of the triad
     /// with a per-row prefetch into L1 and 0.86-0.88 with this (kernel bench, alternating
     /// runs, 2026-11-23). Into L1 (`_MM_HINT_T0`) the same stream measured no better than the
-    /// per-row prefetch; the packed float kernels measured worse with it and do not use it.
+    /// per-row prefetch; the packed float kernels measured worse with it (they prefetch their own stream further ahead).
     ///
     /// # Safety
     ///

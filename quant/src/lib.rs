@@ -25,6 +25,7 @@ pub mod q8_1;
 pub mod q8_k;
 mod types;
 
+pub use common::simd_tier;
 pub use layout::Layout;
 use rayon::prelude::*;
 pub use types::{GgmlType, QuantError, QK_K};

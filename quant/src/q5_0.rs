@@ -203,9 +203,9 @@ pub fn vec_dot_rows(
             // (asserted).
             unsafe {
                 if il {
-                    avx2::vec_dot_8rows::<1, true>(g, row_bytes, nb, [prep], &mut o)
+                    avx2::eight_rows::<1, true>(g, row_bytes, nb, [prep], &mut o)
                 } else {
-                    avx2::vec_dot_8rows::<1, false>(g, row_bytes, nb, [prep], &mut o)
+                    avx2::eight_rows::<1, false>(g, row_bytes, nb, [prep], &mut o)
                 }
             };
             out[r..r + 8].copy_from_slice(&o[0]);
@@ -300,53 +300,14 @@ mod avx2 {
         };
         let reps: [__m256i; 4] = std::array::from_fn(rep);
         let bit4to7 = _mm256_set1_epi32(0x8040_2010u32 as i32);
-        // Row-major: the first 8 bytes of each row's block (d, qh, two nibble bytes), two rows
-        // to a lane, `pa` rows 0, 1 | 4, 5 and `pb` rows 2, 3 | 6, 7; the shuffles put the two
-        // qh words in bytes 0..7 and the two d in bytes 8..11 (a) or 12..15 (b). (Gathering
-        // them with scalar loads, as the Q4_0 kernel gathers its d, measured 10-15 % slower
-        // here.)
-        let (sh_a, sh_b) = {
-            let z = -128i8;
-            let a: [i8; 16] = [2, 3, 4, 5, 10, 11, 12, 13, 0, 1, 8, 9, z, z, z, z];
-            let b: [i8; 16] = [2, 3, 4, 5, 10, 11, 12, 13, z, z, z, z, 0, 1, 8, 9];
-            let v = |t: [i8; 16]| _mm_loadu_si128(t.as_ptr() as *const __m128i);
-            (
-                _mm256_broadcastsi128_si256(v(a)),
-                _mm256_broadcastsi128_si256(v(b)),
-            )
-        };
+        let sh = row_shuffles();
         for b in 0..nb {
             // Both layouts keep a group in 8·rb contiguous bytes.
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
             let (v, qv, dw) = if PACKED {
-                // Column b: the eight scales, the rows' qh bits spread over 32 bytes
-                // (`Pack::HighBits`), the nibbles transposed.
-                let col = w.add(b * 8 * BLOCK_BYTES);
-                (
-                    std::array::from_fn(|k| {
-                        _mm256_loadu_si256(col.add(48 + 32 * k) as *const __m256i)
-                    }),
-                    _mm256_loadu_si256(col.add(16) as *const __m256i),
-                    _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i)),
-                )
+                gather_packed(w, b)
             } else {
-                let off = b * BLOCK_BYTES;
-                let ld = |r: usize| _mm_loadl_epi64(rows[r].add(off) as *const __m128i);
-                let two = |r: usize| _mm_unpacklo_epi64(ld(r), ld(r + 1));
-                let lanes = |lo: __m128i, hi: __m128i| {
-                    _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1)
-                };
-                let pa = _mm256_shuffle_epi8(lanes(two(0), two(4)), sh_a);
-                let pb = _mm256_shuffle_epi8(lanes(two(2), two(6)), sh_b);
-                // qh of rows 0..3 in the low lane, 4..7 in the high lane, matching `v`.
-                let qv = _mm256_unpacklo_epi64(pa, pb);
-                // d of rows 0..3 in qword 1, of rows 4..7 in qword 3.
-                let d = _mm256_permute4x64_epi64(_mm256_or_si256(pa, pb), 0b1101);
-                (
-                    transpose16_8rows(&rows, off + 6),
-                    qv,
-                    _mm256_cvtph_ps(_mm256_castsi256_si128(d)),
-                )
+                gather_rows(&rows, b, sh)
             };
             // The fifth bits as 0x10 bytes for step s (0..3 the low nibbles, 4..7 the high),
             // computed where each step uses them: built up front as an array of eight, the
@@ -415,7 +376,102 @@ mod avx2 {
         }
     }
 
-    /// [`crate::q8_0::TokensKernel`] over [`vec_dot_8rows`].
+    /// The shuffles [`gather_rows`] takes.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn row_shuffles() -> [__m256i; 2] {
+        let z = -128i8;
+        let a: [i8; 16] = [2, 3, 4, 5, 10, 11, 12, 13, 0, 1, 8, 9, z, z, z, z];
+        let b: [i8; 16] = [2, 3, 4, 5, 10, 11, 12, 13, z, z, z, z, 0, 1, 8, 9];
+        let v = |t: [i8; 16]| _mm_loadu_si128(t.as_ptr() as *const __m128i);
+        [
+            _mm256_broadcastsi128_si256(v(a)),
+            _mm256_broadcastsi128_si256(v(b)),
+        ]
+    }
+
+    /// Block `b` of eight row-major rows: the nibble bytes transposed in 4-byte groups (lane
+    /// `r` row `r`'s, as `transpose16_8rows` gives them), the rows' `qh` words (dword `r` row
+    /// `r`'s) and their scales. The first 8 bytes of each row's block (d, qh, two nibble bytes)
+    /// are loaded two rows to a lane, `pa` rows 0, 1 | 4, 5 and `pb` rows 2, 3 | 6, 7; the
+    /// shuffles `sh` ([`row_shuffles`]) put the two qh words in bytes 0..7 and the two d in
+    /// bytes 8..11 (a) or 12..15 (b). (Gathering them with scalar loads, as the Q4_0 kernel
+    /// gathers its d, measured 10-15 % slower on Zen 3.)
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); each of
+    /// `rows` must be readable for `b + 1` Q5_0 blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gather_rows(
+        rows: &[*const u8; 8],
+        b: usize,
+        sh: [__m256i; 2],
+    ) -> ([__m256i; 4], __m256i, __m256) {
+        let off = b * BLOCK_BYTES;
+        let ld = |r: usize| _mm_loadl_epi64(rows[r].add(off) as *const __m128i);
+        let two = |r: usize| _mm_unpacklo_epi64(ld(r), ld(r + 1));
+        let lanes =
+            |lo: __m128i, hi: __m128i| _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+        let pa = _mm256_shuffle_epi8(lanes(two(0), two(4)), sh[0]);
+        let pb = _mm256_shuffle_epi8(lanes(two(2), two(6)), sh[1]);
+        // qh of rows 0..3 in the low lane, 4..7 in the high lane, matching the nibbles.
+        let qv = _mm256_unpacklo_epi64(pa, pb);
+        // d of rows 0..3 in qword 1, of rows 4..7 in qword 3.
+        let d = _mm256_permute4x64_epi64(_mm256_or_si256(pa, pb), 0b1101);
+        (
+            transpose16_8rows(rows, off + 6),
+            qv,
+            _mm256_cvtph_ps(_mm256_castsi256_si128(d)),
+        )
+    }
+
+    /// Column `b` of a packed group: the nibble vectors, the rows' `qh` bits spread one per
+    /// byte and step (`Pack::HighBits`: bit s of byte i is the fifth bit of step s's value i)
+    /// and the eight scales.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
+    /// readable for `b + 1` packed columns of eight Q5_0 blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gather_packed(w: *const u8, b: usize) -> ([__m256i; 4], __m256i, __m256) {
+        let col = w.add(b * 8 * BLOCK_BYTES);
+        (
+            std::array::from_fn(|k| _mm256_loadu_si256(col.add(48 + 32 * k) as *const __m256i)),
+            _mm256_loadu_si256(col.add(16) as *const __m256i),
+            _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i)),
+        )
+    }
+
+    /// [`vec_dot_8rows`], or its AVX-512 twin (`super::avx512::vec_dot_8rows`) where the CPU
+    /// has it: the same sums, bit for bit.
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`].
+    #[inline]
+    pub(super) unsafe fn eight_rows<const T: usize, const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
+        if has_avx512() {
+            super::avx512::vec_dot_8rows::<T, PACKED>(w, rb, nb, preps, out)
+        } else {
+            vec_dot_8rows::<T, PACKED>(w, rb, nb, preps, out)
+        }
+    }
+
+    /// [`crate::q8_0::TokensKernel`] over [`eight_rows`].
     ///
     /// # Safety
     ///
@@ -432,7 +488,7 @@ mod avx2 {
         ///
         /// # Safety
         ///
-        /// As [`vec_dot_8rows`].
+        /// As [`eight_rows`].
         unsafe fn run<const T: usize>(
             il: bool,
             w: *const u8,
@@ -443,9 +499,9 @@ mod avx2 {
         ) {
             let mut o = [[0f32; 8]; T];
             if il {
-                vec_dot_8rows::<T, true>(w, rb, nb, preps, &mut o);
+                eight_rows::<T, true>(w, rb, nb, preps, &mut o);
             } else {
-                vec_dot_8rows::<T, false>(w, rb, nb, preps, &mut o);
+                eight_rows::<T, false>(w, rb, nb, preps, &mut o);
             }
             out[..T].copy_from_slice(&o);
         }
@@ -533,6 +589,103 @@ mod avx2 {
             let d = _mm256_set1_ps(f16_load(p));
             let q = _mm256_sub_epi8(load_q(p), _mm256_set1_epi8(16));
             crate::q4_0::store_i8x32_scaled(q, d, dst.as_mut_ptr().add(i * QK));
+        }
+    }
+}
+
+/// The eight-row kernel on AVX-512 (see [`crate::common::has_avx512`]): the fifth bits as a
+/// byte mask straight from the `qh` words (`vpshufbitqmb` for row-major rows; over the packed
+/// layout, whose bits are already spread one per byte and step, a byte test), added in as 0x10
+/// under that mask; the high nibbles moved down by one GF(2) affine step; `vpdpbusd` summing
+/// value × activation into i32 lanes. The same exact integer sums and float steps as
+/// `avx2::vec_dot_8rows`, so the results are identical.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::{gather_packed, gather_rows, row_shuffles};
+    use super::BLOCK_BYTES;
+    use crate::common::x86::*;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    ///
+    /// As `avx2::vec_dot_8rows`, and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni")]
+    pub unsafe fn vec_dot_8rows<const T: usize, const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let x10 = _mm256_set1_epi8(0x10);
+        // Bits 4..7 of each byte to bits 0..3, the rest cleared (row i of the matrix, byte
+        // 7 - i, picks the source bit of result bit i).
+        let high = _mm256_set1_epi64x(0x1020_4080_0000_0000);
+        // Row-major: byte i of step k's values (lane r = i / 4 holds row r) takes bit
+        // 4k + i mod 4 of row r's qh, which is dword r of `qv`: bit 32·(r mod 2) + 4k + i mod 4
+        // of qword r / 2.
+        let bit_idx: [__m256i; 8] = std::array::from_fn(|k| {
+            let idx: [u8; 32] = std::array::from_fn(|i| (32 * (i / 4 % 2) + 4 * k + i % 4) as u8);
+            _mm256_loadu_si256(idx.as_ptr() as *const __m256i)
+        });
+        let mut acc = [_mm256_setzero_ps(); T];
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
+        let sh = row_shuffles();
+        for b in 0..nb {
+            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
+            let (v, qv, dw) = if PACKED {
+                gather_packed(w, b)
+            } else {
+                gather_rows(&rows, b, sh)
+            };
+            // Step k's unsigned 5-bit values: the low nibbles (k < 4) or the high ones, 0x10
+            // added where the fifth bit is set.
+            let value = |k: usize| {
+                let vk = v[k % 4];
+                let nib = if k < 4 {
+                    _mm256_and_si256(vk, m4)
+                } else {
+                    _mm256_gf2p8affine_epi64_epi8::<0>(vk, high)
+                };
+                let fifth = if PACKED {
+                    _mm256_test_epi8_mask(qv, _mm256_set1_epi8(1 << k))
+                } else {
+                    _mm256_bitshuffle_epi64_mask(qv, bit_idx[k])
+                };
+                _mm256_mask_add_epi8(nib, fifth, nib, x10)
+            };
+            // Token t's block sum against the eight steps (values from `val`), scaled into
+            // acc[t]: each row in its own lane, −16·Σa for the offset.
+            let token = |t: usize, val: &dyn Fn(usize) -> __m256i, acc_t: &mut __m256| {
+                let prep = preps[t];
+                let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
+                let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for k in 0..4 {
+                    let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
+                    let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
+                    slo = _mm256_dpbusd_epi32(slo, val(k), alo);
+                    shi = _mm256_dpbusd_epi32(shi, val(4 + k), ahi);
+                }
+                let isum = _mm256_sub_epi32(
+                    _mm256_add_epi32(slo, shi),
+                    _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
+                );
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
+                *acc_t = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), *acc_t);
+            };
+            if T == 1 {
+                token(0, &value, &mut acc[0]);
+            } else {
+                let merged: [__m256i; 8] = std::array::from_fn(value);
+                for (t, acc_t) in acc.iter_mut().enumerate() {
+                    token(t, &|k| merged[k], acc_t);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
     }
 }
