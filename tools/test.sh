@@ -10,6 +10,14 @@ echo "== cargo build (release)"
 cargo build --release --workspace --all-targets
 echo "== cargo test (release)"
 cargo test --release --workspace 2>&1 | tee /tmp/grok1-quant-cargo-test.log
+# On a CPU with AVX-512 the quant kernels that have an AVX-512 version ran it above; run the
+# quant crate's tests again on the AVX2 versions, which other x86-64 machines run.
+avx2_log=/tmp/grok1-quant-avx2-test.log
+: >"$avx2_log"
+if grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null; then
+  echo "== cargo test -p quant with QUANT_NO_AVX512 (the AVX2 kernels)"
+  QUANT_NO_AVX512=1 cargo test --release -p quant 2>&1 | tee "$avx2_log"
+fi
 echo "== python: quant formats vs gguf-py"
 python3 tools/check_quant_gguf_py.py
 echo "== python: synthetic checkpoint loads with pickle + numpy + ml_dtypes"
@@ -52,8 +60,8 @@ else
   aarch64_note="aarch64 under qemu: $(grep -Eo '[0-9]+ passed' "$aarch64_log" | awk '{s+=$1} END {print s+0}') passed (counted below)"
 fi
 
-# Every test this script ran: the workspace's, and the quant crate's again on aarch64.
-count() { cat /tmp/grok1-quant-cargo-test.log "$aarch64_log" | grep -Eo "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
+# Every test this script ran: the workspace's, and the quant crate's again on AVX2 and on aarch64.
+count() { cat /tmp/grok1-quant-cargo-test.log "$avx2_log" "$aarch64_log" | grep -Eo "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
 passed=$(count passed)
 failed=$(count failed)
 echo "$aarch64_note"

@@ -1099,6 +1099,40 @@ pub(crate) mod x86 {
         _mm_cvtsi128_si32(s)
     }
 
+    /// `acc` plus the products of unsigned bytes `u` and signed bytes `s`, summed within each
+    /// 4-byte group, for kernels compiled twice (`VNNI` false under AVX2, true under the
+    /// AVX-512 features of `has_avx512()`): with VNNI one `vpdpbusd` into i32 lanes; without,
+    /// `maddubs` pairs added into i16 lanes, which the caller must keep from overflowing (the
+    /// pair sums saturate at ±2^15) and [`u8i8_total`] widens. Either way [`u8i8_total`] of the
+    /// accumulated value is the same exact i32 per 4-byte group.
+    ///
+    /// # Safety
+    ///
+    /// Inlined into its caller, whose target features must include AVX2 (`VNNI` false) or
+    /// AVX-512 F/BW/VL and VNNI (`VNNI` true); registers only.
+    #[inline(always)]
+    pub unsafe fn u8i8_acc<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        if VNNI {
+            _mm256_dpbusd_epi32(acc, u, s)
+        } else {
+            _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s))
+        }
+    }
+
+    /// The i32 sums per 4-byte group of a [`u8i8_acc`] accumulator.
+    ///
+    /// # Safety
+    ///
+    /// As [`u8i8_acc`].
+    #[inline(always)]
+    pub unsafe fn u8i8_total<const VNNI: bool>(acc: __m256i) -> __m256i {
+        if VNNI {
+            acc
+        } else {
+            _mm256_madd_epi16(acc, _mm256_set1_epi16(1))
+        }
+    }
+
     /// Σ x·y of 32 signed byte pairs as 8 f32 lanes (pair sums of the i16 products), via
     /// `maddubs` on |x| and y·sign(x). Exact provided no y byte is -128 (activations from
     /// `quantize_activation` are within ±127); x may be -128 (|x| = 128 read as unsigned and

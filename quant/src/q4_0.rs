@@ -283,9 +283,42 @@ mod avx2 {
         preps: [&crate::q8_0::PreparedQ8; T],
         out: &mut [[f32; 8]; T],
     ) {
+        nib_8rows_body::<false, T, PACKED>(w, rb, nb, preps, out)
+    }
+
+    /// [`nib_8rows`] on AVX-512 (`vpdpbusd` for `maddubs` + `add`; the same exact sums).
+    ///
+    /// # Safety
+    ///
+    /// As [`nib_8rows`], and the CPU must support the AVX-512 features `has_avx512()` checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    pub unsafe fn nib_8rows_512<const T: usize, const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
+        nib_8rows_body::<true, T, PACKED>(w, rb, nb, preps, out)
+    }
+
+    /// The body of [`nib_8rows`] and [`nib_8rows_512`] (see [`u8i8_acc`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`nib_8rows`]; inlined into a caller with the features `VNNI` needs.
+    #[inline(always)]
+    unsafe fn nib_8rows_body<const VNNI: bool, const T: usize, const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
         let _frame = align_frame();
         let m4 = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); T];
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         for p in &preps {
@@ -316,12 +349,12 @@ mod avx2 {
                 for k in 0..4 {
                     let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
                     let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], alo));
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], ahi));
+                    s16 = u8i8_acc::<VNNI>(s16, lo[k], alo);
+                    s16 = u8i8_acc::<VNNI>(s16, hi[k], ahi);
                 }
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(*p.d.get_unchecked(b)));
                 let isum = _mm256_sub_epi32(
-                    _mm256_madd_epi16(s16, ones),
+                    u8i8_total::<VNNI>(s16),
                     _mm256_set1_epi32(8 * *p.sum.get_unchecked(b)),
                 );
                 acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
@@ -332,7 +365,8 @@ mod avx2 {
         }
     }
 
-    /// [`nib_8rows`] for the layout: `il`, a packed group; else rows `rb` bytes apart.
+    /// [`nib_8rows`] (or [`nib_8rows_512`] where `has_avx512()`) for the layout: `il`, a packed
+    /// group; else rows `rb` bytes apart.
     ///
     /// # Safety
     ///
@@ -347,10 +381,11 @@ mod avx2 {
         preps: [&crate::q8_0::PreparedQ8; T],
         out: &mut [[f32; 8]; T],
     ) {
-        if il {
-            nib_8rows::<T, true>(w, rb, nb, preps, out)
-        } else {
-            nib_8rows::<T, false>(w, rb, nb, preps, out)
+        match (has_avx512(), il) {
+            (true, true) => nib_8rows_512::<T, true>(w, rb, nb, preps, out),
+            (true, false) => nib_8rows_512::<T, false>(w, rb, nb, preps, out),
+            (false, true) => nib_8rows::<T, true>(w, rb, nb, preps, out),
+            (false, false) => nib_8rows::<T, false>(w, rb, nb, preps, out),
         }
     }
 

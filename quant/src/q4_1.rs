@@ -162,15 +162,18 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
             // Never called without the x86 kernel (`simd` is false there).
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (g, o);
-            // SAFETY: AVX2/FMA/F16C detected at run time (`simd`); the group's eight rows (in
-            // either layout, the same bytes) lie inside `w` (asserted: w holds out.len() rows of
-            // nb blocks) and `a` holds nb activation blocks (asserted).
+            // SAFETY: AVX2/FMA/F16C detected at run time (`simd`), the AVX-512 features where
+            // `has_avx512()`; the group's eight rows (in either layout, the same bytes) lie
+            // inside `w` (asserted: w holds out.len() rows of nb blocks) and `a` holds nb
+            // activation blocks (asserted).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                if il {
-                    avx2::vec_dot_8rows::<true>(g.as_ptr(), row_bytes, nb, a.as_ptr(), o)
-                } else {
-                    avx2::vec_dot_8rows::<false>(g.as_ptr(), row_bytes, nb, a.as_ptr(), o)
+                let (g, a) = (g.as_ptr(), a.as_ptr());
+                match (has_avx512(), il) {
+                    (true, true) => avx2::vec_dot_8rows_512::<true>(g, row_bytes, nb, a, o),
+                    (true, false) => avx2::vec_dot_8rows_512::<false>(g, row_bytes, nb, a, o),
+                    (false, true) => avx2::vec_dot_8rows::<true>(g, row_bytes, nb, a, o),
+                    (false, false) => avx2::vec_dot_8rows::<false>(g, row_bytes, nb, a, o),
                 }
             }
         },
@@ -204,8 +207,42 @@ mod avx2 {
         a: *const u8,
         out: &mut [f32; 8],
     ) {
+        rows_body::<false, PACKED>(w, rb, nb, a, out)
+    }
+
+    /// [`vec_dot_8rows`] on AVX-512 (`vpdpbusd` for `maddubs` + `add`; the same exact sums).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    pub unsafe fn vec_dot_8rows_512<const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        rows_body::<true, PACKED>(w, rb, nb, a, out)
+    }
+
+    /// The body of [`vec_dot_8rows`] and [`vec_dot_8rows_512`] (see [`u8i8_acc`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`]; inlined into a caller with the features `VNNI` needs.
+    #[inline(always)]
+    unsafe fn rows_body<const VNNI: bool, const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
         let m4 = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = _mm256_setzero_ps();
         let mut accm = _mm256_setzero_ps();
@@ -238,11 +275,11 @@ mod avx2 {
                 let hi = _mm256_and_si256(_mm256_srli_epi16(*vk, 4), m4);
                 let alo = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(k)));
                 let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(4 + k)));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, alo));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, ahi));
+                s16 = u8i8_acc::<VNNI>(s16, lo, alo);
+                s16 = u8i8_acc::<VNNI>(s16, hi, ahi);
             }
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_load(ab)));
-            let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+            let isum = _mm256_cvtepi32_ps(u8i8_total::<VNNI>(s16));
             acc = _mm256_fmadd_ps(d, isum, acc);
             accm = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_load(ab.add(2))), accm);
         }
