@@ -103,7 +103,11 @@ pub fn bench(
     let decode_bandwidth_fraction = median(&mut fractions);
     Ok(BenchResult {
         model: model.path().display().to_string(),
-        device: if engine.is_gpu() { "gpu" } else { "cpu" }.to_string(),
+        device: if engine.is_gpu() {
+            "gpu".to_string()
+        } else {
+            format!("cpu ({})", quant::simd_tier())
+        },
         ty: model.expert_type().name().to_string(),
         threads: rayon::current_num_threads(),
         prefill_tokens: prefill,

@@ -61,13 +61,24 @@ fn has_safety_comment(lines: &[&str], i: usize) -> bool {
     lines[lo..=i].iter().any(|l| l.contains("SAFETY"))
 }
 
-/// The doc comment attached to the item at line `i` (skipping attributes) contains `# Safety`.
+/// The doc comment attached to the item at line `i` (skipping attributes, also those rustfmt
+/// splits over several lines: `#[target_feature(` … `)]`) contains `# Safety`.
 fn has_safety_doc(lines: &[&str], i: usize) -> bool {
     let mut j = i;
+    // Inside a multi-line attribute, read upwards from its closing line.
+    let mut in_attr = false;
     while j > 0 {
         j -= 1;
         let t = lines[j].trim_start();
         if t.starts_with("#[") || t.starts_with("#![") {
+            in_attr = false;
+            continue;
+        }
+        if in_attr {
+            continue;
+        }
+        if t == ")]" || t == "]" {
+            in_attr = true;
             continue;
         }
         if t.starts_with("///") {

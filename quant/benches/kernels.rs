@@ -111,7 +111,10 @@ fn main() {
     // Row length (Grok-1's hidden size is 6144; 8192 keeps all types aligned).
     let n = env("QUANT_BENCH_ROW", 8192);
     let mut tri = Triad::new(bytes);
-    println!("working set {mib} MiB, {threads} threads, best of {reps}; rows of {n}");
+    println!(
+        "working set {mib} MiB, {threads} threads, best of {reps}; rows of {n}; kernels: {}",
+        quant::simd_tier()
+    );
     println!(
         "{:11} | {:>6} {:>6} | {:>6} {:>6} {:>5} | {:>6} {:>6} {:>5} {:>5} | {:>6} | {:>11}",
         "type",

@@ -33,7 +33,10 @@ fn main() {
         ((seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
     };
     let x: Vec<f32> = (0..n).map(|_| rnd()).collect();
-    println!("{kib} KiB of weights per pass, rows of {n}, one thread, CPU time");
+    println!(
+        "{kib} KiB of weights per pass, rows of {n}, one thread, CPU time; kernels: {}",
+        simd_tier()
+    );
     println!("{:<12} {:>10} {:>12}", "type", "GB/s", "ns/block32");
     let types = [
         ("f32", GgmlType::F32),

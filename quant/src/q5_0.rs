@@ -610,7 +610,9 @@ mod avx512 {
     ///
     /// As `avx2::vec_dot_8rows`, and the CPU must support the AVX-512 features `has_avx512()`
     /// checks.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni")]
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
     pub unsafe fn vec_dot_8rows<const T: usize, const PACKED: bool>(
         w: *const u8,
         rb: usize,
