@@ -91,6 +91,32 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
+/// Whether the row-major eight-row K-quant kernels (Q4_K, Q5_K, Q6_K) prefetch the next group
+/// of eight rows as one stream ([`x86::prefetch_next_group`]) beside each row's own hint two
+/// super-blocks ahead: on every x86 CPU but Intel's (detected once). Measured on both kinds of
+/// machine this project has run on: the Zen 3 of the earlier sessions read its row-major
+/// groups best with it; on the Intel Xeon (Sapphire Rapids class) of 2026-11-23 the group
+/// prefetch costs these kernels a tenth of their speed (kernel bench, three alternating runs,
+/// all threads ÷ triad: Q4_K rows 0.77-0.80 with it, 0.87-0.92 without; Q5_K 0.76-0.80 →
+/// 0.83-0.89; Q6_K 0.83-0.86 → 0.90-0.96), where its L2 streamer follows the eight rows
+/// itself. The nibble types' kernels keep it (Q4_0 read less without it there).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn k_group_prefetch() -> bool {
+    use std::sync::OnceLock;
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        // `__cpuid` is a safe function from Rust 1.94 and unsafe before.
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+        let r = unsafe { std::arch::x86_64::__cpuid(0) };
+        let vendor: Vec<u8> = [r.ebx, r.edx, r.ecx]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        vendor != b"GenuineIntel"
+    })
+}
+
 /// The kernels this process runs: "avx512" (with AVX2 for the kernels that have no AVX-512
 /// version), "avx2", "neon" or "scalar" (after the switches above).
 pub fn simd_tier() -> &'static str {
@@ -1481,7 +1507,7 @@ pub(crate) mod x86 {
     /// activation block is read once for the eight rows. `PACKED`: the group is in
     /// [`crate::Layout::Interleaved8`] (column i holds block i of the eight rows; hint two
     /// columns ahead, the next in the stream); else rows `nb` blocks apart (hint two blocks of
-    /// the row ahead, the next group prefetched as one stream).
+    /// the row ahead, the next group prefetched as one stream where `k_group_prefetch()`).
     ///
     /// # Safety
     ///
@@ -1500,8 +1526,9 @@ pub(crate) mod x86 {
     ) {
         let mut acc = _mm256_setzero_ps();
         let rb = nb * block_bytes;
+        let group_prefetch = crate::common::k_group_prefetch();
         for i in 0..nb {
-            if !PACKED {
+            if !PACKED && group_prefetch {
                 prefetch_next_group(w, rb, 8 * block_bytes, i);
             }
             let ap = a.add(i * crate::q8_k::BLOCK_BYTES);

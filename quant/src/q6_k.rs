@@ -354,7 +354,8 @@ mod avx2 {
     /// lane r for row r: per super-block the eight rows' integer sums reduced together
     /// (`totals8`) and `da·d·isum` in eight lanes, accumulated in super-block order from 0, so
     /// every row is bit-identical to [`vec_dot`]; each activation block is read once for the
-    /// eight rows, and the next group of eight rows is prefetched as one stream.
+    /// eight rows, and the next group of eight rows is prefetched as one stream where
+    /// `k_group_prefetch()`.
     ///
     /// # Safety
     ///
@@ -365,8 +366,11 @@ mod avx2 {
         let _frame = align_frame();
         let rb = nb * BLOCK_BYTES;
         let mut acc = _mm256_setzero_ps();
+        let group_prefetch = crate::common::k_group_prefetch();
         for i in 0..nb {
-            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);
+            if group_prefetch {
+                prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);
+            }
             let ap = a.add(i * q8_k::BLOCK_BYTES);
             let mut iv = [_mm256_setzero_si256(); 8];
             let mut dh = [0u16; 8];
