@@ -91,17 +91,21 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
-/// Whether the row-major eight-row K-quant kernels (Q4_K, Q5_K, Q6_K) prefetch the next group
-/// of eight rows as one stream ([`x86::prefetch_next_group`]) beside each row's own hint two
-/// super-blocks ahead: on every x86 CPU but Intel's (detected once). Measured on both kinds of
-/// machine this project has run on: the Zen 3 of the earlier sessions read its row-major
-/// groups best with it; on the Intel Xeon (Sapphire Rapids class) of 2026-11-23 the group
-/// prefetch costs these kernels a tenth of their speed (kernel bench, three alternating runs,
-/// all threads ÷ triad: Q4_K rows 0.77-0.80 with it, 0.87-0.92 without; Q5_K 0.76-0.80 →
-/// 0.83-0.89; Q6_K 0.83-0.86 → 0.90-0.96), where its L2 streamer follows the eight rows
-/// itself. The nibble types' kernels keep it (Q4_0 read less without it there).
+/// How the row-major eight-row Q8_0 and K-quant kernels prefetch their weights (detected once): per row, each
+/// row's own stream a fixed distance ahead into L1 ([`x86::prefetch_group`], true), or the next
+/// group of eight rows as one stream into L2 ([`x86::prefetch_next_group`], false). Per row on
+/// Intel CPUs, per group on the others. Measured on both kinds of machine this project has run
+/// on: the Zen 3 of the earlier sessions read row-major groups best with the group stream (Q4_1
+/// rows 0.66-0.68 of the triad per row, 0.86-0.88 per group); on the Intel Xeon (Sapphire
+/// Rapids class) of 2026-11-23, whose L2 streamer follows eight rows itself, the group stream
+/// cost a tenth of the speed (kernel bench, three alternating runs, all threads ÷ triad, group
+/// → per row: Q8_0 rows 0.87-0.88 → 1.01-1.03; Q8_0 × f32 0.84-0.85 → 0.94-0.97; the K-quants,
+/// which prefetch each row two super-blocks ahead anyway, group → none: Q4_K 0.77-0.80 →
+/// 0.87-0.92, Q5_K 0.76-0.80 → 0.83-0.89, Q6_K 0.83-0.86 → 0.90-0.96). The nibble types'
+/// kernels (Q4_0, Q4_1, Q5_0; 18-22 byte blocks) keep the group stream everywhere: per row,
+/// Q4_0 read 0.78-0.85 there against 0.80-0.89 per group, Q4_1 and Q5_0 within the noise.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn k_group_prefetch() -> bool {
+pub(crate) fn prefetch_per_row() -> bool {
     use std::sync::OnceLock;
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
@@ -113,7 +117,7 @@ pub(crate) fn k_group_prefetch() -> bool {
             .iter()
             .flat_map(|x| x.to_le_bytes())
             .collect();
-        vendor != b"GenuineIntel"
+        vendor == b"GenuineIntel"
     })
 }
 
@@ -1214,6 +1218,39 @@ pub(crate) mod x86 {
         }
     }
 
+    /// How far ahead (bytes) of each row's block [`prefetch_group`] hints, per row.
+    pub const ROW_AHEAD: usize = 512;
+
+    /// The weight prefetch of the 32-value eight-row kernels at block `b` of a group (`w`, rows
+    /// `rows`, `rb` bytes apart, blocks of `block_bytes`): each row's line [`ROW_AHEAD`] bytes
+    /// ahead into L1 when `per_row` (row-major groups where
+    /// [`crate::common::prefetch_per_row`]); else the next group ([`prefetch_next_group`]), as
+    /// packed groups always do (one stream).
+    ///
+    /// # Safety
+    ///
+    /// As [`prefetch_next_group`] (addresses formed with `wrapping_add`; a prefetch never
+    /// faults).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn prefetch_group(
+        w: *const u8,
+        rb: usize,
+        rows: &[*const u8; 8],
+        block_bytes: usize,
+        b: usize,
+        per_row: bool,
+    ) {
+        if per_row {
+            for r in rows {
+                let p = r.wrapping_add(b * block_bytes + ROW_AHEAD);
+                _mm_prefetch(p as *const i8, _MM_HINT_T0);
+            }
+        } else {
+            prefetch_next_group(w, rb, 8 * block_bytes, b);
+        }
+    }
+
     /// A 64-byte-aligned local: a kernel holding one (`let _frame = align_frame();`) realigns its
     /// stack frame, so the compiler's 32-byte vector spill slots sit at the same place in a
     /// cache line whatever the callers' stack depth. Without it the Q6_K single-row kernel ran
@@ -1507,7 +1544,7 @@ pub(crate) mod x86 {
     /// activation block is read once for the eight rows. `PACKED`: the group is in
     /// [`crate::Layout::Interleaved8`] (column i holds block i of the eight rows; hint two
     /// columns ahead, the next in the stream); else rows `nb` blocks apart (hint two blocks of
-    /// the row ahead, the next group prefetched as one stream where `k_group_prefetch()`).
+    /// the row ahead, the next group prefetched as one stream unless `prefetch_per_row()`).
     ///
     /// # Safety
     ///
@@ -1526,7 +1563,7 @@ pub(crate) mod x86 {
     ) {
         let mut acc = _mm256_setzero_ps();
         let rb = nb * block_bytes;
-        let group_prefetch = crate::common::k_group_prefetch();
+        let group_prefetch = !crate::common::prefetch_per_row();
         for i in 0..nb {
             if !PACKED && group_prefetch {
                 prefetch_next_group(w, rb, 8 * block_bytes, i);

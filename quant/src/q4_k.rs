@@ -561,7 +561,7 @@ mod avx2 {
 
     /// One group of eight rows against one Q8_K activation, packed (`PACKED`,
     /// [`crate::Layout::Interleaved8`]: column i holds block i of the eight rows) or row-major
-    /// (rows `nb` blocks apart, the next group prefetched as one stream where `k_group_prefetch()`); row `r`'s value is
+    /// (rows `nb` blocks apart, the next group prefetched as one stream unless `prefetch_per_row()`); row `r`'s value is
     /// bit-identical to [`vec_dot`] of that row: per super-block the eight rows' integer sums
     /// are reduced together and the float step `d_a·d·isum − d_a·dmin·summ` runs in eight
     /// lanes, accumulated in super-block order from 0.

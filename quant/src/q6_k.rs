@@ -354,8 +354,8 @@ mod avx2 {
     /// lane r for row r: per super-block the eight rows' integer sums reduced together
     /// (`totals8`) and `da·d·isum` in eight lanes, accumulated in super-block order from 0, so
     /// every row is bit-identical to [`vec_dot`]; each activation block is read once for the
-    /// eight rows, and the next group of eight rows is prefetched as one stream where
-    /// `k_group_prefetch()`.
+    /// eight rows, and the next group of eight rows is prefetched as one stream unless
+    /// `prefetch_per_row()`.
     ///
     /// # Safety
     ///
@@ -366,7 +366,7 @@ mod avx2 {
         let _frame = align_frame();
         let rb = nb * BLOCK_BYTES;
         let mut acc = _mm256_setzero_ps();
-        let group_prefetch = crate::common::k_group_prefetch();
+        let group_prefetch = !crate::common::prefetch_per_row();
         for i in 0..nb {
             if group_prefetch {
                 prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);

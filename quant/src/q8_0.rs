@@ -298,10 +298,12 @@ pub fn vec_dot_f32_rows(w: &[u8], row_bytes: usize, il: bool, x: &[f32], out: &m
             // `x` holds nb·32 values (asserted).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                if il {
-                    avx2::vec_dot_f32_8rows::<true>(g.as_ptr(), row_bytes, nb, x.as_ptr(), o)
-                } else {
-                    avx2::vec_dot_f32_8rows::<false>(g.as_ptr(), row_bytes, nb, x.as_ptr(), o)
+                let (g, x) = (g.as_ptr(), x.as_ptr());
+                match (has_avx512(), il) {
+                    (true, true) => avx512::vec_dot_f32_8rows::<true>(g, row_bytes, nb, x, o),
+                    (true, false) => avx512::vec_dot_f32_8rows::<false>(g, row_bytes, nb, x, o),
+                    (false, true) => avx2::vec_dot_f32_8rows::<true>(g, row_bytes, nb, x, o),
+                    (false, false) => avx2::vec_dot_f32_8rows::<false>(g, row_bytes, nb, x, o),
                 }
             }
         },
@@ -521,8 +523,8 @@ mod avx2 {
     /// Block column `b` of a group of eight rows, for both eight-row kernels: the rows' f16
     /// scales as f32 lanes and a pointer to each row's 32 values. Packed: the column holds the
     /// eight scales, then the eight rows' values. Row-major: the rows `rows[r]` (`rb` bytes
-    /// apart). Either way the group is `8·rb` contiguous bytes and the next one is prefetched
-    /// a column at a time ([`prefetch_next_group`]).
+    /// apart). The weights ahead are hinted by [`prefetch_group`] (`per_row`: row-major rows
+    /// where `prefetch_per_row()`).
     ///
     /// # Safety
     ///
@@ -530,13 +532,14 @@ mod avx2 {
     /// must be readable in the layout `PACKED` names (`w` the group's start, `rows` its rows).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn column<const PACKED: bool>(
+    pub(super) unsafe fn column<const PACKED: bool>(
         w: *const u8,
         rb: usize,
         rows: &[*const u8; 8],
         b: usize,
+        per_row: bool,
     ) -> (__m256, [*const u8; 8]) {
-        prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
+        prefetch_group(w, rb, rows, BLOCK_BYTES, b, per_row);
         if PACKED {
             let col = w.add(b * 8 * BLOCK_BYTES);
             prefetch_column(col, 8 * BLOCK_BYTES);
@@ -573,8 +576,9 @@ mod avx2 {
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
+        let per_row = !PACKED && crate::common::prefetch_per_row();
         for b in 0..nb {
-            let (dw, qs) = column::<PACKED>(w, rb, &rows, b);
+            let (dw, qs) = column::<PACKED>(w, rb, &rows, b, per_row);
             let ab = a.add(b * BLOCK_BYTES);
             let av = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             let da = f16_load(ab);
@@ -612,8 +616,9 @@ mod avx2 {
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
+        let per_row = !PACKED && crate::common::prefetch_per_row();
         for b in 0..nb {
-            let (dw, qs) = column::<PACKED>(w, rb, &rows, b);
+            let (dw, qs) = column::<PACKED>(w, rb, &rows, b, per_row);
             _mm256_storeu_ps(ds.as_mut_ptr(), dw);
             let xb = x.add(b * QK);
             let xv = [
@@ -700,6 +705,62 @@ mod avx2 {
                 let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
                 _mm256_storeu_ps(o.add(8 * k), _mm256_mul_ps(f, d));
             }
+        }
+    }
+}
+
+/// The Q8_0 × f32 eight-row kernel on AVX-512 (see [`crate::common::has_avx512`]): sixteen
+/// values a step, widened and converted in 512-bit vectors (half the instructions of the
+/// AVX2 kernel's eight-lane steps). Its sums are added in another order than the AVX2
+/// kernel's, so the two agree to the float dots' tolerance, not bit for bit; both layouts go
+/// through the same steps, so packed and row-major rows stay bit-identical.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::column;
+    use super::QK;
+    use std::arch::x86_64::*;
+
+    /// As `avx2::vec_dot_f32_8rows`: per block column the eight rows' scales convert together,
+    /// the activation's two 16-lane vectors are loaded once for all rows, and each row keeps
+    /// its own accumulator (`acc_r += d_r · Σ_k q_rk·x_k`).
+    ///
+    /// # Safety
+    ///
+    /// As `avx2::vec_dot_f32_8rows`, and the CPU must support the AVX-512 features
+    /// `has_avx512()` checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    pub unsafe fn vec_dot_f32_8rows<const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        x: *const f32,
+        out: &mut [f32; 8],
+    ) {
+        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
+        let mut acc = [_mm512_setzero_ps(); 8];
+        let mut ds = [0f32; 8];
+        let per_row = !PACKED && crate::common::prefetch_per_row();
+        for b in 0..nb {
+            let (dw, qs) = column::<PACKED>(w, rb, &rows, b, per_row);
+            _mm256_storeu_ps(ds.as_mut_ptr(), dw);
+            let xb = x.add(b * QK);
+            let x0 = _mm512_loadu_ps(xb);
+            let x1 = _mm512_loadu_ps(xb.add(16));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let q = qs[r];
+                let f = |k: usize| {
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                        q.add(16 * k) as *const __m128i
+                    )))
+                };
+                let t = _mm512_fmadd_ps(f(1), x1, _mm512_mul_ps(f(0), x0));
+                *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(ds[r]), t, *acc_r);
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_ps(a);
         }
     }
 }
