@@ -263,9 +263,10 @@ mod avx2 {
 
     /// Eight rows against one activation: the rows' nibble bytes transposed in 4-byte groups (as in
     /// the Q4_0 kernel), the fifth bits taken from the eight `qh` words held one per lane (byte
-    /// replicated, bit masked, clamped to 0x10, or'ed in; over the packed layout, whose `qh` bits
-    /// are already spread one per byte and step, a shift and a mask), unsigned 0..31 values × activation with
-    /// `maddubs` in two i16 halves (≤ 4·2·31·128 < 2^15 each), −16 applied as 16·Σa.
+    /// replicated, bit masked, clamped to 0x10, or'ed in; over the packed layout, whose `qh`
+    /// bits are already spread one per byte and step, a shift and a mask), unsigned 0..31
+    /// values × activation with `maddubs` in two i16 halves (≤ 4·2·31·128 < 2^15 each), −16
+    /// applied as 16·Σa.
     ///
     /// # Safety
     ///
@@ -285,34 +286,82 @@ mod avx2 {
         preps: [&crate::q8_0::PreparedQ8; T],
         out: &mut [[f32; 8]; T],
     ) {
+        rows_body::<false, T, PACKED>(w, rb, nb, preps, out)
+    }
+
+    /// [`vec_dot_8rows`] on AVX-512 (see [`crate::common::has_avx512`]): the fifth bits as a
+    /// byte mask straight from the `qh` words (`vpshufbitqmb` for row-major rows; over the
+    /// packed layout a byte test), added in as 0x10 under that mask; the high nibbles moved
+    /// down by one GF(2) affine step; `vpdpbusd` summing value × activation into i32 lanes.
+    /// The same exact integer sums and float steps, so the same results.
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    pub unsafe fn vec_dot_8rows_512<const T: usize, const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
+        rows_body::<true, T, PACKED>(w, rb, nb, preps, out)
+    }
+
+    /// The body of [`vec_dot_8rows`] (`VNNI` false) and [`vec_dot_8rows_512`] (true).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`]; inlined into a caller with the features `VNNI` needs.
+    #[inline(always)]
+    unsafe fn rows_body<const VNNI: bool, const T: usize, const PACKED: bool>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        preps: [&crate::q8_0::PreparedQ8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let x10 = _mm256_set1_epi8(0x10);
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); T];
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
-        // For a step over values v..v+3 (v = 4k, or 16 + 4k for the high nibbles) the fifth
-        // bits are bits v..v+3 of qh: byte v/8 replicated over the lane's 4 bytes, each byte
-        // keeping one of bits 4..7 (for v mod 8 = 0, of qh shifted up by 4), then clamped to
-        // 0x10 (`min`: any set bit of 0x10..0x80 gives 0x10, none gives 0).
+        // AVX2, row-major: for a step over values v..v+3 (v = 4k, or 16 + 4k for the high
+        // nibbles) the fifth bits are bits v..v+3 of qh: byte v/8 replicated over the lane's 4
+        // bytes, each byte keeping one of bits 4..7 (for v mod 8 = 0, of qh shifted up by 4),
+        // then clamped to 0x10 (`min`: any set bit of 0x10..0x80 gives 0x10, none gives 0).
         let rep = |byte: usize| {
             let idx: [u8; 32] = std::array::from_fn(|j| (4 * (j % 16 / 4) + byte) as u8);
             _mm256_loadu_si256(idx.as_ptr() as *const __m256i)
         };
         let reps: [__m256i; 4] = std::array::from_fn(rep);
         let bit4to7 = _mm256_set1_epi32(0x8040_2010u32 as i32);
+        // AVX-512, row-major: byte i of step k's values (lane r = i / 4 holds row r) takes bit
+        // 4k + i mod 4 of row r's qh, which is dword r of `qv`: bit 32·(r mod 2) + 4k + i mod 4
+        // of qword r / 2, gathered into a mask by `vpshufbitqmb`.
+        let bit_idx: [__m256i; 8] = std::array::from_fn(|k| {
+            let idx: [u8; 32] = std::array::from_fn(|i| (32 * (i / 4 % 2) + 4 * k + i % 4) as u8);
+            _mm256_loadu_si256(idx.as_ptr() as *const __m256i)
+        });
+        // AVX-512: bits 4..7 of each byte to bits 0..3, the rest cleared (row i of the GF(2)
+        // matrix, byte 7 - i, picks the source bit of result bit i).
+        let high = _mm256_set1_epi64x(0x1020_4080_0000_0000);
         let sh = row_shuffles();
         for b in 0..nb {
-            // Both layouts keep a group in 8·rb contiguous bytes (the nibble types read
-            // theirs faster so on Intel too: see `prefetch_per_row`).
+            // Both layouts keep a group in 8·rb contiguous bytes (on Intel too: see
+            // `prefetch_per_row`).
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
             let (v, qv, dw) = if PACKED {
                 gather_packed(w, b)
             } else {
                 gather_rows(&rows, b, sh)
             };
-            // The fifth bits as 0x10 bytes for step s (0..3 the low nibbles, 4..7 the high),
-            // computed where each step uses them: built up front as an array of eight, the
-            // row-major kernel's registers ran out and it spilled (2-5 % slower in cache).
+            // AVX2: the fifth bits as 0x10 bytes for step s (0..3 the low nibbles, 4..7 the
+            // high), computed where each step uses them: built up front as an array of eight,
+            // the row-major kernel's registers ran out and it spilled (2-5 % slower in cache).
             let qv4 = _mm256_slli_epi16(qv, 4);
             let fifth = |s: usize| {
                 if PACKED {
@@ -338,11 +387,26 @@ mod avx2 {
                     _mm256_min_epu8(bits, x10)
                 }
             };
-            // Step k's unsigned 5-bit values: the low nibbles (k < 4) or the high ones.
+            // Step k's unsigned 5-bit values: the low nibbles (k < 4) or the high ones, with
+            // the fifth bit as 0x10.
             let value = |k: usize| {
                 let vk = v[k % 4];
-                let nib = if k < 4 { vk } else { _mm256_srli_epi16(vk, 4) };
-                _mm256_or_si256(_mm256_and_si256(nib, m4), fifth(k))
+                if VNNI {
+                    let nib = if k < 4 {
+                        _mm256_and_si256(vk, m4)
+                    } else {
+                        _mm256_gf2p8affine_epi64_epi8::<0>(vk, high)
+                    };
+                    let bit = if PACKED {
+                        _mm256_test_epi8_mask(qv, _mm256_set1_epi8(1 << k))
+                    } else {
+                        _mm256_bitshuffle_epi64_mask(qv, bit_idx[k])
+                    };
+                    _mm256_mask_add_epi8(nib, bit, nib, x10)
+                } else {
+                    let nib = if k < 4 { vk } else { _mm256_srli_epi16(vk, 4) };
+                    _mm256_or_si256(_mm256_and_si256(nib, m4), fifth(k))
+                }
             };
             // Token t's block sum against the eight steps (values from `val`), scaled into
             // acc[t]: each row in its own lane, −16·Σa for the offset.
@@ -353,11 +417,11 @@ mod avx2 {
                 for k in 0..4 {
                     let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
                     let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
-                    slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(val(k), alo));
-                    shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(val(4 + k), ahi));
+                    slo = u8i8_acc::<VNNI>(slo, val(k), alo);
+                    shi = u8i8_acc::<VNNI>(shi, val(4 + k), ahi);
                 }
                 let isum = _mm256_sub_epi32(
-                    _mm256_add_epi32(_mm256_madd_epi16(slo, ones), _mm256_madd_epi16(shi, ones)),
+                    _mm256_add_epi32(u8i8_total::<VNNI>(slo), u8i8_total::<VNNI>(shi)),
                     _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
                 );
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
@@ -384,7 +448,7 @@ mod avx2 {
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn row_shuffles() -> [__m256i; 2] {
+    unsafe fn row_shuffles() -> [__m256i; 2] {
         let z = -128i8;
         let a: [i8; 16] = [2, 3, 4, 5, 10, 11, 12, 13, 0, 1, 8, 9, z, z, z, z];
         let b: [i8; 16] = [2, 3, 4, 5, 10, 11, 12, 13, z, z, z, z, 0, 1, 8, 9];
@@ -409,7 +473,7 @@ mod avx2 {
     /// `rows` must be readable for `b + 1` Q5_0 blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn gather_rows(
+    unsafe fn gather_rows(
         rows: &[*const u8; 8],
         b: usize,
         sh: [__m256i; 2],
@@ -442,7 +506,7 @@ mod avx2 {
     /// readable for `b + 1` packed columns of eight Q5_0 blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn gather_packed(w: *const u8, b: usize) -> ([__m256i; 4], __m256i, __m256) {
+    unsafe fn gather_packed(w: *const u8, b: usize) -> ([__m256i; 4], __m256i, __m256) {
         let col = w.add(b * 8 * BLOCK_BYTES);
         (
             std::array::from_fn(|k| _mm256_loadu_si256(col.add(48 + 32 * k) as *const __m256i)),
@@ -451,8 +515,8 @@ mod avx2 {
         )
     }
 
-    /// [`vec_dot_8rows`], or its AVX-512 twin (`super::avx512::vec_dot_8rows`) where the CPU
-    /// has it: the same sums, bit for bit.
+    /// [`vec_dot_8rows`], or its AVX-512 twin [`vec_dot_8rows_512`] where the CPU has it: the
+    /// same sums, bit for bit.
     ///
     /// # Safety
     ///
@@ -466,7 +530,7 @@ mod avx2 {
         out: &mut [[f32; 8]; T],
     ) {
         if has_avx512() {
-            super::avx512::vec_dot_8rows::<T, PACKED>(w, rb, nb, preps, out)
+            vec_dot_8rows_512::<T, PACKED>(w, rb, nb, preps, out)
         } else {
             vec_dot_8rows::<T, PACKED>(w, rb, nb, preps, out)
         }
@@ -590,105 +654,6 @@ mod avx2 {
             let d = _mm256_set1_ps(f16_load(p));
             let q = _mm256_sub_epi8(load_q(p), _mm256_set1_epi8(16));
             crate::q4_0::store_i8x32_scaled(q, d, dst.as_mut_ptr().add(i * QK));
-        }
-    }
-}
-
-/// The eight-row kernel on AVX-512 (see [`crate::common::has_avx512`]): the fifth bits as a
-/// byte mask straight from the `qh` words (`vpshufbitqmb` for row-major rows; over the packed
-/// layout, whose bits are already spread one per byte and step, a byte test), added in as 0x10
-/// under that mask; the high nibbles moved down by one GF(2) affine step; `vpdpbusd` summing
-/// value × activation into i32 lanes. The same exact integer sums and float steps as
-/// `avx2::vec_dot_8rows`, so the results are identical.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::avx2::{gather_packed, gather_rows, row_shuffles};
-    use super::BLOCK_BYTES;
-    use crate::common::x86::*;
-    use std::arch::x86_64::*;
-
-    /// # Safety
-    ///
-    /// As `avx2::vec_dot_8rows`, and the CPU must support the AVX-512 features `has_avx512()`
-    /// checks.
-    #[target_feature(
-        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
-    )]
-    pub unsafe fn vec_dot_8rows<const T: usize, const PACKED: bool>(
-        w: *const u8,
-        rb: usize,
-        nb: usize,
-        preps: [&crate::q8_0::PreparedQ8; T],
-        out: &mut [[f32; 8]; T],
-    ) {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let x10 = _mm256_set1_epi8(0x10);
-        // Bits 4..7 of each byte to bits 0..3, the rest cleared (row i of the matrix, byte
-        // 7 - i, picks the source bit of result bit i).
-        let high = _mm256_set1_epi64x(0x1020_4080_0000_0000);
-        // Row-major: byte i of step k's values (lane r = i / 4 holds row r) takes bit
-        // 4k + i mod 4 of row r's qh, which is dword r of `qv`: bit 32·(r mod 2) + 4k + i mod 4
-        // of qword r / 2.
-        let bit_idx: [__m256i; 8] = std::array::from_fn(|k| {
-            let idx: [u8; 32] = std::array::from_fn(|i| (32 * (i / 4 % 2) + 4 * k + i % 4) as u8);
-            _mm256_loadu_si256(idx.as_ptr() as *const __m256i)
-        });
-        let mut acc = [_mm256_setzero_ps(); T];
-        let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
-        let sh = row_shuffles();
-        for b in 0..nb {
-            prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
-            let (v, qv, dw) = if PACKED {
-                gather_packed(w, b)
-            } else {
-                gather_rows(&rows, b, sh)
-            };
-            // Step k's unsigned 5-bit values: the low nibbles (k < 4) or the high ones, 0x10
-            // added where the fifth bit is set.
-            let value = |k: usize| {
-                let vk = v[k % 4];
-                let nib = if k < 4 {
-                    _mm256_and_si256(vk, m4)
-                } else {
-                    _mm256_gf2p8affine_epi64_epi8::<0>(vk, high)
-                };
-                let fifth = if PACKED {
-                    _mm256_test_epi8_mask(qv, _mm256_set1_epi8(1 << k))
-                } else {
-                    _mm256_bitshuffle_epi64_mask(qv, bit_idx[k])
-                };
-                _mm256_mask_add_epi8(nib, fifth, nib, x10)
-            };
-            // Token t's block sum against the eight steps (values from `val`), scaled into
-            // acc[t]: each row in its own lane, −16·Σa for the offset.
-            let token = |t: usize, val: &dyn Fn(usize) -> __m256i, acc_t: &mut __m256| {
-                let prep = preps[t];
-                let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
-                let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                for k in 0..4 {
-                    let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
-                    let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
-                    slo = _mm256_dpbusd_epi32(slo, val(k), alo);
-                    shi = _mm256_dpbusd_epi32(shi, val(4 + k), ahi);
-                }
-                let isum = _mm256_sub_epi32(
-                    _mm256_add_epi32(slo, shi),
-                    _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
-                );
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
-                *acc_t = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), *acc_t);
-            };
-            if T == 1 {
-                token(0, &value, &mut acc[0]);
-            } else {
-                let merged: [__m256i; 8] = std::array::from_fn(value);
-                for (t, acc_t) in acc.iter_mut().enumerate() {
-                    token(t, &|k| merged[k], acc_t);
-                }
-            }
-        }
-        for (o, a) in out.iter_mut().zip(acc) {
-            _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
     }
 }
