@@ -224,13 +224,16 @@ pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, il: bool, a: &[u8], out: &mut [f
         while r < whole {
             let mut o = [0f32; 8];
             let g = w[r * rb..].as_ptr();
-            // SAFETY: AVX2/FMA/F16C detected; rows r..r+8 (8·nb blocks in either layout) lie
-            // in `w` and `a` holds nb blocks (asserted above).
+            // SAFETY: AVX2/FMA/F16C detected, the AVX-512 features where `has_avx512()`; rows
+            // r..r+8 (8·nb blocks in either layout) lie in `w` and `a` holds nb blocks
+            // (asserted above).
             unsafe {
-                if il {
-                    avx2::vec_dot_8rows::<true>(g, nb, a.as_ptr(), &mut o)
-                } else {
-                    avx2::vec_dot_8rows::<false>(g, nb, a.as_ptr(), &mut o)
+                let ap = a.as_ptr();
+                match (has_avx512(), il) {
+                    (true, true) => avx2::vec_dot_8rows_512::<true>(g, nb, ap, &mut o),
+                    (true, false) => avx2::vec_dot_8rows_512::<false>(g, nb, ap, &mut o),
+                    (false, true) => avx2::vec_dot_8rows::<true>(g, nb, ap, &mut o),
+                    (false, false) => avx2::vec_dot_8rows::<false>(g, nb, ap, &mut o),
                 }
             };
             out[r..r + 8].copy_from_slice(&o);
@@ -580,6 +583,77 @@ mod avx2 {
         k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap, bs2| {
             int_sums(&unpack(bp, ahead), ap, bs2)
         })
+    }
+
+    /// [`vec_dot_8rows`] on AVX-512 ([`int_sums_512`] for each row's block; the same exact
+    /// sums and float steps, so the same results).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    pub unsafe fn vec_dot_8rows_512<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap, bs2| {
+            int_sums_512(bp, ahead, ap, bs2)
+        })
+    }
+
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: each 32-value
+    /// run's products summed into i32 lanes by `vpdpbusd` (each lane four products, at most
+    /// 4·15·128 in magnitude, so an i16), two runs packed into one vector of words and scaled
+    /// by one `madd` against their two scales. Four scale vectors, one `vpshufb` each, where
+    /// [`unpack`] broadcasts eight scales with two shuffles each; the high nibbles in one GF(2)
+    /// affine step. The lane totals are the same exact `Σ sc·q·y` and `Σ m·bsum`.
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `bp` must point
+    /// to one readable Q4_K block and `ap` to one readable Q8_K block.
+    #[inline(always)]
+    unsafe fn int_sums_512(
+        bp: *const u8,
+        ahead: usize,
+        ap: *const u8,
+        bs2: __m256i,
+    ) -> (__m256i, __m256i) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        // Bits 4..7 of each byte to bits 0..3 (row i of the GF(2) matrix, byte 7 - i, picks
+        // the source bit of result bit i).
+        let high = _mm256_set1_epi64x(0x1020_4080_0000_0000);
+        prefetch(bp, ahead);
+        prefetch(bp, ahead + 64);
+        prefetch(bp, ahead + 128);
+        let sm = k_scales_mins(bp.add(4));
+        let summ_v = _mm256_madd_epi16(sm, bs2);
+        let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
+        let yp = ap.add(q8_k::QS_OFF);
+        let qp = bp.add(16);
+        let zero = _mm256_setzero_si256();
+        let mut acc = zero;
+        for c in 0..4 {
+            // Words 0..3 of each 128-bit lane scale run 2c, words 4..7 run 2c + 1 (as
+            // `packs` lays the two runs' lanes out).
+            let idx: [u8; 16] = std::array::from_fn(|k| (2 * (2 * c + k / 8) + k % 2) as u8);
+            let pair = _mm256_shuffle_epi8(
+                scl,
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(idx.as_ptr() as *const __m128i)),
+            );
+            let q = _mm256_loadu_si256(qp.add(32 * c) as *const __m256i);
+            let y0 = _mm256_loadu_si256(yp.add(64 * c) as *const __m256i);
+            let y1 = _mm256_loadu_si256(yp.add(64 * c + 32) as *const __m256i);
+            let p0 = _mm256_dpbusd_epi32(zero, _mm256_and_si256(q, m4), y0);
+            let p1 = _mm256_dpbusd_epi32(zero, _mm256_gf2p8affine_epi64_epi8::<0>(q, high), y1);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_packs_epi32(p0, p1), pair));
+        }
+        (acc, summ_v)
     }
 
     /// One packed group of eight rows ([`crate::Layout::Interleaved8`]: column i holds block i
