@@ -520,17 +520,24 @@ mod avx2 {
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); each of
     /// `aps` must point to one readable Q8_K block, `bs2[t]` being its [`k_bsum_pairs`].
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn int_sums_multi<const T: usize>(
+    ///
+    /// `VNNI`: see [`k_chunk_tokens`] (inlined into a caller with the features it needs).
+    #[inline(always)]
+    unsafe fn int_sums_multi<const T: usize, const VNNI: bool>(
         u: &Unpacked,
         aps: &[*const u8; T],
         bs2: &[__m256i; T],
     ) -> ([__m256i; T], [__m256i; T]) {
         let mut acc = [_mm256_setzero_si256(); T];
+        let scl = _mm256_permute2x128_si256(u.sm, u.sm, 0x00);
         for c in 0..4 {
             let (s0, s1) = (u.sc[2 * c], u.sc[2 * c + 1]);
-            k_chunk_tokens(&mut acc, aps, c, u.lo[c], u.hi[c], s0, s1);
+            let pair = if VNNI {
+                k_scale_pair(scl, c)
+            } else {
+                _mm256_setzero_si256()
+            };
+            k_chunk_tokens::<T, VNNI>(&mut acc, aps, c, u.lo[c], u.hi[c], s0, s1, pair);
         }
         (
             acc,
@@ -675,6 +682,43 @@ mod avx2 {
         a: [*const u8; T],
         out: &mut [[f32; 8]; T],
     ) {
+        if has_avx512() {
+            return vec_dot_8rows_multi_512::<T>(w, nb, a, out);
+        }
+        rows_multi_body::<T, false>(w, nb, a, out)
+    }
+
+    /// [`vec_dot_8rows_multi`] on AVX-512 ([`k_chunk_tokens`] with `vpdpbusd`; the same exact
+    /// sums, so the same results).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows_multi`], and the CPU must support the AVX-512 features
+    /// `has_avx512()` checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_8rows_multi_512<const T: usize>(
+        w: *const u8,
+        nb: usize,
+        a: [*const u8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
+        rows_multi_body::<T, true>(w, nb, a, out)
+    }
+
+    /// The body of [`vec_dot_8rows_multi`] (`VNNI` false) and [`vec_dot_8rows_multi_512`].
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows_multi`]; inlined into a caller with the features `VNNI` needs.
+    #[inline(always)]
+    unsafe fn rows_multi_body<const T: usize, const VNNI: bool>(
+        w: *const u8,
+        nb: usize,
+        a: [*const u8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
         let mut acc = [_mm256_setzero_ps(); T];
         for i in 0..nb {
             let aps: [*const u8; T] = std::array::from_fn(|t| a[t].add(i * q8_k::BLOCK_BYTES));
@@ -689,7 +733,8 @@ mod avx2 {
                 // Block i of row r; hinted ahead: two columns (packed, the next in the stream)
                 // or two blocks of the row (row-major).
                 let bp = w.add((8 * i + r) * BLOCK_BYTES);
-                let (ivs, mvs) = int_sums_multi(&unpack(bp, 16 * BLOCK_BYTES), &aps, &bs2);
+                let (ivs, mvs) =
+                    int_sums_multi::<T, VNNI>(&unpack(bp, 16 * BLOCK_BYTES), &aps, &bs2);
                 for t in 0..T {
                     iv[t][r].write(ivs[t]);
                     mv[t][r].write(mvs[t]);
@@ -721,15 +766,42 @@ mod avx2 {
     /// readable for `nb` blocks and each of `a` for `nb` Q8_K blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_multi8(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        if has_avx512() {
+            return vec_dot_multi8_512(w, nb, a);
+        }
         let _frame = align_frame();
+        k_multi8::<false>(w, nb, BLOCK_BYTES, a, |bp, c| multi8_runs(bp, c))
+    }
+
+    /// [`vec_dot_multi8`] on AVX-512 (see [`k_chunk_tokens`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_multi8`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_multi8_512(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        let _frame = align_frame();
+        k_multi8::<true>(w, nb, BLOCK_BYTES, a, |bp, c| multi8_runs(bp, c))
+    }
+
+    /// Chunk `c`'s two runs of the block at `bp`: its low and its high nibbles.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (callers check `has_avx2()` first); `bp` must point to one
+    /// readable Q4_K block and `c` be below 4.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn multi8_runs(bp: *const u8, c: usize) -> (__m256i, __m256i) {
         let m4 = _mm256_set1_epi8(0x0F);
-        k_multi8(w, nb, BLOCK_BYTES, a, |bp, c| {
-            let q = _mm256_loadu_si256(bp.add(16 + 32 * c) as *const __m256i);
-            (
-                _mm256_and_si256(q, m4),
-                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-            )
-        })
+        let q = _mm256_loadu_si256(bp.add(16 + 32 * c) as *const __m256i);
+        (
+            _mm256_and_si256(q, m4),
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+        )
     }
 
     /// One row against `T` activations, super-block by super-block (see [`superblock_multi`]);

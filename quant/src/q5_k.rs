@@ -234,8 +234,27 @@ mod avx2 {
     /// readable for `nb` blocks and each of `a` for `nb` Q8_K blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_multi8(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        if has_avx512() {
+            return vec_dot_multi8_512(w, nb, a);
+        }
         let _frame = align_frame();
-        k_multi8(w, nb, BLOCK_BYTES, a, |bp, c| {
+        k_multi8::<false>(w, nb, BLOCK_BYTES, a, |bp, c| {
+            load_pair(bp, _mm256_loadu_si256(bp.add(16) as *const __m256i), c)
+        })
+    }
+
+    /// [`vec_dot_multi8`] on AVX-512 (see [`k_chunk_tokens`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_multi8`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_multi8_512(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        let _frame = align_frame();
+        k_multi8::<true>(w, nb, BLOCK_BYTES, a, |bp, c| {
             load_pair(bp, _mm256_loadu_si256(bp.add(16) as *const __m256i), c)
         })
     }
