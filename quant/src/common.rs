@@ -191,16 +191,24 @@ pub(crate) fn assert_il_covered(il: bool, r: usize, rows: usize, row_bytes: usiz
     );
 }
 
-/// Row-major K-quant rows of at least this many super-blocks (8192 values) go through the
-/// eight-row kernels, which read each activation block once for eight rows; shorter ones go
-/// row by row. The single-row kernels read the whole Q8_K activation (292 bytes a super-block)
-/// for every row, and once it no longer stays in L1 beside the weights they fall to half the
-/// memory's speed: kernel bench, Q4_K / Q5_K / Q6_K single rows 0.82-0.95 of the triad at 8192
-/// values, 0.41-0.50 at 16384, 0.33-0.62 at 32768, where the eight-row Q4_K kernel reads
-/// 0.86-0.94. At 2048 values the single-row Q4_K kernel read a little more (0.80 against 0.78,
-/// and 1.66 B synth decode), at 6144 the same (0.87 / 0.88), at 8192 less (0.84 / 0.89)
-/// (2026-11-23).
-pub(crate) const K_EIGHT_ROWS_FROM: usize = 32;
+/// Row-major K-quant rows of at least this many super-blocks go through the eight-row kernels,
+/// which read each activation block once for eight rows; shorter ones go row by row. The
+/// single-row kernels read the whole Q8_K activation (292 bytes a super-block) for every row.
+/// On the Zen 3 of the earlier sessions: from 32 super-blocks (8192 values) — single rows read
+/// 0.82-0.95 of the triad at 8192 values, 0.41-0.50 at 16384, 0.33-0.62 at 32768, where the
+/// eight-row Q4_K kernel reads 0.86-0.94; at 2048 values the single-row Q4_K kernel read a
+/// little more (0.80 against 0.78), at 6144 the same (0.87 / 0.88), at 8192 less (0.84 / 0.89).
+/// On Intel ([`prefetch_per_row`]) from 1: on the Xeon of 2026-11-23 the single-row kernels
+/// read 0.52-0.62 of the triad at 6144 values (Grok-1's width) against 0.74-0.87 for the
+/// eight-row ones, and 0.53-0.79 against 0.61-0.69 at 2048 (kernel bench, Q4_K / Q5_K / Q6_K
+/// rows, two alternating runs of each binary).
+pub(crate) fn k_eight_rows_from() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if prefetch_per_row() {
+        return 1;
+    }
+    32
+}
 
 /// An eight-row K-quant kernel: `(group, nb, activation, out)` for eight row-major rows of `nb`
 /// super-blocks each, back to back at `group`, against `nb` Q8_K blocks. It needs AVX2, FMA and
@@ -209,7 +217,7 @@ pub(crate) type EightRows = unsafe fn(*const u8, usize, *const u8, &mut [f32; 8]
 
 /// `out[r] = w_r · a` for row-major K-quant rows (`rb` bytes of `block_bytes`-byte
 /// super-blocks) against one Q8_K activation: with AVX2 and rows of at least
-/// [`K_EIGHT_ROWS_FROM`] super-blocks eight at a time through `eight`, the rest through `one`
+/// [`k_eight_rows_from`] super-blocks eight at a time through `eight`, the rest through `one`
 /// (the single-row dot). `eight` must give each row exactly `one`'s bits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn k_rows_by_eight(
@@ -229,7 +237,7 @@ pub(crate) fn k_rows_by_eight(
         nb * crate::q8_k::BLOCK_BYTES,
         a.len()
     );
-    let kernel = eight.filter(|_| has_avx2() && nb >= K_EIGHT_ROWS_FROM);
+    let kernel = eight.filter(|_| has_avx2() && nb >= k_eight_rows_from());
     let eight = |g: &[u8], o: &mut [f32; 8]| {
         if let Some(k) = kernel {
             // SAFETY: an `EightRows` kernel with AVX2/FMA/F16C present (`has_avx2()` above);

@@ -217,10 +217,10 @@ pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, il: bool, a: &[u8], out: &mut [f
     );
     let mut r = 0;
     // Packed groups are one stream each; row-major groups go through the same kernel (the
-    // next group prefetched) when rows are long enough ([`K_EIGHT_ROWS_FROM`]), else row by
+    // next group prefetched) when rows are long enough ([`k_eight_rows_from`]), else row by
     // row (see there).
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && rb > 0 && (il || nb >= K_EIGHT_ROWS_FROM) {
+    if has_avx2() && rb > 0 && (il || nb >= k_eight_rows_from()) {
         while r < whole {
             let mut o = [0f32; 8];
             let g = w[r * rb..].as_ptr();

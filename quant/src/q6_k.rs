@@ -167,7 +167,7 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 
 /// `out[r] = w_r · a` for row-major rows `rb` bytes long, each bit-identical to [`vec_dot`]
 /// of the row: eight rows at a time through one kernel when rows are long enough
-/// ([`K_EIGHT_ROWS_FROM`]), the rest row by row.
+/// ([`crate::common::k_eight_rows_from`]), the rest row by row.
 pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     let name = "q6_k vec_dot_rows";
     k_rows_by_eight(name, w, rb, BLOCK_BYTES, a, out, EIGHT_ROWS, vec_dot);
