@@ -91,21 +91,25 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
-/// How the row-major eight-row Q8_0 and K-quant kernels prefetch their weights (detected once): per row, each
-/// row's own stream a fixed distance ahead into L1 ([`x86::prefetch_group`], true), or the next
-/// group of eight rows as one stream into L2 ([`x86::prefetch_next_group`], false). Per row on
-/// Intel CPUs, per group on the others. Measured on both kinds of machine this project has run
-/// on: the Zen 3 of the earlier sessions read row-major groups best with the group stream (Q4_1
-/// rows 0.66-0.68 of the triad per row, 0.86-0.88 per group); on the Intel Xeon (Sapphire
-/// Rapids class) of 2026-11-23, whose L2 streamer follows eight rows itself, the group stream
-/// cost a tenth of the speed (kernel bench, three alternating runs, all threads ÷ triad, group
-/// → per row: Q8_0 rows 0.87-0.88 → 1.01-1.03; Q8_0 × f32 0.84-0.85 → 0.94-0.97; the K-quants,
-/// which prefetch each row two super-blocks ahead anyway, group → none: Q4_K 0.77-0.80 →
-/// 0.87-0.92, Q5_K 0.76-0.80 → 0.83-0.89, Q6_K 0.83-0.86 → 0.90-0.96). The nibble types'
-/// kernels (Q4_0, Q4_1, Q5_0; 18-22 byte blocks) keep the group stream everywhere: per row,
-/// Q4_0 read 0.78-0.85 there against 0.80-0.89 per group, Q4_1 and Q5_0 within the noise.
+/// Whether the CPU is Intel's (CPUID vendor, detected once): the key of the tuning choices that
+/// measured differently on the two kinds of machine this project has run on (the Zen 3 of the
+/// earlier sessions, the Intel Xeon of 2026-11-23) — how row-major eight-row groups prefetch
+/// (here) and from which row length K-quant rows go eight at a time ([`k_eight_rows_from`]).
+///
+/// Prefetch: on Intel, row-major Q8_0 groups hint each row's own stream a fixed distance
+/// ahead into L1 ([`x86::prefetch_group`]) and the K-quant groups, which hint each row two
+/// super-blocks ahead anyway, add nothing; elsewhere both add the next group of eight rows as
+/// one stream into L2 ([`x86::prefetch_next_group`]). The Zen 3 read row-major groups best
+/// with the group stream (Q4_1 rows 0.66-0.68 of the triad per row, 0.86-0.88 per group); on
+/// the Xeon (Sapphire Rapids class), whose L2 streamer follows eight rows itself, the group
+/// stream cost a tenth of the speed (kernel bench, three alternating runs, all threads ÷
+/// triad, group → per row: Q8_0 rows 0.87-0.88 → 1.01-1.03; Q8_0 × f32 0.84-0.85 →
+/// 0.94-0.97; group → none: Q4_K 0.77-0.80 → 0.87-0.92, Q5_K 0.76-0.80 → 0.83-0.89, Q6_K
+/// 0.83-0.86 → 0.90-0.96). The nibble types' kernels (Q4_0, Q4_1, Q5_0; 18-22 byte blocks)
+/// keep the group stream everywhere: per row, Q4_0 read 0.73-0.76 there against 0.82-0.86 per
+/// group (four alternating pairs of bench binaries), Q4_1 and Q5_0 within the noise.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn prefetch_per_row() -> bool {
+pub(crate) fn intel_cpu() -> bool {
     use std::sync::OnceLock;
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
@@ -198,13 +202,13 @@ pub(crate) fn assert_il_covered(il: bool, r: usize, rows: usize, row_bytes: usiz
 /// 0.82-0.95 of the triad at 8192 values, 0.41-0.50 at 16384, 0.33-0.62 at 32768, where the
 /// eight-row Q4_K kernel reads 0.86-0.94; at 2048 values the single-row Q4_K kernel read a
 /// little more (0.80 against 0.78), at 6144 the same (0.87 / 0.88), at 8192 less (0.84 / 0.89).
-/// On Intel ([`prefetch_per_row`]) from 1: on the Xeon of 2026-11-23 the single-row kernels
+/// On Intel ([`intel_cpu`]) from 1: on the Xeon of 2026-11-23 the single-row kernels
 /// read 0.52-0.62 of the triad at 6144 values (Grok-1's width) against 0.74-0.87 for the
 /// eight-row ones, and 0.53-0.79 against 0.61-0.69 at 2048 (kernel bench, Q4_K / Q5_K / Q6_K
 /// rows, two alternating runs of each binary).
 pub(crate) fn k_eight_rows_from() -> usize {
     #[cfg(target_arch = "x86_64")]
-    if prefetch_per_row() {
+    if intel_cpu() {
         return 1;
     }
     32
@@ -1207,7 +1211,9 @@ pub(crate) mod x86 {
     /// which this machine's prefetchers follow poorly: Q4_1 rows read 0.66-0.68 of the triad
     /// with a per-row prefetch into L1 and 0.86-0.88 with this (kernel bench, alternating
     /// runs, 2026-11-23). Into L1 (`_MM_HINT_T0`) the same stream measured no better than the
-    /// per-row prefetch; the packed float kernels measured worse with it (they prefetch their own stream further ahead).
+    /// per-row prefetch; the packed float kernels measured worse with it (they prefetch their
+    /// own stream further ahead). On Intel the row-major groups hint otherwise: see
+    /// [`crate::common::intel_cpu`].
     ///
     /// # Safety
     ///
@@ -1232,7 +1238,7 @@ pub(crate) mod x86 {
     /// The weight prefetch of the 32-value eight-row kernels at block `b` of a group (`w`, rows
     /// `rows`, `rb` bytes apart, blocks of `block_bytes`): each row's line [`ROW_AHEAD`] bytes
     /// ahead into L1 when `per_row` (row-major groups where
-    /// [`crate::common::prefetch_per_row`]); else the next group ([`prefetch_next_group`]), as
+    /// [`crate::common::intel_cpu`]); else the next group ([`prefetch_next_group`]), as
     /// packed groups always do (one stream).
     ///
     /// # Safety
@@ -1587,7 +1593,7 @@ pub(crate) mod x86 {
     /// activation block is read once for the eight rows. `PACKED`: the group is in
     /// [`crate::Layout::Interleaved8`] (column i holds block i of the eight rows; hint two
     /// columns ahead, the next in the stream); else rows `nb` blocks apart (hint two blocks of
-    /// the row ahead, the next group prefetched as one stream unless `prefetch_per_row()`).
+    /// the row ahead, the next group prefetched as one stream unless `intel_cpu()`).
     ///
     /// # Safety
     ///
@@ -1606,7 +1612,7 @@ pub(crate) mod x86 {
     ) {
         let mut acc = _mm256_setzero_ps();
         let rb = nb * block_bytes;
-        let group_prefetch = !crate::common::prefetch_per_row();
+        let group_prefetch = !crate::common::intel_cpu();
         for i in 0..nb {
             if !PACKED && group_prefetch {
                 prefetch_next_group(w, rb, 8 * block_bytes, i);

@@ -326,7 +326,7 @@ mod avx2 {
         }
         for b in 0..nb {
             // Both layouts keep a group in 8·rb contiguous bytes (the nibble types read
-            // theirs faster so on Intel too: see `prefetch_per_row`).
+            // theirs faster so on Intel too: see `intel_cpu`).
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
             let (v, dw) = if PACKED {
                 // Column b: the eight scales, then the nibble bytes already transposed.

@@ -571,7 +571,8 @@ mod avx2 {
 
     /// One group of eight rows against one Q8_K activation, packed (`PACKED`,
     /// [`crate::Layout::Interleaved8`]: column i holds block i of the eight rows) or row-major
-    /// (rows `nb` blocks apart, the next group prefetched as one stream unless `prefetch_per_row()`); row `r`'s value is
+    /// (rows `nb` blocks apart, the next group prefetched as one stream unless `intel_cpu()`);
+    /// row `r`'s value is
     /// bit-identical to [`vec_dot`] of that row: per super-block the eight rows' integer sums
     /// are reduced together and the float step `d_a·d·isum − d_a·dmin·summ` runs in eight
     /// lanes, accumulated in super-block order from 0.
@@ -616,9 +617,10 @@ mod avx2 {
     /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: each 32-value
     /// run's products summed into i32 lanes by `vpdpbusd` (each lane four products, at most
     /// 4·15·128 in magnitude, so an i16), two runs packed into one vector of words and scaled
-    /// by one `madd` against their two scales. Four scale vectors, one `vpshufb` each, where
-    /// [`unpack`] broadcasts eight scales with two shuffles each; the high nibbles in one GF(2)
-    /// affine step. The lane totals are the same exact `Σ sc·q·y` and `Σ m·bsum`.
+    /// by one `madd` against their two scales ([`k_scale_pair`]): four scale vectors, one
+    /// `vpshufb` each, where [`unpack`] broadcasts eight scales with two shuffles each; the high
+    /// nibbles in one GF(2) affine step. The lane totals are the same exact `Σ sc·q·y` and
+    /// `Σ m·bsum`.
     ///
     /// # Safety
     ///
@@ -646,13 +648,7 @@ mod avx2 {
         let zero = _mm256_setzero_si256();
         let mut acc = zero;
         for c in 0..4 {
-            // Words 0..3 of each 128-bit lane scale run 2c, words 4..7 run 2c + 1 (as
-            // `packs` lays the two runs' lanes out).
-            let idx: [u8; 16] = std::array::from_fn(|k| (2 * (2 * c + k / 8) + k % 2) as u8);
-            let pair = _mm256_shuffle_epi8(
-                scl,
-                _mm256_broadcastsi128_si256(_mm_loadu_si128(idx.as_ptr() as *const __m128i)),
-            );
+            let pair = k_scale_pair(scl, c);
             let q = _mm256_loadu_si256(qp.add(32 * c) as *const __m256i);
             let y0 = _mm256_loadu_si256(yp.add(64 * c) as *const __m256i);
             let y1 = _mm256_loadu_si256(yp.add(64 * c + 32) as *const __m256i);

@@ -352,7 +352,7 @@ mod avx2 {
         let sh = row_shuffles();
         for b in 0..nb {
             // Both layouts keep a group in 8·rb contiguous bytes (on Intel too: see
-            // `prefetch_per_row`).
+            // `intel_cpu`).
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
             let (v, qv, dw) = if PACKED {
                 gather_packed(w, b)

@@ -211,7 +211,7 @@ mod avx2 {
     /// integer sums ([`int_sums`]) and the float step `d_a·d·isum − d_a·dmin·summ` in eight lanes,
     /// accumulated in super-block order from 0, so every row is bit-identical to [`vec_dot`];
     /// each activation block is read once for the eight rows, and the next group of eight
-    /// rows is prefetched as one stream unless `prefetch_per_row()`.
+    /// rows is prefetched as one stream unless `intel_cpu()`.
     ///
     /// # Safety
     ///

@@ -355,7 +355,7 @@ mod avx2 {
     /// (`totals8`) and `da·d·isum` in eight lanes, accumulated in super-block order from 0, so
     /// every row is bit-identical to [`vec_dot`]; each activation block is read once for the
     /// eight rows, and the next group of eight rows is prefetched as one stream unless
-    /// `prefetch_per_row()`.
+    /// `intel_cpu()`.
     ///
     /// # Safety
     ///
@@ -366,7 +366,7 @@ mod avx2 {
         let _frame = align_frame();
         let rb = nb * BLOCK_BYTES;
         let mut acc = _mm256_setzero_ps();
-        let group_prefetch = !crate::common::prefetch_per_row();
+        let group_prefetch = !crate::common::intel_cpu();
         for i in 0..nb {
             if group_prefetch {
                 prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);

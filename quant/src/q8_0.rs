@@ -524,7 +524,7 @@ mod avx2 {
     /// scales as f32 lanes and a pointer to each row's 32 values. Packed: the column holds the
     /// eight scales, then the eight rows' values. Row-major: the rows `rows[r]` (`rb` bytes
     /// apart). The weights ahead are hinted by [`prefetch_group`] (`per_row`: row-major rows
-    /// where `prefetch_per_row()`).
+    /// where `intel_cpu()`).
     ///
     /// # Safety
     ///
@@ -576,7 +576,7 @@ mod avx2 {
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
-        let per_row = !PACKED && crate::common::prefetch_per_row();
+        let per_row = !PACKED && crate::common::intel_cpu();
         for b in 0..nb {
             let (dw, qs) = column::<PACKED>(w, rb, &rows, b, per_row);
             let ab = a.add(b * BLOCK_BYTES);
@@ -616,7 +616,7 @@ mod avx2 {
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut ds = [0f32; 8];
-        let per_row = !PACKED && crate::common::prefetch_per_row();
+        let per_row = !PACKED && crate::common::intel_cpu();
         for b in 0..nb {
             let (dw, qs) = column::<PACKED>(w, rb, &rows, b, per_row);
             _mm256_storeu_ps(ds.as_mut_ptr(), dw);
@@ -741,7 +741,7 @@ mod avx512 {
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         let mut acc = [_mm512_setzero_ps(); 8];
         let mut ds = [0f32; 8];
-        let per_row = !PACKED && crate::common::prefetch_per_row();
+        let per_row = !PACKED && crate::common::intel_cpu();
         for b in 0..nb {
             let (dw, qs) = column::<PACKED>(w, rb, &rows, b, per_row);
             _mm256_storeu_ps(ds.as_mut_ptr(), dw);
