@@ -18,6 +18,8 @@ if grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null; then
   echo "== cargo test -p quant with QUANT_NO_AVX512 (the AVX2 kernels)"
   QUANT_NO_AVX512=1 cargo test --release -p quant 2>&1 | tee "$avx2_log"
 fi
+echo "== every SIMD intrinsic inlined into its kernel (release binaries' symbols)"
+tools/check_inlined_intrinsics.sh
 echo "== python: quant formats vs gguf-py"
 python3 tools/check_quant_gguf_py.py
 echo "== python: synthetic checkpoint loads with pickle + numpy + ml_dtypes"
@@ -57,6 +59,7 @@ else
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}"
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER:-qemu-aarch64 -L /usr/aarch64-linux-gnu}"
   cargo test --release -p quant --target aarch64-unknown-linux-gnu 2>&1 | tee "$aarch64_log"
+  tools/check_inlined_intrinsics.sh --target aarch64-unknown-linux-gnu
   aarch64_note="aarch64 under qemu: $(grep -Eo '[0-9]+ passed' "$aarch64_log" | awk '{s+=$1} END {print s+0}') passed (counted below)"
 fi
 

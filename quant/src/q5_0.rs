@@ -362,77 +362,102 @@ mod avx2 {
             // AVX2: the fifth bits as 0x10 bytes for step s (0..3 the low nibbles, 4..7 the
             // high), computed where each step uses them: built up front as an array of eight,
             // the row-major kernel's registers ran out and it spilled (2-5 % slower in cache).
+            //
+            // `fifth!`, `value!` and `token!` are macros, not closures: a closure here is its
+            // own function without the wrapper's target features, and where LLVM left one out
+            // of line every intrinsic in it became a call (the AVX2 row-major kernel ran at
+            // 0.4 GB/s in cache, 60× slow, until tools/check_inlined_intrinsics.sh caught it).
             let qv4 = _mm256_slli_epi16(qv, 4);
-            let fifth = |s: usize| {
-                if PACKED {
-                    // Bit s of every byte to bit 4 (16-bit shifts: what crosses a byte
-                    // boundary lands outside bit 4 and is masked off).
-                    let f = match s {
-                        0 => qv4,
-                        1 => _mm256_slli_epi16(qv, 3),
-                        2 => _mm256_slli_epi16(qv, 2),
-                        3 => _mm256_slli_epi16(qv, 1),
-                        4 => qv,
-                        5 => _mm256_srli_epi16(qv, 1),
-                        6 => _mm256_srli_epi16(qv, 2),
-                        _ => _mm256_srli_epi16(qv, 3),
-                    };
-                    _mm256_and_si256(f, x10)
-                } else {
-                    // Bits 0..3 of each qh byte moved to 4..7 (what crosses into the next byte
-                    // lands in its bits 0..3, which the mask drops) for the even steps.
-                    let src = if s % 2 == 0 { qv4 } else { qv };
-                    let q = if s < 4 { s / 2 } else { 2 + (s - 4) / 2 };
-                    let bits = _mm256_and_si256(_mm256_shuffle_epi8(src, reps[q]), bit4to7);
-                    _mm256_min_epu8(bits, x10)
-                }
-            };
+            macro_rules! fifth {
+                ($s:expr) => {{
+                    let s: usize = $s;
+                    if PACKED {
+                        // Bit s of every byte to bit 4 (16-bit shifts: what crosses a byte
+                        // boundary lands outside bit 4 and is masked off).
+                        let f = match s {
+                            0 => qv4,
+                            1 => _mm256_slli_epi16(qv, 3),
+                            2 => _mm256_slli_epi16(qv, 2),
+                            3 => _mm256_slli_epi16(qv, 1),
+                            4 => qv,
+                            5 => _mm256_srli_epi16(qv, 1),
+                            6 => _mm256_srli_epi16(qv, 2),
+                            _ => _mm256_srli_epi16(qv, 3),
+                        };
+                        _mm256_and_si256(f, x10)
+                    } else {
+                        // Bits 0..3 of each qh byte moved to 4..7 (what crosses into the next
+                        // byte lands in its bits 0..3, which the mask drops) for the even steps.
+                        let src = if s % 2 == 0 { qv4 } else { qv };
+                        let q = if s < 4 { s / 2 } else { 2 + (s - 4) / 2 };
+                        let bits = _mm256_and_si256(_mm256_shuffle_epi8(src, reps[q]), bit4to7);
+                        _mm256_min_epu8(bits, x10)
+                    }
+                }};
+            }
             // Step k's unsigned 5-bit values: the low nibbles (k < 4) or the high ones, with
             // the fifth bit as 0x10.
-            let value = |k: usize| {
-                let vk = v[k % 4];
-                if VNNI {
-                    let nib = if k < 4 {
-                        _mm256_and_si256(vk, m4)
+            macro_rules! value {
+                ($k:expr) => {{
+                    let k: usize = $k;
+                    let vk = v[k % 4];
+                    if VNNI {
+                        let nib = if k < 4 {
+                            _mm256_and_si256(vk, m4)
+                        } else {
+                            _mm256_gf2p8affine_epi64_epi8::<0>(vk, high)
+                        };
+                        let bit = if PACKED {
+                            _mm256_test_epi8_mask(qv, _mm256_set1_epi8(1 << k))
+                        } else {
+                            _mm256_bitshuffle_epi64_mask(qv, bit_idx[k])
+                        };
+                        _mm256_mask_add_epi8(nib, bit, nib, x10)
                     } else {
-                        _mm256_gf2p8affine_epi64_epi8::<0>(vk, high)
-                    };
-                    let bit = if PACKED {
-                        _mm256_test_epi8_mask(qv, _mm256_set1_epi8(1 << k))
-                    } else {
-                        _mm256_bitshuffle_epi64_mask(qv, bit_idx[k])
-                    };
-                    _mm256_mask_add_epi8(nib, bit, nib, x10)
-                } else {
-                    let nib = if k < 4 { vk } else { _mm256_srli_epi16(vk, 4) };
-                    _mm256_or_si256(_mm256_and_si256(nib, m4), fifth(k))
-                }
-            };
-            // Token t's block sum against the eight steps (values from `val`), scaled into
-            // acc[t]: each row in its own lane, −16·Σa for the offset.
-            let token = |t: usize, val: &dyn Fn(usize) -> __m256i, acc_t: &mut __m256| {
-                let prep = preps[t];
-                let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
-                let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                for k in 0..4 {
-                    let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(k)));
-                    let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + k)));
-                    slo = u8i8_acc::<VNNI>(slo, val(k), alo);
-                    shi = u8i8_acc::<VNNI>(shi, val(4 + k), ahi);
-                }
-                let isum = _mm256_sub_epi32(
-                    _mm256_add_epi32(u8i8_total::<VNNI>(slo), u8i8_total::<VNNI>(shi)),
-                    _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
-                );
-                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
-                *acc_t = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), *acc_t);
-            };
+                        let nib = if k < 4 { vk } else { _mm256_srli_epi16(vk, 4) };
+                        _mm256_or_si256(_mm256_and_si256(nib, m4), fifth!(k))
+                    }
+                }};
+            }
+            // Token t's block sum against the eight steps (step k's values `$val`), scaled
+            // into acc[t]: each row in its own lane, −16·Σa for the offset.
+            macro_rules! token {
+                ($t:expr, |$k:ident| $val:expr) => {{
+                    let t: usize = $t;
+                    let prep = preps[t];
+                    let ab = prep.qs.as_ptr().add(b * 32) as *const i32;
+                    let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    for i in 0..4 {
+                        let alo = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(i)));
+                        let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(ab.add(4 + i)));
+                        let lo = {
+                            let $k = i;
+                            $val
+                        };
+                        let hi = {
+                            let $k = 4 + i;
+                            $val
+                        };
+                        slo = u8i8_acc::<VNNI>(slo, lo, alo);
+                        shi = u8i8_acc::<VNNI>(shi, hi, ahi);
+                    }
+                    let isum = _mm256_sub_epi32(
+                        _mm256_add_epi32(u8i8_total::<VNNI>(slo), u8i8_total::<VNNI>(shi)),
+                        _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
+                    );
+                    let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
+                }};
+            }
             if T == 1 {
-                token(0, &value, &mut acc[0]);
+                token!(0, |k| value!(k));
             } else {
-                let merged: [__m256i; 8] = std::array::from_fn(value);
-                for (t, acc_t) in acc.iter_mut().enumerate() {
-                    token(t, &|k| merged[k], acc_t);
+                let mut merged = [_mm256_setzero_si256(); 8];
+                for (k, m) in merged.iter_mut().enumerate() {
+                    *m = value!(k);
+                }
+                for t in 0..T {
+                    token!(t, |k| merged[k]);
                 }
             }
         }
