@@ -130,7 +130,7 @@ fn main() {
         "scal1T",
         "quant rows/s"
     );
-    let lines: [(&str, GgmlType); 29] = [
+    let lines: [(&str, GgmlType); 31] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -143,6 +143,7 @@ fn main() {
         ("q5_k", GgmlType::Q5_K),
         ("q6_k", GgmlType::Q6_K),
         ("q4_0×4", GgmlType::Q4_0),
+        ("q4_1×4", GgmlType::Q4_1),
         ("q5_0×4", GgmlType::Q5_0),
         ("q4_k×4", GgmlType::Q4_K),
         ("q4_k×8", GgmlType::Q4_K),
@@ -158,6 +159,7 @@ fn main() {
         ("q4_1 il", GgmlType::Q4_1),
         ("q5_0 il", GgmlType::Q5_0),
         ("q4_0×4 il", GgmlType::Q4_0),
+        ("q4_1×4 il", GgmlType::Q4_1),
         ("q5_0×4 il", GgmlType::Q5_0),
         ("q4_k il", GgmlType::Q4_K),
         ("q4_k×8 il", GgmlType::Q4_K),

@@ -552,6 +552,10 @@ pub(crate) fn rows_multi_with(
         }
         return Ok(());
     }
+    if weight_ty == GgmlType::Q4_1 {
+        q4_1::vec_dot_rows_multi(w, rb, il, acts, out);
+        return Ok(());
+    }
     if weight_ty == GgmlType::Q4_K {
         if !il {
             q4_k::vec_dot_rows_multi(w, rb, acts, out);

@@ -169,16 +169,81 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 let (g, a) = (g.as_ptr(), a.as_ptr());
-                match (has_avx512(), il) {
-                    (true, true) => avx2::vec_dot_8rows_512::<true>(g, row_bytes, nb, a, o),
-                    (true, false) => avx2::vec_dot_8rows_512::<false>(g, row_bytes, nb, a, o),
-                    (false, true) => avx2::vec_dot_8rows::<true>(g, row_bytes, nb, a, o),
-                    (false, false) => avx2::vec_dot_8rows::<false>(g, row_bytes, nb, a, o),
-                }
+                let mut o1 = [[0f32; 8]; 1];
+                avx2::pick::<1>(il, g, row_bytes, nb, [a], &mut o1);
+                *o = o1[0];
             }
         },
         |row| vec_dot(row, a),
     );
+}
+
+/// Several activations at once (batched prefill): `out[r·acts.len() + t] = w_r · acts[t]` for
+/// consecutive rows of `row_bytes` bytes, eight rows × up to four tokens per kernel call (each
+/// column's nibbles unpacked once for the tokens); each entry equals [`vec_dot_rows`] for that
+/// token, bit for bit. `il` as in [`vec_dot_rows`].
+pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, il: bool, acts: &[&[u8]], out: &mut [f32]) {
+    let name = "q4_1 vec_dot_rows_multi";
+    let tokens = acts.len();
+    let (rows, nb) = check_rows_multi(
+        name,
+        w,
+        row_bytes,
+        BLOCK_BYTES,
+        acts,
+        out.len(),
+        crate::q8_1::BLOCK_BYTES,
+    );
+    // Rows the eight-row kernel took (x86 with AVX2 only; elsewhere row by row).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && nb > 0 {
+        while r + 8 <= rows {
+            let g = w[r * row_bytes..].as_ptr();
+            for (c, chunk) in acts.chunks(4).enumerate() {
+                let mut o = [[0f32; 8]; 4];
+                let a: [*const u8; 4] =
+                    std::array::from_fn(|k| chunk[k.min(chunk.len() - 1)].as_ptr());
+                // SAFETY: AVX2/FMA/F16C detected at run time, the AVX-512 features where
+                // `has_avx512()`; rows r..r+8 of nb blocks (in either layout, the same bytes)
+                // lie inside `w` and every activation holds nb blocks (`check_rows_multi`).
+                unsafe {
+                    match chunk.len() {
+                        4 => avx2::pick::<4>(il, g, row_bytes, nb, a, &mut o),
+                        3 => {
+                            let mut o3 = [[0f32; 8]; 3];
+                            avx2::pick::<3>(il, g, row_bytes, nb, [a[0], a[1], a[2]], &mut o3);
+                            o[..3].copy_from_slice(&o3);
+                        }
+                        2 => {
+                            let mut o2 = [[0f32; 8]; 2];
+                            avx2::pick::<2>(il, g, row_bytes, nb, [a[0], a[1]], &mut o2);
+                            o[..2].copy_from_slice(&o2);
+                        }
+                        _ => {
+                            let mut o1 = [[0f32; 8]; 1];
+                            avx2::pick::<1>(il, g, row_bytes, nb, [a[0]], &mut o1);
+                            o[0] = o1[0];
+                        }
+                    }
+                }
+                for (dt, ot) in o.iter().take(chunk.len()).enumerate() {
+                    for (dr, v) in ot.iter().enumerate() {
+                        out[(r + dr) * tokens + 4 * c + dt] = *v;
+                    }
+                }
+            }
+            r += 8;
+        }
+    }
+    assert_il_covered(il, r, rows, row_bytes, name);
+    for rr in r..rows {
+        let row = &w[rr * row_bytes..(rr + 1) * row_bytes];
+        for (t, a) in acts.iter().enumerate() {
+            out[rr * tokens + t] = vec_dot(row, a);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -188,26 +253,29 @@ mod avx2 {
     use std::arch::x86_64::*;
     const AB: usize = crate::q8_1::BLOCK_BYTES;
 
-    /// Eight rows against one activation, as Q4_0's kernel: per block column the eight rows'
-    /// nibble bytes transposed in 4-byte groups (one vector holds four consecutive values of
-    /// every row), `maddubs` against the broadcast activation bytes sums each row in its own
-    /// lane (exact: i16 partial sums ≤ 8·2·15·128 < 2^15), the eight scales and the eight
-    /// offsets convert together; the offsets' `m·s` terms go to a second accumulator.
+    /// Eight rows against `T` activations (one for decode, up to four for batched prefill), as
+    /// Q4_0's kernel: per block column the eight rows' nibble bytes transposed in 4-byte groups
+    /// (one vector holds four consecutive values of every row) and unpacked once for the
+    /// tokens, `maddubs` against each token's broadcast activation bytes sums each row in its
+    /// own lane (exact: i16 partial sums ≤ 8·2·15·128 < 2^15), the eight scales and the eight
+    /// offsets convert together; the offsets' `m·s` terms go to a second accumulator per
+    /// token. Each token's float steps are the single-token kernel's, so its bits too.
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
     /// readable for eight rows of `nb` blocks (`rb` bytes apart; with `PACKED`, one group in
-    /// the packed-column layout of [`crate::Layout::Interleaved8`]) and `a` for `nb` blocks.
+    /// the packed-column layout of [`crate::Layout::Interleaved8`]) and each of `a` for `nb`
+    /// Q8_1 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
+    pub unsafe fn vec_dot_8rows<const T: usize, const PACKED: bool>(
         w: *const u8,
         rb: usize,
         nb: usize,
-        a: *const u8,
-        out: &mut [f32; 8],
+        a: [*const u8; T],
+        out: &mut [[f32; 8]; T],
     ) {
-        rows_body::<false, PACKED>(w, rb, nb, a, out)
+        rows_body::<false, T, PACKED>(w, rb, nb, a, out)
     }
 
     /// [`vec_dot_8rows`] on AVX-512 (`vpdpbusd` for `maddubs` + `add`; the same exact sums).
@@ -219,14 +287,38 @@ mod avx2 {
     #[target_feature(
         enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
     )]
-    pub unsafe fn vec_dot_8rows_512<const PACKED: bool>(
+    pub unsafe fn vec_dot_8rows_512<const T: usize, const PACKED: bool>(
         w: *const u8,
         rb: usize,
         nb: usize,
-        a: *const u8,
-        out: &mut [f32; 8],
+        a: [*const u8; T],
+        out: &mut [[f32; 8]; T],
     ) {
-        rows_body::<true, PACKED>(w, rb, nb, a, out)
+        rows_body::<true, T, PACKED>(w, rb, nb, a, out)
+    }
+
+    /// [`vec_dot_8rows`] (or [`vec_dot_8rows_512`] where `has_avx512()`) for the layout: `il`,
+    /// a packed group; else rows `rb` bytes apart.
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn pick<const T: usize>(
+        il: bool,
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: [*const u8; T],
+        out: &mut [[f32; 8]; T],
+    ) {
+        match (has_avx512(), il) {
+            (true, true) => vec_dot_8rows_512::<T, true>(w, rb, nb, a, out),
+            (true, false) => vec_dot_8rows_512::<T, false>(w, rb, nb, a, out),
+            (false, true) => vec_dot_8rows::<T, true>(w, rb, nb, a, out),
+            (false, false) => vec_dot_8rows::<T, false>(w, rb, nb, a, out),
+        }
     }
 
     /// The body of [`vec_dot_8rows`] and [`vec_dot_8rows_512`] (see [`u8i8_acc`]).
@@ -235,17 +327,17 @@ mod avx2 {
     ///
     /// As [`vec_dot_8rows`]; inlined into a caller with the features `VNNI` needs.
     #[inline(always)]
-    unsafe fn rows_body<const VNNI: bool, const PACKED: bool>(
+    unsafe fn rows_body<const VNNI: bool, const T: usize, const PACKED: bool>(
         w: *const u8,
         rb: usize,
         nb: usize,
-        a: *const u8,
-        out: &mut [f32; 8],
+        a: [*const u8; T],
+        out: &mut [[f32; 8]; T],
     ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
-        let mut acc = _mm256_setzero_ps();
-        let mut accm = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut accm = [_mm256_setzero_ps(); T];
         for b in 0..nb {
             // Both layouts keep a group in 8·rb contiguous bytes (the nibble types read
             // theirs faster so on Intel too: see `intel_cpu`).
@@ -268,23 +360,28 @@ mod avx2 {
                     f16_8rows(&rows, off + 2),
                 )
             };
-            let ab = a.add(b * AB);
-            let aq = ab.add(4) as *const i32;
-            let mut s16 = _mm256_setzero_si256();
-            for (k, vk) in v.iter().enumerate() {
-                let lo = _mm256_and_si256(*vk, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(*vk, 4), m4);
-                let alo = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(k)));
-                let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(4 + k)));
-                s16 = u8i8_acc::<VNNI>(s16, lo, alo);
-                s16 = u8i8_acc::<VNNI>(s16, hi, ahi);
+            let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
+            let hi: [__m256i; 4] =
+                std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
+            for t in 0..T {
+                let ab = a[t].add(b * AB);
+                let aq = ab.add(4) as *const i32;
+                let mut s16 = _mm256_setzero_si256();
+                for k in 0..4 {
+                    let alo = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(k)));
+                    let ahi = _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(4 + k)));
+                    s16 = u8i8_acc::<VNNI>(s16, lo[k], alo);
+                    s16 = u8i8_acc::<VNNI>(s16, hi[k], ahi);
+                }
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_load(ab)));
+                let isum = _mm256_cvtepi32_ps(u8i8_total::<VNNI>(s16));
+                acc[t] = _mm256_fmadd_ps(d, isum, acc[t]);
+                accm[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_load(ab.add(2))), accm[t]);
             }
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_load(ab)));
-            let isum = _mm256_cvtepi32_ps(u8i8_total::<VNNI>(s16));
-            acc = _mm256_fmadd_ps(d, isum, acc);
-            accm = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_load(ab.add(2))), accm);
         }
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc, accm));
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), _mm256_add_ps(acc[t], accm[t]));
+        }
     }
 
     /// Four blocks per iteration, four accumulators; the offset terms m·s of four blocks are
