@@ -19,6 +19,7 @@ fn repacked_logits_are_bit_identical() {
         GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
+        GgmlType::Q6_K,
     ] {
         let (_dir, path) = common::synthetic_model(&common::small_grok(516), ty, 5);
         let plain = Model::load(&path).unwrap();
@@ -58,15 +59,27 @@ fn repacked_logits_are_bit_identical() {
     }
 }
 
-/// The matrices the runner repacks: every 2-D tensor of a type with the layout but the router
+/// The matrices the runner repacks: every 2-D tensor whose type and rows the layout pays for
+/// but the router
 /// (expert tensors only with `experts`).
 fn layout_matrices(m: &Model, experts: bool) -> usize {
     m.gguf()
         .tensors()
         .iter()
-        .filter(|t| t.shape.len() >= 2 && quant::layout::can_interleave(t.ty))
+        .filter(|t| t.shape.len() >= 2 && quant::layout::interleave_pays(t.ty, t.shape[0] as usize))
         .filter(|t| !t.name.contains("ffn_gate_inp"))
         .filter(|t| experts || !t.name.contains("_exps"))
+        .count()
+}
+
+/// The dense 2-D matrices but the router (what the runner copies as stored where nothing is
+/// interleaved).
+fn dense_matrices(m: &Model) -> usize {
+    m.gguf()
+        .tensors()
+        .iter()
+        .filter(|t| t.shape.len() >= 2 && !t.name.contains("ffn_gate_inp"))
+        .filter(|t| !t.name.contains("_exps"))
         .count()
 }
 
@@ -102,52 +115,48 @@ fn without_packed_kernels_nothing_is_interleaved() {
     let r = m.prepare_cpu(true).unwrap().expect("a report");
     assert_eq!(r.tensors, 0, "{r:?}");
     assert_eq!(r.experts, ExpertRepack::NotEligible, "{r:?}");
-    assert_eq!(
-        r.copied,
-        layout_matrices(&m, false),
-        "dense matrices copied: {r:?}"
-    );
+    assert_eq!(r.copied, dense_matrices(&m), "dense matrices copied: {r:?}");
     assert_eq!(common::prefill_and_decode(&m, &prompts, 3), want);
 }
 
 #[test]
 fn types_without_the_layout_are_left_as_stored() {
-    // Q6_K where the row length allows it (ffn_down: 256), Q8_0 elsewhere.
-    let (_dir, path) = common::synthetic_model(&common::small_grok(512), GgmlType::Q6_K, 5);
+    // Q5_K where the row length allows it (ffn_down: 256), Q8_0 elsewhere.
+    let (_dir, path) = common::synthetic_model(&common::small_grok(512), GgmlType::Q5_K, 5);
     let m = Model::load(&path).unwrap();
-    let q6k = m
+    let q5k = m
         .gguf()
         .tensors()
         .iter()
-        .filter(|t| t.ty == GgmlType::Q6_K)
+        .filter(|t| t.ty == GgmlType::Q5_K)
         .count();
-    assert!(q6k >= 3, "the file has Q6_K matrices");
+    assert!(q5k >= 3, "the file has Q5_K matrices");
     let r = m.prepare_cpu(true).unwrap().expect("a report");
     assert_eq!(r.tensors, layout_matrices(&m, true), "{r:?}");
 }
 
 #[test]
 fn dense_matrices_without_the_layout_are_copied_as_stored() {
-    // Rows of 256: the attention matrices can be Q6_K (whole super-blocks), which has no
+    // Rows of 256: the attention matrices can be Q5_K (whole super-blocks), which has no
     // interleaved layout; they are copied as stored (for the huge pages) and read as rows.
     let mut c = common::small_grok(512);
     c.emb_size = 256;
     c.validate().unwrap();
-    let (_dir, path) = common::synthetic_model(&c, GgmlType::Q6_K, 5);
+    let (_dir, path) = common::synthetic_model(&c, GgmlType::Q5_K, 5);
     let plain = Model::load(&path).unwrap();
-    let dense_q6k = plain
+    let dense_q5k = plain
         .gguf()
         .tensors()
         .iter()
-        .filter(|t| t.ty == GgmlType::Q6_K && t.shape.len() >= 2 && !t.name.contains("_exps"))
+        .filter(|t| t.ty == GgmlType::Q5_K && t.shape.len() >= 2 && !t.name.contains("_exps"))
         .count();
-    assert!(dense_q6k >= 3, "the file has dense Q6_K matrices");
+    assert!(dense_q5k >= 3, "the file has dense Q5_K matrices");
     let prompts = common::test_prompts();
     let want = common::prefill_and_decode(&plain, &prompts, 4);
 
     let m = Model::load(&path).unwrap();
     let r = m.prepare_cpu(true).unwrap().expect("a report");
-    assert_eq!(r.copied, dense_q6k, "{r:?}");
+    assert_eq!(r.copied, dense_q5k, "{r:?}");
     assert!(
         r.copied_bytes > 0 && r.to_string().contains("as stored"),
         "{r}"

@@ -130,7 +130,7 @@ fn main() {
         "scal1T",
         "quant rows/s"
     );
-    let lines: [(&str, GgmlType); 31] = [
+    let lines: [(&str, GgmlType); 32] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -163,6 +163,7 @@ fn main() {
         ("q5_0×4 il", GgmlType::Q5_0),
         ("q4_k il", GgmlType::Q4_K),
         ("q4_k×8 il", GgmlType::Q4_K),
+        ("q6_k il", GgmlType::Q6_K),
     ];
     // Gaussian-ish weights (sum of uniforms), like trained weights.
     let mut s = 0x9e3779b97f4a7c15u64;

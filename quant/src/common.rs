@@ -214,45 +214,64 @@ pub(crate) fn k_eight_rows_from() -> usize {
     32
 }
 
-/// An eight-row K-quant kernel: `(group, nb, activation, out)` for eight row-major rows of `nb`
-/// super-blocks each, back to back at `group`, against `nb` Q8_K blocks. It needs AVX2, FMA and
-/// F16C and reads exactly those bytes (its callers check both).
+/// An eight-row K-quant kernel: `(group, nb, activation, out)` for a group of eight rows of
+/// `nb` super-blocks each at `group` (row-major, back to back, or one packed group of
+/// [`crate::Layout::Interleaved8`], as the kernel is made for) against `nb` Q8_K blocks. It
+/// needs AVX2, FMA and F16C and reads exactly those bytes (its callers check both).
 pub(crate) type EightRows = unsafe fn(*const u8, usize, *const u8, &mut [f32; 8]);
 
-/// `out[r] = w_r · a` for row-major K-quant rows (`rb` bytes of `block_bytes`-byte
-/// super-blocks) against one Q8_K activation: with AVX2 and rows of at least
-/// [`k_eight_rows_from`] super-blocks eight at a time through `eight`, the rest through `one`
-/// (the single-row dot). `eight` must give each row exactly `one`'s bits.
+/// `out[r] = w_r · a` for K-quant rows of type `ty` (`rb` bytes each) against one Q8_K
+/// activation. Row-major (`il` false): with AVX2 and rows of at least [`k_eight_rows_from`]
+/// super-blocks eight at a time through `eight[0]`; packed (`il`): every whole group through
+/// `eight[1]`, or where there is none (no AVX2) unpacked a group at a time; the rest through
+/// `one` (the single-row dot). Each kernel must give each row exactly `one`'s bits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn k_rows_by_eight(
     name: &str,
+    ty: crate::GgmlType,
     w: &[u8],
     rb: usize,
-    block_bytes: usize,
+    il: bool,
     a: &[u8],
     out: &mut [f32],
-    eight: Option<EightRows>,
+    eight: [Option<EightRows>; 2],
     one: fn(&[u8], &[u8]) -> f32,
 ) {
-    let nb = check_rows(name, w, rb, block_bytes, out.len());
+    let nb = check_rows(name, w, rb, ty.type_size(), out.len());
     assert!(
         a.len() >= nb * crate::q8_k::BLOCK_BYTES,
         "{name}: {nb} blocks per row need {} activation bytes, got {}",
         nb * crate::q8_k::BLOCK_BYTES,
         a.len()
     );
-    let kernel = eight.filter(|_| has_avx2() && nb >= k_eight_rows_from());
-    let eight = |g: &[u8], o: &mut [f32; 8]| {
-        if let Some(k) = kernel {
-            // SAFETY: an `EightRows` kernel with AVX2/FMA/F16C present (`has_avx2()` above);
-            // `g` starts a whole group of eight of the rows checked above (`by_eight`), so it
-            // holds 8·nb blocks, and `a` holds nb activation blocks (asserted above).
-            unsafe { k(g.as_ptr(), nb, a.as_ptr(), o) }
+    let kernel = eight[il as usize].filter(|_| has_avx2() && (il || nb >= k_eight_rows_from()));
+    let whole = out.len() / 8 * 8;
+    let mut r = 0;
+    if let Some(k) = kernel.filter(|_| nb > 0) {
+        while r < whole {
+            let mut o = [0f32; 8];
+            // SAFETY: an `EightRows` kernel for this layout with AVX2/FMA/F16C present
+            // (`has_avx2()` above); rows r..r+8 (8·nb blocks in either layout) lie in `w`
+            // (`check_rows`) and `a` holds nb activation blocks (asserted above).
+            unsafe { k(w[r * rb..].as_ptr(), nb, a.as_ptr(), &mut o) };
+            out[r..r + 8].copy_from_slice(&o);
+            r += 8;
         }
-    };
-    by_eight(name, w, rb, false, kernel.is_some(), out, eight, |row| {
-        one(row, a)
-    });
+    }
+    if il && r < whole {
+        // No kernel for the packed groups here: the layout's own unpacking, then rows.
+        crate::layout::via_rows(ty, &w[..whole * rb], rb, whole, |plain, r0| {
+            for (k, row) in plain.chunks_exact(rb).enumerate() {
+                out[r0 + k] = one(row, a);
+            }
+            Ok(())
+        })
+        .expect("rows into a slice of the right size cannot fail");
+        r = whole;
+    }
+    for (o, row) in out[r..].iter_mut().zip(w[r * rb..].chunks_exact(rb.max(1))) {
+        *o = one(row, a);
+    }
 }
 
 /// Bytes of one Q8_K activation block (the K-quants' activations).

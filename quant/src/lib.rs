@@ -453,7 +453,7 @@ pub(crate) fn rows_with(
         // Bit-identical to `vec_dot` per row, so not `has_rows_kernel` types.
         GgmlType::Q4_K => q4_k::vec_dot_rows(w, rb, il, act, out),
         GgmlType::Q5_K if !il => q5_k::vec_dot_rows(w, rb, act, out),
-        GgmlType::Q6_K if !il => q6_k::vec_dot_rows(w, rb, act, out),
+        GgmlType::Q6_K => q6_k::vec_dot_rows(w, rb, il, act, out),
         GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, il, act, out),
         GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, il, act, out),
         GgmlType::BF16 => float::vec_dot_rows(float::Kind::BF16, n, w, il, act, out),
@@ -568,6 +568,15 @@ pub(crate) fn rows_multi_with(
         return layout::via_rows(weight_ty, w, rb, rows, |plain, r0| {
             let k = plain.len() / rb.max(1);
             q4_k::vec_dot_rows_multi(plain, rb, acts, &mut out[r0 * tokens..(r0 + k) * tokens]);
+            Ok(())
+        });
+    }
+    if weight_ty == GgmlType::Q6_K && il {
+        // The batched kernel takes one row at a time (its unpacking dominates, not the
+        // reads): each packed group unpacked first.
+        return layout::via_rows(weight_ty, w, rb, rows, |plain, r0| {
+            let k = plain.len() / rb.max(1);
+            q6_k::vec_dot_rows_multi(plain, rb, acts, &mut out[r0 * tokens..(r0 + k) * tokens]);
             Ok(())
         });
     }

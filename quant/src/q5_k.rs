@@ -136,7 +136,8 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
 /// ([`crate::common::k_eight_rows_from`]), the rest row by row.
 pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     let name = "q5_k vec_dot_rows";
-    k_rows_by_eight(name, w, rb, BLOCK_BYTES, a, out, EIGHT_ROWS, vec_dot);
+    let ty = crate::GgmlType::Q5_K;
+    k_rows_by_eight(name, ty, w, rb, false, a, out, [EIGHT_ROWS, None], vec_dot);
 }
 
 /// Several activations at once (batched prefill) over row-major rows `rb` bytes long:

@@ -165,18 +165,28 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-/// `out[r] = w_r · a` for row-major rows `rb` bytes long, each bit-identical to [`vec_dot`]
-/// of the row: eight rows at a time through one kernel when rows are long enough
-/// ([`crate::common::k_eight_rows_from`]), the rest row by row.
-pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+/// `out[r] = w_r · a` for rows `rb` bytes long, each bit-identical to [`vec_dot`] of the row:
+/// row-major (`il` false), eight rows at a time through one kernel when rows are long enough
+/// ([`crate::common::k_eight_rows_from`]), the rest row by row; `il`, whole groups of eight in
+/// [`crate::Layout::Interleaved8`] (see [`PACK`]) through the same kernel over the packed
+/// columns.
+pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, il: bool, a: &[u8], out: &mut [f32]) {
     let name = "q6_k vec_dot_rows";
-    k_rows_by_eight(name, w, rb, BLOCK_BYTES, a, out, EIGHT_ROWS, vec_dot);
+    let ty = crate::GgmlType::Q6_K;
+    k_rows_by_eight(name, ty, w, rb, il, a, out, EIGHT_ROWS, vec_dot);
 }
 
+/// A packed column of eight Q6_K rows: block b of each, whole, one after another (the
+/// eight-row kernel reads each row's super-block as the row-major one does, from one stream).
+pub(crate) const PACK: &[Field] = &[Field::rows(0, BLOCK_BYTES)];
+
 #[cfg(target_arch = "x86_64")]
-const EIGHT_ROWS: Option<EightRows> = Some(avx2::vec_dot_8rows);
+const EIGHT_ROWS: [Option<EightRows>; 2] = [
+    Some(avx2::vec_dot_8rows::<false>),
+    Some(avx2::vec_dot_8rows::<true>),
+];
 #[cfg(not(target_arch = "x86_64"))]
-const EIGHT_ROWS: Option<EightRows> = None;
+const EIGHT_ROWS: [Option<EightRows>; 2] = [None, None];
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     let nb = w.len() / BLOCK_BYTES;
@@ -248,7 +258,8 @@ mod avx2 {
     }
 
     /// One super-block's exact integer sum `Σ sc·(q − 32)·y` against one Q8_K block, in eight
-    /// lanes.
+    /// lanes; the weights `ahead` bytes past the block are hinted into L1 (the same row two
+    /// super-blocks on, or two packed columns on).
     ///
     /// # Safety
     ///
@@ -256,9 +267,9 @@ mod avx2 {
     /// point to one readable Q6_K block and `ap` to one readable Q8_K block.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn int_sums(bp: *const u8, ap: *const u8) -> __m256i {
+    unsafe fn int_sums(bp: *const u8, ahead: usize, ap: *const u8) -> __m256i {
         for k in 0..4 {
-            prefetch(bp, 2 * BLOCK_BYTES + 64 * k);
+            prefetch(bp, ahead + 64 * k);
         }
         let yp = ap.add(q8_k::QS_OFF);
         let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
@@ -350,23 +361,29 @@ mod avx2 {
         out
     }
 
-    /// Eight row-major rows (`nb` blocks each, back to back) against one Q8_K activation,
-    /// lane r for row r: per super-block the eight rows' integer sums reduced together
-    /// (`totals8`) and `da·d·isum` in eight lanes, accumulated in super-block order from 0, so
-    /// every row is bit-identical to [`vec_dot`]; each activation block is read once for the
-    /// eight rows, and the next group of eight rows is prefetched as one stream unless
-    /// `intel_cpu()`.
+    /// Eight rows (`nb` blocks each; row-major, back to back, or with `PACKED` one group of
+    /// [`crate::Layout::Interleaved8`], column i holding block i of the eight rows) against
+    /// one Q8_K activation, lane r for row r: per super-block the eight rows' integer sums
+    /// reduced together (`totals8`) and `da·d·isum` in eight lanes, accumulated in
+    /// super-block order from 0, so every row is bit-identical to [`vec_dot`]; each
+    /// activation block is read once for the eight rows. Row-major, the next group of eight
+    /// rows is prefetched as one stream unless `intel_cpu()`; packed, the group is one stream.
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must
     /// hold `8·nb` readable blocks and `a` `nb` readable Q8_K blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows(w: *const u8, nb: usize, a: *const u8, out: &mut [f32; 8]) {
+    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
         let _frame = align_frame();
         let rb = nb * BLOCK_BYTES;
         let mut acc = _mm256_setzero_ps();
-        let group_prefetch = !crate::common::intel_cpu();
+        let group_prefetch = !PACKED && !crate::common::intel_cpu();
         for i in 0..nb {
             if group_prefetch {
                 prefetch_next_group(w, rb, 8 * BLOCK_BYTES, i);
@@ -375,8 +392,12 @@ mod avx2 {
             let mut iv = [_mm256_setzero_si256(); 8];
             let mut dh = [0u16; 8];
             for r in 0..8 {
-                let bp = w.add(r * rb + i * BLOCK_BYTES);
-                iv[r] = int_sums(bp, ap);
+                let (bp, ahead) = if PACKED {
+                    (w.add((8 * i + r) * BLOCK_BYTES), 16 * BLOCK_BYTES)
+                } else {
+                    (w.add(r * rb + i * BLOCK_BYTES), 2 * BLOCK_BYTES)
+                };
+                iv[r] = int_sums(bp, ahead, ap);
                 dh[r] = (bp.add(208) as *const u16).read_unaligned();
             }
             let isum = _mm256_cvtepi32_ps(totals8(&iv));
@@ -410,7 +431,7 @@ mod avx2 {
             for k in 0..8 {
                 let bp = wp.add((i + k) * BLOCK_BYTES);
                 let bap = ap.add((i + k) * q8_k::BLOCK_BYTES);
-                iv[k].write(int_sums(bp, bap));
+                iv[k].write(int_sums(bp, 2 * BLOCK_BYTES, bap));
                 dh[k] = (bp.add(208) as *const u16).read_unaligned();
                 da[k] = (bap as *const f32).read_unaligned();
             }
@@ -426,7 +447,8 @@ mod avx2 {
         while i < nb {
             let (bp, bap) = (wp.add(i * BLOCK_BYTES), ap.add(i * q8_k::BLOCK_BYTES));
             let da = (bap as *const f32).read_unaligned();
-            sum += da * f16_load(bp.add(208)) * hsum_epi32(int_sums(bp, bap)) as f32;
+            sum +=
+                da * f16_load(bp.add(208)) * hsum_epi32(int_sums(bp, 2 * BLOCK_BYTES, bap)) as f32;
             i += 1;
         }
         sum

@@ -71,7 +71,7 @@ pub fn run(a: BenchArgs) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} [{}] on {}, {} threads: prefill {:.1} tok/s ({} tokens), decode {:.2} tok/s; decode reads {:.1} MB/token = {:.2} GB/s, {:.2} of the {:.2} GB/s triad bandwidth",
+            "{} [{}] on {}, {} threads: prefill {:.1} tok/s ({} tokens), decode {:.2} tok/s; decode reads {:.1} MB/token = {:.2} GB/s (best run); median per run of decode GB/s ÷ the triad just before it: {:.2} (triad median {:.2} GB/s)",
             r.model,
             r.ty,
             r.device,

@@ -1,13 +1,14 @@
 //! Load-time repacking for the CPU backend: where the CPU has the packed kernels
 //! (`quant::layout::packed_kernels`: x86-64 with AVX2), matrices of the types with eight-row
-//! kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K; the float types with rows of whole
-//! 32-byte columns) are copied once into anonymous memory in `quant::Layout::Interleaved8`,
+//! kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K; the float types with rows of
+//! whole 32-byte columns; not the K-quants' long rows where `quant::layout::interleave_pays`
+//! says row-major reads faster) are copied once into anonymous memory in `quant::Layout::Interleaved8`,
 //! where each group of eight rows is one sequential stream (see quant's `layout` module for
 //! why, and what it measured). The values are the file's, bit for bit; only their order in
 //! memory changes, and the forward pass gives identical logits either way.
 //!
 //! All of them go into one anonymous mapping from a 2 MiB boundary, advised for transparent
-//! huge pages, and the dense matrices of types without the layout (a Q6_K tied output, say)
+//! huge pages, and the dense matrices not interleaved (a Q5_K tied output, say)
 //! are copied there as stored: decode reads each matrix once per token, and on 4 KiB pages
 //! (one mapping per matrix, or the file's page cache) the small ones read slower per byte
 //! (1.66 B Q4_0, 2 threads, per-region GB/s ÷ the expert matmuls' in the same run: q/k/v
@@ -30,7 +31,8 @@ pub struct RepackReport {
     /// Matrices repacked into the interleaved layout, and their bytes.
     pub tensors: usize,
     pub bytes: u64,
-    /// Dense matrices of types without that layout, copied as stored (for the huge pages).
+    /// Dense matrices not interleaved (types without the layout, or rows it does not pay
+    /// for), copied as stored (for the huge pages).
     pub copied: usize,
     pub copied_bytes: u64,
     pub experts: ExpertRepack,
@@ -91,11 +93,11 @@ pub(crate) fn mem_available() -> Option<u64> {
 }
 
 /// Whether `r` goes into the interleaved layout: a type and row length with the layout, on a
-/// CPU with kernels over it (elsewhere — aarch64, no AVX2 — every matmul would de-interleave
-/// it again, so the row layout stays; dense matrices are still copied, as stored, for the huge
-/// pages).
+/// CPU with kernels over it where they read it faster (`quant::layout::interleave_pays`;
+/// elsewhere — aarch64, no AVX2 — every matmul would de-interleave it again, so the row layout
+/// stays; dense matrices are still copied, as stored, for the huge pages).
 fn interleaves(r: &TensorRef) -> bool {
-    layout::packed_kernels() && layout::can_interleave_rows(r.ty, r.n_in)
+    layout::interleave_pays(r.ty, r.n_in)
 }
 
 /// The repacked matrices: one anonymous mapping holding them all, back to back from a
