@@ -19,6 +19,7 @@ fn repacked_logits_are_bit_identical() {
         GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
     ] {
         let (_dir, path) = common::synthetic_model(&common::small_grok(516), ty, 5);
@@ -120,43 +121,32 @@ fn without_packed_kernels_nothing_is_interleaved() {
 }
 
 #[test]
-fn types_without_the_layout_are_left_as_stored() {
-    // Q5_K where the row length allows it (ffn_down: 256), Q8_0 elsewhere.
-    let (_dir, path) = common::synthetic_model(&common::small_grok(512), GgmlType::Q5_K, 5);
-    let m = Model::load(&path).unwrap();
-    let q5k = m
-        .gguf()
-        .tensors()
-        .iter()
-        .filter(|t| t.ty == GgmlType::Q5_K)
-        .count();
-    assert!(q5k >= 3, "the file has Q5_K matrices");
-    let r = m.prepare_cpu(true).unwrap().expect("a report");
-    assert_eq!(r.tensors, layout_matrices(&m, true), "{r:?}");
-}
-
-#[test]
 fn dense_matrices_without_the_layout_are_copied_as_stored() {
-    // Rows of 256: the attention matrices can be Q5_K (whole super-blocks), which has no
-    // interleaved layout; they are copied as stored (for the huge pages) and read as rows.
+    // Every type the converter writes has the layout, but F16 rows of 120 values (240 bytes)
+    // are not whole 32-byte columns: q, k, v and the embedding (rows of emb_size) stay
+    // row-major, copied as stored (for the huge pages) and read as rows.
     let mut c = common::small_grok(512);
-    c.emb_size = 256;
+    c.emb_size = 120;
     c.validate().unwrap();
-    let (_dir, path) = common::synthetic_model(&c, GgmlType::Q5_K, 5);
+    let (_dir, path) = common::synthetic_model(&c, GgmlType::F16, 5);
     let plain = Model::load(&path).unwrap();
-    let dense_q5k = plain
+    let dense_rows = plain
         .gguf()
         .tensors()
         .iter()
-        .filter(|t| t.ty == GgmlType::Q5_K && t.shape.len() >= 2 && !t.name.contains("_exps"))
+        .filter(|t| t.ty == GgmlType::F16 && t.shape.len() >= 2 && !t.name.contains("_exps"))
+        .filter(|t| !quant::layout::can_interleave_rows(t.ty, t.shape[0] as usize))
         .count();
-    assert!(dense_q5k >= 3, "the file has dense Q5_K matrices");
+    assert!(
+        dense_rows >= 4,
+        "the file has dense F16 matrices of rows of 120"
+    );
     let prompts = common::test_prompts();
     let want = common::prefill_and_decode(&plain, &prompts, 4);
 
     let m = Model::load(&path).unwrap();
     let r = m.prepare_cpu(true).unwrap().expect("a report");
-    assert_eq!(r.copied, dense_q5k, "{r:?}");
+    assert_eq!(r.copied, dense_rows, "{r:?}");
     assert!(
         r.copied_bytes > 0 && r.to_string().contains("as stored"),
         "{r}"

@@ -130,7 +130,7 @@ fn main() {
         "scal1T",
         "quant rows/s"
     );
-    let lines: [(&str, GgmlType); 32] = [
+    let lines: [(&str, GgmlType); 33] = [
         ("f32", GgmlType::F32),
         ("f16", GgmlType::F16),
         ("bf16", GgmlType::BF16),
@@ -163,6 +163,7 @@ fn main() {
         ("q5_0×4 il", GgmlType::Q5_0),
         ("q4_k il", GgmlType::Q4_K),
         ("q4_k×8 il", GgmlType::Q4_K),
+        ("q5_k il", GgmlType::Q5_K),
         ("q6_k il", GgmlType::Q6_K),
     ];
     // Gaussian-ish weights (sum of uniforms), like trained weights.

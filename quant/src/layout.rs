@@ -1,7 +1,7 @@
 //! Row layouts for the multi-row kernels.
 //!
 //! GGUF stores a matrix row after row. The eight-row kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0,
-//! Q8_0, Q4_K, Q6_K) walk eight rows side by side, one block of each per step: eight short streams, which
+//! Q8_0, Q4_K, Q5_K, Q6_K) walk eight rows side by side, one block of each per step: eight short streams, which
 //! the hardware prefetcher serves poorly when rows are short, and per step a transpose of the eight
 //! rows' bytes and a gather of their eight scales. [`Layout::Interleaved8`] is a load-time
 //! repacking of the same bytes (of the same bits, for Q5_0's high bits): each whole group of eight
@@ -14,8 +14,8 @@
 //! value keeps its bits and the kernels compute the same integer sums in the same order, so results
 //! are bit-identical to the row-major kernels. Measured (quant/README.md, 2 threads, rows of 8192):
 //! Q4_0 0.59 → 0.93 of the triad, Q5_0 0.58 → 0.86, Q8_0 × f32 0.77 → 0.85; Q4_K (whole blocks per
-//! column, an eight-row kernel bit-identical to the single-row one) 0.87 single-row → 0.93; Q6_K
-//! likewise (whole super-blocks per column) at short rows (see [`interleave_pays`]).
+//! column, an eight-row kernel bit-identical to the single-row one) 0.87 single-row → 0.93; Q5_K
+//! and Q6_K likewise (whole super-blocks per column) at short rows (see [`interleave_pays`]).
 //!
 //! A range of rows of an interleaved matrix is itself an interleaved matrix when it starts at a
 //! multiple of eight rows and ends at a multiple of eight or at the matrix's end (the rows after
@@ -48,7 +48,7 @@ pub fn can_interleave(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q6_K
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q5_K | Q6_K
     )
 }
 
@@ -65,15 +65,17 @@ pub fn can_interleave_rows(ty: GgmlType, n: usize) -> bool {
 /// There the eight-row K-quant kernels read 144-210 contiguous bytes of each row a step, which
 /// long rows stream well and short ones do not (kernel bench on the Xeon of 2026-11-23, all
 /// threads ÷ triad, rows → packed: Q6_K at 2048 values 0.69 → 0.90, 3840 0.76 → 0.93, 6144
-/// 0.80 → 0.88, 8192 0.92 → 0.89, 16384 0.97 → 0.89, 32768 0.99 → 0.85; Q4_K at 8192 0.91 →
-/// 0.89, 16384 0.96 → 0.89, 32768 1.00 → 0.87). Elsewhere the packed layout measured better at
-/// every length (the nibble types, and Q4_K on the Zen 3 of the earlier sessions).
+/// 0.80 → 0.88, 8192 0.92 → 0.89, 16384 0.97 → 0.89, 32768 0.99 → 0.85; Q5_K at 2048 0.60 →
+/// 0.88, 3840 0.72 → 0.88, 6144 0.81 → 0.89, 8192 0.87 → 0.84, 32768 1.04 → 0.85; Q4_K at 8192
+/// 0.91 → 0.89, 16384 0.96 → 0.89, 32768 1.00 → 0.87). Elsewhere the packed layout measured
+/// better at every length (the nibble types, and Q4_K on the Zen 3 of the earlier sessions).
 pub fn interleave_pays(ty: GgmlType, n: usize) -> bool {
     if !packed_kernels() || !can_interleave_rows(ty, n) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && n >= 8192 && crate::common::intel_cpu() {
+    let k_quant = matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+    if k_quant && n >= 8192 && crate::common::intel_cpu() {
         return false;
     }
     true
@@ -95,6 +97,7 @@ fn fields(ty: GgmlType) -> &'static [Field] {
         GgmlType::Q4_1 => crate::q4_1::PACK,
         GgmlType::Q5_0 => crate::q5_0::PACK,
         GgmlType::Q4_K => crate::q4_k::PACK,
+        GgmlType::Q5_K => crate::q5_k::PACK,
         GgmlType::Q6_K => crate::q6_k::PACK,
         _ => crate::q8_0::PACK,
     }

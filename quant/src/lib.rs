@@ -452,7 +452,7 @@ pub(crate) fn rows_with(
         GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, il, act, out),
         // Bit-identical to `vec_dot` per row, so not `has_rows_kernel` types.
         GgmlType::Q4_K => q4_k::vec_dot_rows(w, rb, il, act, out),
-        GgmlType::Q5_K if !il => q5_k::vec_dot_rows(w, rb, act, out),
+        GgmlType::Q5_K => q5_k::vec_dot_rows(w, rb, il, act, out),
         GgmlType::Q6_K => q6_k::vec_dot_rows(w, rb, il, act, out),
         GgmlType::F32 => float::vec_dot_rows(float::Kind::F32, n, w, il, act, out),
         GgmlType::F16 => float::vec_dot_rows(float::Kind::F16, n, w, il, act, out),
@@ -571,22 +571,22 @@ pub(crate) fn rows_multi_with(
             Ok(())
         });
     }
-    if weight_ty == GgmlType::Q6_K && il {
-        // The batched kernel takes one row at a time (its unpacking dominates, not the
-        // reads): each packed group unpacked first.
-        return layout::via_rows(weight_ty, w, rb, rows, |plain, r0| {
-            let k = plain.len() / rb.max(1);
-            q6_k::vec_dot_rows_multi(plain, rb, acts, &mut out[r0 * tokens..(r0 + k) * tokens]);
-            Ok(())
-        });
-    }
     if matches!(weight_ty, GgmlType::Q5_K | GgmlType::Q6_K) {
-        assert!(!il, "{} has no interleaved layout", weight_ty.name());
-        if weight_ty == GgmlType::Q5_K {
-            q5_k::vec_dot_rows_multi(w, rb, acts, out);
+        let multi = if weight_ty == GgmlType::Q5_K {
+            q5_k::vec_dot_rows_multi
         } else {
-            q6_k::vec_dot_rows_multi(w, rb, acts, out);
+            q6_k::vec_dot_rows_multi
+        };
+        if il {
+            // The batched kernels take one row at a time (their unpacking dominates, not the
+            // reads): each packed group unpacked first.
+            return layout::via_rows(weight_ty, w, rb, rows, |plain, r0| {
+                let k = plain.len() / rb.max(1);
+                multi(plain, rb, acts, &mut out[r0 * tokens..(r0 + k) * tokens]);
+                Ok(())
+            });
         }
+        multi(w, rb, acts, out);
         return Ok(());
     }
     if has_rows_kernel(weight_ty) {

@@ -131,14 +131,19 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-/// `out[r] = w_r · a` for row-major rows `rb` bytes long, each bit-identical to [`vec_dot`]
-/// of the row: eight rows at a time through one kernel when rows are long enough
-/// ([`crate::common::k_eight_rows_from`]), the rest row by row.
-pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+/// `out[r] = w_r · a` for rows `rb` bytes long, each bit-identical to [`vec_dot`] of the row:
+/// row-major (`il` false), eight rows at a time through one kernel when rows are long enough
+/// ([`crate::common::k_eight_rows_from`]), the rest row by row; `il`, whole groups of eight in
+/// [`crate::Layout::Interleaved8`] (see [`PACK`]) through the same kernel over the packed
+/// columns.
+pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, il: bool, a: &[u8], out: &mut [f32]) {
     let name = "q5_k vec_dot_rows";
     let ty = crate::GgmlType::Q5_K;
-    k_rows_by_eight(name, ty, w, rb, false, a, out, [EIGHT_ROWS, None], vec_dot);
+    k_rows_by_eight(name, ty, w, rb, il, a, out, EIGHT_ROWS, vec_dot);
 }
+
+/// A packed column of eight Q5_K rows: block b of each, whole, one after another (as Q4_K's).
+pub(crate) const PACK: &[Field] = &[Field::rows(0, BLOCK_BYTES)];
 
 /// Several activations at once (batched prefill) over row-major rows `rb` bytes long:
 /// `out[r·acts.len() + t] = w_r · acts[t]`, each bit-identical to [`vec_dot`]; with AVX2 eight
@@ -154,9 +159,12 @@ const EIGHT_TOKENS: Option<EightTokens> = Some(avx2::vec_dot_multi8);
 const EIGHT_TOKENS: Option<EightTokens> = None;
 
 #[cfg(target_arch = "x86_64")]
-const EIGHT_ROWS: Option<EightRows> = Some(avx2::vec_dot_8rows);
+const EIGHT_ROWS: [Option<EightRows>; 2] = [
+    Some(avx2::vec_dot_8rows::<false>),
+    Some(avx2::vec_dot_8rows::<true>),
+];
 #[cfg(not(target_arch = "x86_64"))]
-const EIGHT_ROWS: Option<EightRows> = None;
+const EIGHT_ROWS: [Option<EightRows>; 2] = [None, None];
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     let nb = w.len() / BLOCK_BYTES;
@@ -207,23 +215,28 @@ mod avx2 {
         (lo, hi)
     }
 
-    /// Eight row-major rows (`nb` blocks each, back to back) against one Q8_K activation,
-    /// lane r for row r ([`k_8rows`], shared with Q4_K): per super-block the eight rows'
-    /// integer sums ([`int_sums`]) and the float step `d_a·d·isum − d_a·dmin·summ` in eight lanes,
+    /// Eight rows (`nb` blocks each; row-major, back to back, or with `PACKED` one group of
+    /// [`crate::Layout::Interleaved8`]) against one Q8_K activation, lane r for row r
+    /// ([`k_8rows`], shared with Q4_K): per super-block the eight rows' integer sums
+    /// ([`int_sums`]) and the float step `d_a·d·isum − d_a·dmin·summ` in eight lanes,
     /// accumulated in super-block order from 0, so every row is bit-identical to [`vec_dot`];
-    /// each activation block is read once for the eight rows, and the next group of eight
-    /// rows is prefetched as one stream unless `intel_cpu()`.
+    /// each activation block is read once for the eight rows (row-major, the next group of
+    /// eight rows prefetched as one stream unless `intel_cpu()`).
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must
     /// hold `8·nb` readable blocks and `a` `nb` readable Q8_K blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn vec_dot_8rows(w: *const u8, nb: usize, a: *const u8, out: &mut [f32; 8]) {
+    pub unsafe fn vec_dot_8rows<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
         let _frame = align_frame();
-        // int_sums hints two blocks of the row ahead itself, as `k_8rows` asks row-major.
-        k_8rows::<false>(w, nb, BLOCK_BYTES, a, out, |bp, _, ap, bs2| {
-            int_sums(bp, ap, bs2)
+        k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap, bs2| {
+            int_sums(bp, ahead, ap, bs2)
         })
     }
 
@@ -261,7 +274,8 @@ mod avx2 {
     }
 
     /// One super-block's exact integer sums against one Q8_K block, in eight lanes each (their
-    /// lane totals are `Σ sc·q·y` and `Σ m·bsum`).
+    /// lane totals are `Σ sc·q·y` and `Σ m·bsum`); the weights `ahead` bytes past the block are
+    /// hinted into L1.
     ///
     /// # Safety
     ///
@@ -269,10 +283,15 @@ mod avx2 {
     /// point to one readable Q5_K block and `ap` to one readable Q8_K block.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn int_sums(bp: *const u8, ap: *const u8, bs2: __m256i) -> (__m256i, __m256i) {
-        prefetch(bp, 2 * BLOCK_BYTES);
-        prefetch(bp, 2 * BLOCK_BYTES + 64);
-        prefetch(bp, 2 * BLOCK_BYTES + 128);
+    unsafe fn int_sums(
+        bp: *const u8,
+        ahead: usize,
+        ap: *const u8,
+        bs2: __m256i,
+    ) -> (__m256i, __m256i) {
+        prefetch(bp, ahead);
+        prefetch(bp, ahead + 64);
+        prefetch(bp, ahead + 128);
         let sm = k_scales_mins(bp.add(4));
         let summ_v = _mm256_madd_epi16(sm, bs2);
         let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
@@ -310,7 +329,7 @@ mod avx2 {
         let _frame = align_frame();
         let nb = w.len() / BLOCK_BYTES;
         k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
-            int_sums(bp, ap, k_bsum_pairs(ap))
+            int_sums(bp, 2 * BLOCK_BYTES, ap, k_bsum_pairs(ap))
         })
     }
 
