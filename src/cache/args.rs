@@ -32,9 +32,9 @@ pub struct CacheArgs {
     /// Record the routing trace, one JSON object per (token, layer): see `cachesim`.
     #[arg(long)]
     pub trace: Option<PathBuf>,
-    /// CPU: read F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q8_0/Q4_K weights as stored instead of repacking
-    /// them at load into the interleaved row layout, and the other dense matrices from the
-    /// file instead of a copy on huge pages (both: faster decode, cost RAM for the copy).
+    /// CPU: read the weights as stored instead of repacking them at load into the interleaved
+    /// row layout (the types and row lengths it pays for), and the other dense matrices from
+    /// the file instead of a copy on huge pages (both: faster decode, cost RAM for the copy).
     #[arg(long)]
     pub no_repack: bool,
 }

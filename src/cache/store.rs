@@ -55,7 +55,7 @@ pub struct CacheOptions {
     pub prefetch: bool,
     /// Write the routing trace (JSON lines) here.
     pub trace: Option<PathBuf>,
-    /// On the CPU, repack F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q8_0/Q4_K matrices into the interleaved row
+    /// On the CPU, repack the matrices whose type and rows it pays for into the interleaved row
     /// layout at load (see `crate::model::RepackReport`); `--no-repack` clears it.
     pub repack: bool,
 }

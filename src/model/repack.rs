@@ -1,6 +1,6 @@
 //! Load-time repacking for the CPU backend: where the CPU has the packed kernels
 //! (`quant::layout::packed_kernels`: x86-64 with AVX2), matrices of the types with eight-row
-//! kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K; the float types with rows of
+//! kernels (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K; the float types with rows of
 //! whole 32-byte columns; not the K-quants' long rows where `quant::layout::interleave_pays`
 //! says row-major reads faster) are copied once into anonymous memory in `quant::Layout::Interleaved8`,
 //! where each group of eight rows is one sequential stream (see quant's `layout` module for
