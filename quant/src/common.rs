@@ -274,6 +274,66 @@ pub(crate) fn k_rows_by_eight(
     }
 }
 
+/// An eight-row kernel over up to four tokens' activations in the form `P` its type takes (Q4_0
+/// and Q5_0: [`crate::q8_0::PreparedQ8`]; Q4_1: the Q8_1 bytes): `(il, group, rb, nb, acts,
+/// out)` writes `out[t][r]` = row r of the group (eight rows `rb` bytes apart, or one packed
+/// group with `il`) dotted with `acts[t]`, for `t < acts.len()` (1 to 4). It needs AVX2, FMA
+/// and F16C and reads exactly those bytes: `nb` blocks of each row and of each activation (its
+/// callers check both).
+pub(crate) type TokensKernel<P> =
+    unsafe fn(bool, *const u8, usize, usize, &[&P], &mut [[f32; 8]; 4]);
+
+/// The batched loop over a [`TokensKernel`]: `out[r·acts.len() + t] = w_r · acts[t]` for the
+/// `rows` rows of `nb` blocks ([`check_rows_multi`] of `w` and `acts` done by the caller),
+/// every whole group of eight through `kernel` (when given: the caller has checked the CPU and
+/// that each of `items`, one per token, holds `nb` blocks) four tokens a call, the rows after
+/// through `one` per token.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_multi_by<P: ?Sized>(
+    name: &str,
+    w: &[u8],
+    row_bytes: usize,
+    (rows, nb): (usize, usize),
+    il: bool,
+    acts: &[&[u8]],
+    items: &[&P],
+    out: &mut [f32],
+    kernel: Option<TokensKernel<P>>,
+    one: fn(&[u8], &[u8]) -> f32,
+) {
+    let tokens = acts.len();
+    let mut r = 0;
+    if let Some(kernel) = kernel {
+        assert_eq!(items.len(), tokens, "{name}: one kernel input per token");
+        while r + 8 <= rows {
+            let wr = w[r * row_bytes..].as_ptr();
+            let mut t0 = 0;
+            while t0 < tokens {
+                let k = (tokens - t0).min(4);
+                let mut o = [[0f32; 8]; 4];
+                // SAFETY: a `TokensKernel`, whose CPU features and activation sizes the caller
+                // checked (see above); rows r..r+8 lie inside `w` (`check_rows_multi`); k is 1
+                // to 4.
+                unsafe { kernel(il, wr, row_bytes, nb, &items[t0..t0 + k], &mut o) };
+                for (dt, ot) in o.iter().take(k).enumerate() {
+                    for (dr, v) in ot.iter().enumerate() {
+                        out[(r + dr) * tokens + t0 + dt] = *v;
+                    }
+                }
+                t0 += k;
+            }
+            r += 8;
+        }
+    }
+    assert_il_covered(il, r, rows, row_bytes, name);
+    for rr in r..rows {
+        let row = &w[rr * row_bytes..(rr + 1) * row_bytes];
+        for (t, a) in acts.iter().enumerate() {
+            out[rr * tokens + t] = one(row, a);
+        }
+    }
+}
+
 /// Bytes of one Q8_K activation block (the K-quants' activations).
 pub(crate) const Q8K_BYTES: usize = crate::q8_k::BLOCK_BYTES;
 

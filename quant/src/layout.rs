@@ -74,9 +74,11 @@ pub fn interleave_pays(ty: GgmlType, n: usize) -> bool {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
-    let k_quant = matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
-    if k_quant && n >= 8192 && crate::common::intel_cpu() {
-        return false;
+    {
+        let k_quant = matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+        if k_quant && n >= 8192 && crate::common::intel_cpu() {
+            return false;
+        }
     }
     true
 }

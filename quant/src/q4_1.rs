@@ -184,67 +184,20 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
 /// token, bit for bit. `il` as in [`vec_dot_rows`].
 pub fn vec_dot_rows_multi(w: &[u8], row_bytes: usize, il: bool, acts: &[&[u8]], out: &mut [f32]) {
     let name = "q4_1 vec_dot_rows_multi";
-    let tokens = acts.len();
-    let (rows, nb) = check_rows_multi(
-        name,
-        w,
-        row_bytes,
-        BLOCK_BYTES,
-        acts,
-        out.len(),
-        crate::q8_1::BLOCK_BYTES,
+    let ab = crate::q8_1::BLOCK_BYTES;
+    let (rows, nb) = check_rows_multi(name, w, row_bytes, BLOCK_BYTES, acts, out.len(), ab);
+    // `check_rows_multi` asserted that every activation holds nb blocks.
+    let kernel = TOKENS_KERNEL.filter(|_| has_avx2() && rows >= 8 && nb > 0);
+    let shape = (rows, nb);
+    rows_multi_by(
+        name, w, row_bytes, shape, il, acts, acts, out, kernel, vec_dot,
     );
-    // Rows the eight-row kernel took (x86 with AVX2 only; elsewhere row by row).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-    let mut r = 0;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && nb > 0 {
-        while r + 8 <= rows {
-            let g = w[r * row_bytes..].as_ptr();
-            for (c, chunk) in acts.chunks(4).enumerate() {
-                let mut o = [[0f32; 8]; 4];
-                let a: [*const u8; 4] =
-                    std::array::from_fn(|k| chunk[k.min(chunk.len() - 1)].as_ptr());
-                // SAFETY: AVX2/FMA/F16C detected at run time, the AVX-512 features where
-                // `has_avx512()`; rows r..r+8 of nb blocks (in either layout, the same bytes)
-                // lie inside `w` and every activation holds nb blocks (`check_rows_multi`).
-                unsafe {
-                    match chunk.len() {
-                        4 => avx2::pick::<4>(il, g, row_bytes, nb, a, &mut o),
-                        3 => {
-                            let mut o3 = [[0f32; 8]; 3];
-                            avx2::pick::<3>(il, g, row_bytes, nb, [a[0], a[1], a[2]], &mut o3);
-                            o[..3].copy_from_slice(&o3);
-                        }
-                        2 => {
-                            let mut o2 = [[0f32; 8]; 2];
-                            avx2::pick::<2>(il, g, row_bytes, nb, [a[0], a[1]], &mut o2);
-                            o[..2].copy_from_slice(&o2);
-                        }
-                        _ => {
-                            let mut o1 = [[0f32; 8]; 1];
-                            avx2::pick::<1>(il, g, row_bytes, nb, [a[0]], &mut o1);
-                            o[0] = o1[0];
-                        }
-                    }
-                }
-                for (dt, ot) in o.iter().take(chunk.len()).enumerate() {
-                    for (dr, v) in ot.iter().enumerate() {
-                        out[(r + dr) * tokens + 4 * c + dt] = *v;
-                    }
-                }
-            }
-            r += 8;
-        }
-    }
-    assert_il_covered(il, r, rows, row_bytes, name);
-    for rr in r..rows {
-        let row = &w[rr * row_bytes..(rr + 1) * row_bytes];
-        for (t, a) in acts.iter().enumerate() {
-            out[rr * tokens + t] = vec_dot(row, a);
-        }
-    }
 }
+
+#[cfg(target_arch = "x86_64")]
+const TOKENS_KERNEL: Option<TokensKernel<[u8]>> = Some(avx2::tokens);
+#[cfg(not(target_arch = "x86_64"))]
+const TOKENS_KERNEL: Option<TokensKernel<[u8]>> = None;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -318,6 +271,41 @@ mod avx2 {
             (true, false) => vec_dot_8rows_512::<T, false>(w, rb, nb, a, out),
             (false, true) => vec_dot_8rows::<T, true>(w, rb, nb, a, out),
             (false, false) => vec_dot_8rows::<T, false>(w, rb, nb, a, out),
+        }
+    }
+
+    /// [`TokensKernel`] over [`pick`].
+    ///
+    /// # Safety
+    ///
+    /// As [`TokensKernel`].
+    pub unsafe fn tokens(
+        il: bool,
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        acts: &[&[u8]],
+        out: &mut [[f32; 8]; 4],
+    ) {
+        let p = |k: usize| acts[k].as_ptr();
+        match acts.len() {
+            4 => pick::<4>(il, w, rb, nb, [p(0), p(1), p(2), p(3)], out),
+            3 => {
+                let mut o = [[0f32; 8]; 3];
+                pick::<3>(il, w, rb, nb, [p(0), p(1), p(2)], &mut o);
+                out[..3].copy_from_slice(&o);
+            }
+            2 => {
+                let mut o = [[0f32; 8]; 2];
+                pick::<2>(il, w, rb, nb, [p(0), p(1)], &mut o);
+                out[..2].copy_from_slice(&o);
+            }
+            1 => {
+                let mut o = [[0f32; 8]; 1];
+                pick::<1>(il, w, rb, nb, [p(0)], &mut o);
+                out[0] = o[0];
+            }
+            _ => {}
         }
     }
 

@@ -202,65 +202,23 @@ pub fn vec_dot_scalar(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-/// `out[r] = w_r · a` for rows `rb` bytes long (sizes checked by the caller); with `il` the
-/// whole groups of eight rows are in [`crate::Layout::Interleaved8`]. Eight rows at a time
-/// through one kernel, each value bit-identical to [`vec_dot`] of the row.
+/// `out[r] = w_r · a` for rows `rb` bytes long; with `il` the whole groups of eight rows are
+/// in [`crate::Layout::Interleaved8`]. Eight rows at a time through one kernel (row-major:
+/// when rows are long enough, [`crate::common::k_eight_rows_from`]), each value bit-identical
+/// to [`vec_dot`] of the row.
 pub(crate) fn vec_dot_rows(w: &[u8], rb: usize, il: bool, a: &[u8], out: &mut [f32]) {
-    let nb = rb / BLOCK_BYTES;
-    let whole = out.len() / 8 * 8;
-    assert!(
-        w.len() >= out.len() * rb && a.len() >= nb * q8_k::BLOCK_BYTES,
-        "q4_k vec_dot_rows: {} rows of {rb} bytes and {nb} activation blocks, got {} and {}",
-        out.len(),
-        w.len(),
-        a.len()
-    );
-    let mut r = 0;
-    // Packed groups are one stream each; row-major groups go through the same kernel (the
-    // next group prefetched) when rows are long enough ([`k_eight_rows_from`]), else row by
-    // row (see there).
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && rb > 0 && (il || nb >= k_eight_rows_from()) {
-        while r < whole {
-            let mut o = [0f32; 8];
-            let g = w[r * rb..].as_ptr();
-            // SAFETY: AVX2/FMA/F16C detected, the AVX-512 features where `has_avx512()`; rows
-            // r..r+8 (8·nb blocks in either layout) lie in `w` and `a` holds nb blocks
-            // (asserted above).
-            unsafe {
-                let ap = a.as_ptr();
-                match (has_avx512(), il) {
-                    (true, true) => avx2::vec_dot_8rows_512::<true>(g, nb, ap, &mut o),
-                    (true, false) => avx2::vec_dot_8rows_512::<false>(g, nb, ap, &mut o),
-                    (false, true) => avx2::vec_dot_8rows::<true>(g, nb, ap, &mut o),
-                    (false, false) => avx2::vec_dot_8rows::<false>(g, nb, ap, &mut o),
-                }
-            };
-            out[r..r + 8].copy_from_slice(&o);
-            r += 8;
-        }
-    }
-    if il && r < whole {
-        // No kernel for the packed groups here: the layout's own unpacking, then rows.
-        crate::layout::via_rows(
-            crate::GgmlType::Q4_K,
-            &w[..whole * rb],
-            rb,
-            whole,
-            |plain, r0| {
-                for (k, row) in plain.chunks_exact(rb).enumerate() {
-                    out[r0 + k] = vec_dot(row, a);
-                }
-                Ok(())
-            },
-        )
-        .expect("rows into a slice of the right size cannot fail");
-        r = whole;
-    }
-    for (o, row) in out[r..].iter_mut().zip(w[r * rb..].chunks_exact(rb.max(1))) {
-        *o = vec_dot(row, a);
-    }
+    let name = "q4_k vec_dot_rows";
+    let ty = crate::GgmlType::Q4_K;
+    k_rows_by_eight(name, ty, w, rb, il, a, out, EIGHT_ROWS, vec_dot);
 }
+
+#[cfg(target_arch = "x86_64")]
+const EIGHT_ROWS: [Option<EightRows>; 2] = [
+    Some(avx2::eight_rows::<false>),
+    Some(avx2::eight_rows::<true>),
+];
+#[cfg(not(target_arch = "x86_64"))]
+const EIGHT_ROWS: [Option<EightRows>; 2] = [None, None];
 
 pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
     let nb = w.len() / BLOCK_BYTES;
@@ -567,6 +525,25 @@ mod avx2 {
             *o = da * d * isum as f32 - da * dmin * summ as f32;
         }
         out
+    }
+
+    /// [`vec_dot_8rows`], or [`vec_dot_8rows_512`] where `has_avx512()` (the same bits).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn eight_rows<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        if has_avx512() {
+            vec_dot_8rows_512::<PACKED>(w, nb, a, out)
+        } else {
+            vec_dot_8rows::<PACKED>(w, nb, a, out)
+        }
     }
 
     /// One group of eight rows against one Q8_K activation, packed (`PACKED`,

@@ -343,13 +343,9 @@ impl PreparedQ8 {
     }
 }
 
-/// An eight-row kernel over activations unpacked by [`PreparedQ8::new`], for up to four tokens a
-/// call: `(il, group, rb, nb, preps, out)` writes `out[t][r]` = row r of the group (eight rows
-/// `rb` bytes apart, or one packed group with `il`) dotted with `preps[t]`, for
-/// `t < preps.len()` (1 to 4). It needs AVX2, FMA and F16C and reads exactly those bytes (its
-/// callers check both).
-pub(crate) type TokensKernel =
-    unsafe fn(bool, *const u8, usize, usize, &[&PreparedQ8], &mut [[f32; 8]; 4]);
+/// An eight-row kernel over activations unpacked by [`PreparedQ8::new`] (see
+/// [`crate::common::TokensKernel`]).
+pub(crate) type TokensKernel = crate::common::TokensKernel<PreparedQ8>;
 
 /// Batched prefill over rows of a type whose eight-row kernels take prepared Q8_0 activations
 /// (Q4_0, Q5_0): `out[r·acts.len() + t] = w_r · acts[t]`, eight rows × up to four tokens per
@@ -381,51 +377,37 @@ pub(crate) fn prepared_rows_multi(
         BLOCK_BYTES,
     );
     let need = nb * BLOCK_BYTES;
-    // Rows the eight-row kernel took.
-    let mut r = 0;
-    if let Some(kernel) = kernel.filter(|_| has_avx2() && rows >= 8 && nb > 0) {
-        let own: Vec<PreparedQ8>;
-        let own_refs: Vec<&PreparedQ8>;
-        let preps = match preps {
-            Some(p) => p,
-            None => {
-                own = acts.iter().map(|a| PreparedQ8::new(&a[..need])).collect();
-                own_refs = own.iter().collect();
-                &own_refs
-            }
-        };
+    let kernel = kernel.filter(|_| has_avx2() && rows >= 8 && nb > 0);
+    let own: Vec<PreparedQ8>;
+    let own_refs: Vec<&PreparedQ8>;
+    let preps = match (kernel, preps) {
+        (None, _) => &[][..],
+        (Some(_), Some(p)) => p,
+        (Some(_), None) => {
+            own = acts.iter().map(|a| PreparedQ8::new(&a[..need])).collect();
+            own_refs = own.iter().collect();
+            &own_refs[..]
+        }
+    };
+    if kernel.is_some() {
         assert!(
             preps.len() == tokens && preps.iter().all(|p| p.blocks() >= nb),
             "{name}: {} prepared activations for {tokens} tokens of {nb} blocks",
             preps.len()
         );
-        while r + 8 <= rows {
-            let wr = w[r * row_bytes..].as_ptr();
-            let mut t0 = 0;
-            while t0 < tokens {
-                let k = (tokens - t0).min(4);
-                let mut o = [[0f32; 8]; 4];
-                // SAFETY: a `TokensKernel` with AVX2/FMA/F16C present (`has_avx2()` above);
-                // rows r..r+8 lie inside `w` (`check_rows`) and every prepared activation holds
-                // nb blocks (asserted above); k is 1 to 4.
-                unsafe { kernel(il, wr, row_bytes, nb, &preps[t0..t0 + k], &mut o) };
-                for (dt, ot) in o.iter().take(k).enumerate() {
-                    for (dr, v) in ot.iter().enumerate() {
-                        out[(r + dr) * tokens + t0 + dt] = *v;
-                    }
-                }
-                t0 += k;
-            }
-            r += 8;
-        }
     }
-    assert_il_covered(il, r, rows, row_bytes, name);
-    for rr in r..rows {
-        let row = &w[rr * row_bytes..(rr + 1) * row_bytes];
-        for (t, a) in acts.iter().enumerate() {
-            out[rr * tokens + t] = one(row, a);
-        }
-    }
+    rows_multi_by(
+        name,
+        w,
+        row_bytes,
+        (rows, nb),
+        il,
+        acts,
+        preps,
+        out,
+        kernel,
+        one,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
