@@ -5,7 +5,7 @@
 
 mod common;
 
-use grok1_quant::cache::CacheOptions;
+use grok1_quant::cache::{CacheOptions, ReadMode};
 use grok1_quant::model::{ExpertRepack, Model};
 use quant::GgmlType;
 
@@ -53,6 +53,28 @@ fn repacked_logits_are_bit_identical() {
         assert_eq!(r.tensors, matrices(false), "{ty}: dense only");
         let got = common::prefill_and_decode(&cached, &prompts, 6);
         assert_eq!(got, want, "{ty}: repacked dense + cached experts differ");
+
+        // `pread` with a RAM budget: the cache owns its copies and packs each expert as it
+        // reads it (half the experts fit, so they are evicted and read again).
+        let mut pread = Model::load(&path).unwrap();
+        let half = pread.weight_split().1 / 2;
+        pread
+            .enable_expert_cache(&CacheOptions {
+                ram_budget: Some(half),
+                read_mode: ReadMode::Pread,
+                ..CacheOptions::default()
+            })
+            .unwrap();
+        let r = pread.prepare_cpu(true).unwrap().expect("a report");
+        assert_eq!(r.experts, ExpertRepack::CachedPacked, "{ty}: {r}");
+        assert!(r.to_string().contains("packed as it reads them"), "{r}");
+        let got = common::prefill_and_decode(&pread, &prompts, 6);
+        assert_eq!(got, want, "{ty}: experts packed by the cache differ");
+        let stats = pread.expert_cache().unwrap().stats();
+        assert!(
+            stats.evictions > 0,
+            "{ty}: the budget evicted nothing: {stats:?}"
+        );
 
         let off = Model::load(&path).unwrap();
         assert!(off.prepare_cpu(false).unwrap().is_none());

@@ -6,11 +6,11 @@ mod gpu_common;
 
 use gpu_common::gpu;
 use grok1_quant::backend::gpu::GpuContext;
-use grok1_quant::cache::{CacheOptions, PolicyKind};
+use grok1_quant::cache::{CacheOptions, PolicyKind, ReadMode};
 use grok1_quant::checkpoint::write_checkpoint;
 use grok1_quant::config::GrokConfig;
 use grok1_quant::model::gpu::GpuModel;
-use grok1_quant::model::Model;
+use grok1_quant::model::{ExpertRepack, Model};
 use grok1_quant::tokenizer::SpmModel;
 use quant::GgmlType;
 use std::path::{Path, PathBuf};
@@ -134,6 +134,34 @@ fn vram_budget_gives_identical_logits() {
             "every VRAM miss reads the RAM tier"
         );
         assert!(ram.ram_misses > 0 && ram.peak_held_bytes <= 3 * unit);
+
+        // A `pread` RAM tier that a CPU engine set packing (`prepare_cpu`): the GPU path
+        // uploads each packed part back in the file's rows.
+        let mut model3 = Model::load(&path).unwrap();
+        model3
+            .enable_expert_cache(&CacheOptions {
+                ram_budget: Some(3 * unit),
+                vram_budget: Some(2 * unit),
+                read_mode: ReadMode::Pread,
+                prefetch: false,
+                ..Default::default()
+            })
+            .unwrap();
+        let r = model3.prepare_cpu(true).unwrap().expect("a report");
+        assert_eq!(r.experts, ExpertRepack::CachedPacked, "{ty:?}: {r}");
+        let gm = GpuModel::open(
+            GpuContext::new().unwrap(),
+            &model3,
+            Some(2 * unit),
+            PolicyKind::Lru,
+        )
+        .unwrap();
+        let got = run(&gm, &prompt);
+        assert_eq!(
+            got, want,
+            "{ty:?}: logits through a packing RAM tier differ"
+        );
+        assert!(model3.expert_cache().unwrap().stats().ram_misses > 0);
     }
 }
 

@@ -24,5 +24,6 @@ pub mod vram;
 pub use policy::{PolicyKind, PolicyState};
 pub use size::{fmt_size, parse_size};
 pub use store::{
-    CacheError, CacheOptions, CacheStats, ExpertCache, ExpertHandle, ExpertLayout, ReadMode,
+    CacheError, CacheOptions, CacheStats, ExpertCache, ExpertHandle, ExpertLayout, PackSpec,
+    ReadMode,
 };

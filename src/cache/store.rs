@@ -136,6 +136,9 @@ impl ExpertLayout {
 struct AnonBuf {
     ptr: *mut u8,
     len: usize,
+    /// Per part (gate, up, down): written in `quant::Layout::Interleaved8` (see
+    /// [`ExpertCache::pack_on_read`]) rather than as the file stores it.
+    packed: [bool; 3],
 }
 
 // SAFETY: the buffer is plain bytes written once before it is shared and only read after.
@@ -162,6 +165,7 @@ impl AnonBuf {
         Ok(AnonBuf {
             ptr: p as *mut u8,
             len,
+            packed: [false; 3],
         })
     }
     fn bytes(&self) -> &[u8] {
@@ -197,7 +201,7 @@ enum HandleData {
 }
 
 impl ExpertHandle {
-    /// Bytes of part `p` (0 gate, 1 up, 2 down).
+    /// Bytes of part `p` (0 gate, 1 up, 2 down), in [`ExpertHandle::layout`].
     pub fn part(&self, p: usize) -> &[u8] {
         let (o, n) = self.parts[p];
         match &self.data {
@@ -205,7 +209,20 @@ impl ExpertHandle {
             HandleData::Mapped(m) => &m[o..o + n],
         }
     }
+
+    /// How part `p`'s rows lie: as the file stores them, or packed by the cache as it read
+    /// them ([`ExpertCache::pack_on_read`]).
+    pub fn layout(&self, p: usize) -> quant::Layout {
+        match &self.data {
+            HandleData::Owned(b) if b.packed[p] => quant::Layout::Interleaved8,
+            _ => quant::Layout::Rows,
+        }
+    }
 }
+
+/// Per layer, per part (gate, up, down): the weight type and row length to pack it with as the
+/// cache reads it, or `None` to keep the file's rows (see [`ExpertCache::pack_on_read`]).
+pub type PackSpec = Vec<[Option<(quant::GgmlType, usize)>; 3]>;
 
 impl Drop for ExpertHandle {
     fn drop(&mut self) {
@@ -353,6 +370,8 @@ struct Shared {
     budget: u64,
     state: Mutex<State>,
     cv: Condvar,
+    /// Set once by [`ExpertCache::pack_on_read`] (pread mode only).
+    packing: std::sync::OnceLock<PackSpec>,
 }
 
 impl Shared {
@@ -403,11 +422,26 @@ impl Shared {
             ReadMode::Pread => {
                 let (parts, total) = self.owned_parts(l);
                 let mut buf = AnonBuf::new(total).map_err(err)?;
+                let spec = self.packing.get().and_then(|s| s.get(l));
+                // One staging buffer for the parts packed on the way in.
+                let mut stage: Vec<u8> = Vec::new();
                 for (p, &(at, n)) in parts.iter().enumerate() {
                     let (off, _) = self.layout.range(l, e, p);
-                    self.file
-                        .read_exact_at(&mut buf.bytes_mut()[at..at + n], off)
-                        .map_err(err)?;
+                    let dst = &mut buf.bytes_mut()[at..at + n];
+                    match spec.and_then(|s| s[p]) {
+                        Some((ty, n_in)) => {
+                            stage.resize(n, 0);
+                            self.file.read_exact_at(&mut stage, off).map_err(err)?;
+                            quant::layout::interleave_rows(ty, n_in, &stage, dst).map_err(|q| {
+                                CacheError::Io(format!(
+                                    "packing expert (layer {l}, expert {e}) part {p} of {}: {q}",
+                                    self.path.display()
+                                ))
+                            })?;
+                            buf.packed[p] = true;
+                        }
+                        None => self.file.read_exact_at(dst, off).map_err(err)?,
+                    }
                 }
                 Ok(Some(Arc::new(buf)))
             }
@@ -571,6 +605,7 @@ impl ExpertCache {
                 predicted: HashMap::new(),
             }),
             cv: Condvar::new(),
+            packing: std::sync::OnceLock::new(),
         });
         let (prefetch_tx, worker) = if bounded && opts.prefetch {
             let (tx, rx) = mpsc::channel::<u32>();
@@ -599,6 +634,21 @@ impl ExpertCache {
 
     pub fn is_bounded(&self) -> bool {
         self.shared.bounded
+    }
+
+    /// From now on, write the parts `spec` names into `quant::Layout::Interleaved8` as they are
+    /// read into RAM (each handle says its parts' layout: [`ExpertHandle::layout`]), so the
+    /// CPU's packed kernels read the cached experts. Only where the cache owns its copies
+    /// (`pread` mode with a RAM budget): returns whether it will. Set once; a later call
+    /// changes nothing. The CPU backend calls it; the GPU path, which uploads the file's
+    /// layout, never does.
+    pub fn pack_on_read(&self, spec: PackSpec) -> bool {
+        let s = &self.shared;
+        if s.mode != ReadMode::Pread || !s.bounded || spec.len() != s.layout.layers.len() {
+            return false;
+        }
+        let _ = s.packing.set(spec);
+        true
     }
 
     /// Units the RAM tier holds at most (every unit when unbounded).

@@ -365,7 +365,7 @@ impl Model {
                     n_in: r.n_in,
                     n_out,
                     data: hd.part(p),
-                    layout: quant::Layout::Rows,
+                    layout: hd.layout(p),
                 },
                 None => self.mat(r).rows(chunk[i] * n_out, (chunk[i] + 1) * n_out),
             };

@@ -45,8 +45,11 @@ pub enum ExpertRepack {
     Done,
     /// Their type has no interleaved layout (or rows per expert are not whole groups).
     NotEligible,
-    /// An expert cache serves them.
+    /// An expert cache serves them as the file stores them (`mmap` mode, or no RAM budget).
     Cached,
+    /// An expert cache serves them, packing each as it reads it into RAM (`pread` mode with a
+    /// RAM budget: `crate::cache::ExpertCache::pack_on_read`).
+    CachedPacked,
     /// They would not fit in half of the available memory.
     NoRoom {
         need: u64,
@@ -74,6 +77,10 @@ impl std::fmt::Display for RepackReport {
         match &self.experts {
             ExpertRepack::Done | ExpertRepack::NotEligible => Ok(()),
             ExpertRepack::Cached => write!(f, "; experts served by the expert cache as stored"),
+            ExpertRepack::CachedPacked => write!(
+                f,
+                "; experts served by the expert cache, packed as it reads them"
+            ),
             ExpertRepack::NoRoom { need, available } => write!(
                 f,
                 "; experts read from the mapping as stored ({:.2} GB would not fit in half of the {:.2} GB available)",
@@ -150,8 +157,22 @@ impl Model {
         let (dense_bytes, expert_bytes) = (size(&dense), size(&experts));
         let expert_state = if experts.is_empty() {
             ExpertRepack::NotEligible
-        } else if self.experts.is_some() {
-            ExpertRepack::Cached
+        } else if let Some(cache) = &self.experts {
+            // The cache packs what it reads (where it owns its copies), the same parts.
+            let spec = |r: &TensorRef| {
+                let whole_groups = (r.n_out / hp.n_experts.max(1)) % 8 == 0;
+                (allow && interleaves(r) && whole_groups).then_some((r.ty, r.n_in))
+            };
+            let spec: crate::cache::PackSpec = self
+                .layers
+                .iter()
+                .map(|l| [spec(&l.gate_exps), spec(&l.up_exps), spec(&l.down_exps)])
+                .collect();
+            if allow && cache.pack_on_read(spec) {
+                ExpertRepack::CachedPacked
+            } else {
+                ExpertRepack::Cached
+            }
         } else {
             let available = mem_available().unwrap_or(0);
             let need = dense_bytes + expert_bytes;

@@ -156,8 +156,24 @@ impl<'m> VramTier<'m> {
             })?),
             None => None,
         };
+        // A part the cache packed for the CPU's kernels (a CPU engine ran on this model
+        // first) goes back to the file's rows, which the shaders read.
+        let mut plain = Vec::new();
         for p in 0..3 {
             let bytes = match &handle {
+                Some(h) if h.layout(p) == quant::Layout::Interleaved8 => {
+                    let m = &self.mats[l][p];
+                    plain.resize(h.part(p).len(), 0);
+                    quant::layout::deinterleave_rows(m.ty, m.n_in, h.part(p), &mut plain).map_err(
+                        |q| {
+                            GpuModelError::Model(format!(
+                                "{}: expert (layer {l}, expert {e}) part {p}: {q}",
+                                self.model.path().display()
+                            ))
+                        },
+                    )?;
+                    &plain[..]
+                }
                 Some(h) => h.part(p),
                 None => {
                     let r = self.rows[p];
