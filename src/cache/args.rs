@@ -20,7 +20,8 @@ pub struct CacheArgs {
     #[arg(long, default_value = "lru", value_parser = PolicyKind::parse)]
     pub cache_policy: PolicyKind,
     /// How cold experts are read: mmap (touch the mapping, madvise DONTNEED on eviction; the
-    /// faster one measured, see docs/expert-cache.md) | pread (owned anonymous copies).
+    /// faster one when the budget is far below the experts, see docs/expert-cache.md) | pread
+    /// (owned anonymous copies, packed on the CPU for its kernels: faster when they fit).
     #[arg(long, default_value = "mmap", value_parser = ReadMode::parse)]
     pub cache_read: ReadMode,
     /// Do not predict and prefetch the next layer's experts.
