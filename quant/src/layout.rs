@@ -351,3 +351,38 @@ pub fn dequantize_row_at(
     dequantize_row(ty, &plain[r % 8 * rb..(r % 8 + 1) * rb], dst)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleave_pays_by_type_and_row_length() {
+        use GgmlType::*;
+        if !packed_kernels() {
+            // No kernels over the layout (aarch64, QUANT_FORCE_SCALAR): never.
+            for ty in [Q4_0, Q4_K, F16] {
+                assert!(!interleave_pays(ty, 4096));
+            }
+            return;
+        }
+        // Short rows: every type with the layout, whatever the CPU.
+        for ty in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K] {
+            assert!(interleave_pays(ty, 6144), "{ty}");
+        }
+        // Rows that are not whole columns, and types without the layout: never.
+        assert!(!interleave_pays(F16, 24));
+        assert!(!interleave_pays(Q8_K, 256));
+        // Grok-1's expert down rows (32768 values): the nibble types packed; the K-quants
+        // row-major on Intel, where long rows read faster so.
+        #[cfg(target_arch = "x86_64")]
+        let intel = crate::common::intel_cpu();
+        #[cfg(not(target_arch = "x86_64"))]
+        let intel = false;
+        assert!(interleave_pays(Q4_0, 32768));
+        for ty in [Q4_K, Q5_K, Q6_K] {
+            assert_eq!(interleave_pays(ty, 32768), !intel, "{ty}");
+            assert_eq!(interleave_pays(ty, 8192), !intel, "{ty}");
+        }
+    }
+}
