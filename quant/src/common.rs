@@ -283,6 +283,36 @@ pub(crate) fn k_rows_by_eight(
 pub(crate) type TokensKernel<P> =
     unsafe fn(bool, *const u8, usize, usize, &[&P], &mut [[f32; 8]; 4]);
 
+/// A [`TokensKernel`]'s split by token count: binds `$arr` to the 1 to 4 items of the slice
+/// `$items` as an array of that length and `$o` to a `&mut [[f32; 8]; N]`, evaluates `$call` (a
+/// kernel generic over the count, which it infers from the array) and copies the N results
+/// into `$out[..N]`; no items, nothing. A macro, so that each count is an expansion of its own
+/// (a closure cannot be generic over it, and one out of line would lose the kernel's target
+/// features — see tools/check_inlined_intrinsics.sh).
+#[cfg(target_arch = "x86_64")]
+macro_rules! per_token_count {
+    ($items:expr, $out:expr, |$arr:ident, $o:ident| $call:expr) => {
+        match $items {
+            [a, b, c, d] => per_token_count!(@run $out, [a, b, c, d], 4, $arr, $o, $call),
+            [a, b, c] => per_token_count!(@run $out, [a, b, c], 3, $arr, $o, $call),
+            [a, b] => per_token_count!(@run $out, [a, b], 2, $arr, $o, $call),
+            [a] => per_token_count!(@run $out, [a], 1, $arr, $o, $call),
+            _ => {}
+        }
+    };
+    (@run $out:expr, $items:expr, $n:literal, $arr:ident, $o:ident, $call:expr) => {{
+        let $arr = $items;
+        let mut res = [[0f32; 8]; $n];
+        {
+            let $o = &mut res;
+            $call;
+        }
+        $out[..$n].copy_from_slice(&res);
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use per_token_count;
+
 /// The batched loop over a [`TokensKernel`]: `out[r·acts.len() + t] = w_r · acts[t]` for the
 /// `rows` rows of `nb` blocks ([`check_rows_multi`] of `w` and `acts` done by the caller),
 /// every whole group of eight through `kernel` (when given: the caller has checked the CPU and

@@ -403,25 +403,7 @@ mod avx2 {
         preps: &[&crate::q8_0::PreparedQ8],
         out: &mut [[f32; 8]; 4],
     ) {
-        match *preps {
-            [a, b, c, d] => pick::<4>(il, w, rb, nb, [a, b, c, d], out),
-            [a, b, c] => {
-                let mut o = [[0f32; 8]; 3];
-                pick::<3>(il, w, rb, nb, [a, b, c], &mut o);
-                out[..3].copy_from_slice(&o);
-            }
-            [a, b] => {
-                let mut o = [[0f32; 8]; 2];
-                pick::<2>(il, w, rb, nb, [a, b], &mut o);
-                out[..2].copy_from_slice(&o);
-            }
-            [a] => {
-                let mut o = [[0f32; 8]; 1];
-                pick::<1>(il, w, rb, nb, [a], &mut o);
-                out[0] = o[0];
-            }
-            _ => {}
-        }
+        per_token_count!(*preps, out, |arr, o| pick(il, w, rb, nb, arr, o));
     }
 
     /// # Safety

@@ -287,26 +287,9 @@ mod avx2 {
         acts: &[&[u8]],
         out: &mut [[f32; 8]; 4],
     ) {
-        let p = |k: usize| acts[k].as_ptr();
-        match acts.len() {
-            4 => pick::<4>(il, w, rb, nb, [p(0), p(1), p(2), p(3)], out),
-            3 => {
-                let mut o = [[0f32; 8]; 3];
-                pick::<3>(il, w, rb, nb, [p(0), p(1), p(2)], &mut o);
-                out[..3].copy_from_slice(&o);
-            }
-            2 => {
-                let mut o = [[0f32; 8]; 2];
-                pick::<2>(il, w, rb, nb, [p(0), p(1)], &mut o);
-                out[..2].copy_from_slice(&o);
-            }
-            1 => {
-                let mut o = [[0f32; 8]; 1];
-                pick::<1>(il, w, rb, nb, [p(0)], &mut o);
-                out[0] = o[0];
-            }
-            _ => {}
-        }
+        per_token_count!(*acts, out, |arr, o| {
+            pick(il, w, rb, nb, arr.map(|a| a.as_ptr()), o)
+        });
     }
 
     /// The body of [`vec_dot_8rows`] and [`vec_dot_8rows_512`] (see [`u8i8_acc`]).

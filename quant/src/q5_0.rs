@@ -574,34 +574,11 @@ mod avx2 {
         preps: &[&crate::q8_0::PreparedQ8],
         out: &mut [[f32; 8]; 4],
     ) {
-        /// `T` tokens through the layout's kernel, into `out[..T]`.
-        ///
-        /// # Safety
-        ///
-        /// As [`eight_rows`].
-        unsafe fn run<const T: usize>(
-            il: bool,
-            w: *const u8,
-            rb: usize,
-            nb: usize,
-            preps: [&crate::q8_0::PreparedQ8; T],
-            out: &mut [[f32; 8]; 4],
-        ) {
-            let mut o = [[0f32; 8]; T];
-            if il {
-                eight_rows::<T, true>(w, rb, nb, preps, &mut o);
-            } else {
-                eight_rows::<T, false>(w, rb, nb, preps, &mut o);
-            }
-            out[..T].copy_from_slice(&o);
-        }
-        match *preps {
-            [a, b, c, d] => run::<4>(il, w, rb, nb, [a, b, c, d], out),
-            [a, b, c] => run::<3>(il, w, rb, nb, [a, b, c], out),
-            [a, b] => run::<2>(il, w, rb, nb, [a, b], out),
-            [a] => run::<1>(il, w, rb, nb, [a], out),
-            _ => {}
-        }
+        per_token_count!(*preps, out, |arr, o| if il {
+            eight_rows::<_, true>(w, rb, nb, arr, o)
+        } else {
+            eight_rows::<_, false>(w, rb, nb, arr, o)
+        });
     }
 
     /// The 32 unsigned 5-bit values of a block.
