@@ -145,11 +145,14 @@ impl Model {
             dense.extend([l.attn_q, l.attn_k, l.attn_v, l.attn_output]);
         }
         let hp = &self.hp;
+        // An expert tensor is packed (here, or by the cache) where its rows would be and every
+        // expert's rows are whole groups of eight.
+        let packs = |r: &TensorRef| interleaves(r) && (r.n_out / hp.n_experts.max(1)) % 8 == 0;
         let experts: Vec<TensorRef> = self
             .layers
             .iter()
             .flat_map(|l| [l.gate_exps, l.up_exps, l.down_exps])
-            .filter(|r| interleaves(r) && (r.n_out / hp.n_experts.max(1)) % 8 == 0)
+            .filter(|r| packs(r))
             .collect();
         let size = |rs: &[TensorRef]| -> u64 {
             rs.iter().map(|r| self.file.tensors()[r.index].size).sum()
@@ -159,10 +162,7 @@ impl Model {
             ExpertRepack::NotEligible
         } else if let Some(cache) = &self.experts {
             // The cache packs what it reads (where it owns its copies), the same parts.
-            let spec = |r: &TensorRef| {
-                let whole_groups = (r.n_out / hp.n_experts.max(1)) % 8 == 0;
-                (allow && interleaves(r) && whole_groups).then_some((r.ty, r.n_in))
-            };
+            let spec = |r: &TensorRef| packs(r).then_some((r.ty, r.n_in));
             let spec: crate::cache::PackSpec = self
                 .layers
                 .iter()
