@@ -423,20 +423,28 @@ impl Shared {
                 let (parts, total) = self.owned_parts(l);
                 let mut buf = AnonBuf::new(total).map_err(err)?;
                 let spec = self.packing.get().and_then(|s| s.get(l));
-                // One staging buffer for the parts packed on the way in.
-                let mut stage: Vec<u8> = Vec::new();
                 for (p, &(at, n)) in parts.iter().enumerate() {
                     let (off, _) = self.layout.range(l, e, p);
                     let dst = &mut buf.bytes_mut()[at..at + n];
                     match spec.and_then(|s| s[p]) {
                         Some((ty, n_in)) => {
-                            stage.resize(n, 0);
-                            self.file.read_exact_at(&mut stage, off).map_err(err)?;
-                            quant::layout::interleave_rows(ty, n_in, &stage, dst).map_err(|q| {
+                            let packing = |q: quant::QuantError| {
                                 CacheError::Io(format!(
                                     "packing expert (layer {l}, expert {e}) part {p} of {}: {q}",
                                     self.path.display()
                                 ))
+                            };
+                            STAGE.with_borrow_mut(|stage| {
+                                read_packed(
+                                    &self.file,
+                                    off,
+                                    (ty, n_in),
+                                    STAGE_BYTES,
+                                    stage,
+                                    dst,
+                                    err,
+                                    packing,
+                                )
                             })?;
                             buf.packed[p] = true;
                         }
@@ -497,6 +505,56 @@ impl Shared {
 }
 
 /// `madvise` the whole pages inside `[o, o+n)` of the map (`inward`), or the pages covering it.
+/// Bytes of the staging buffer [`read_packed`] reads through (whole eight-row groups at a time;
+/// one group when a group is larger).
+const STAGE_BYTES: usize = 4 << 20;
+
+thread_local! {
+    /// Each reading thread's staging buffer, kept between reads: a fresh one the size of a whole
+    /// part (113 MB for a Grok-1 Q4_0 expert matrix) was faulted in and zeroed on every read.
+    static STAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Read `dst.len()` bytes of `ty` rows of `n_in` values from `file` at `off` into `dst` in the
+/// packed layout ([`quant::layout::interleave_rows`]), in chunks of whole eight-row groups of
+/// at most `stage_bytes` (one group if a group is larger) through `stage`; each group packs on
+/// its own, so the result is the whole part's.
+#[allow(clippy::too_many_arguments)]
+fn read_packed(
+    file: &File,
+    off: u64,
+    (ty, n_in): (quant::GgmlType, usize),
+    stage_bytes: usize,
+    stage: &mut Vec<u8>,
+    dst: &mut [u8],
+    err: impl Fn(std::io::Error) -> CacheError,
+    packing: impl Fn(quant::QuantError) -> CacheError,
+) -> Result<(), CacheError> {
+    let rb = ty.row_bytes(n_in).filter(|&rb| rb > 0).ok_or_else(|| {
+        packing(quant::QuantError::Unsupported {
+            ty,
+            what: "rows of this length",
+        })
+    })?;
+    let group = 8 * rb;
+    let chunk = (stage_bytes / group).max(1) * group;
+    if stage.len() < chunk.min(dst.len()) {
+        stage.resize(chunk.min(dst.len()), 0);
+    }
+    let mut done = 0usize;
+    while done < dst.len() {
+        let n = chunk.min(dst.len() - done);
+        let at = off
+            .checked_add(done as u64)
+            .ok_or_else(|| err(std::io::Error::other("offset overflows u64")))?;
+        file.read_exact_at(&mut stage[..n], at).map_err(&err)?;
+        quant::layout::interleave_rows(ty, n_in, &stage[..n], &mut dst[done..done + n])
+            .map_err(&packing)?;
+        done += n;
+    }
+    Ok(())
+}
+
 fn advise(m: &Mmap, o: usize, n: usize, advice: libc::c_int, inward: bool) {
     const PAGE: usize = 4096;
     let base = m.as_ptr() as usize;
@@ -927,5 +985,60 @@ fn prefetch_worker(s: Arc<Shared>, rx: mpsc::Receiver<u32>) {
         }
         drop(st);
         s.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_reads_in_chunks_equal_packing_the_whole_part() {
+        let (ty, n_in) = (quant::GgmlType::Q4_0, 64);
+        let rb = ty.row_bytes(n_in).unwrap();
+        let rows = 8 * 5 + 3; // five eight-row groups and a row-major tail
+        let src: Vec<u8> = (0..rows * rb).map(|i| (i * 31 % 251) as u8).collect();
+        let mut want = vec![0u8; src.len()];
+        quant::layout::interleave_rows(ty, n_in, &src, &mut want).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let lead = 7usize;
+        let mut bytes = vec![0xAAu8; lead];
+        bytes.extend_from_slice(&src);
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let err = |e: std::io::Error| CacheError::Io(e.to_string());
+        let packing = |q: quant::QuantError| CacheError::Io(q.to_string());
+        // A chunk of one group, of two, one smaller than a group, and the whole part at once;
+        // a stage left longer by an earlier read is reused as it is.
+        let mut stage = vec![0x55u8; 3];
+        for stage_bytes in [8 * rb, 16 * rb, rb, 1 << 20] {
+            let mut got = vec![0u8; src.len()];
+            read_packed(
+                &file,
+                lead as u64,
+                (ty, n_in),
+                stage_bytes,
+                &mut stage,
+                &mut got,
+                err,
+                packing,
+            )
+            .unwrap();
+            assert_eq!(got, want, "stage of {stage_bytes} bytes");
+        }
+        // Past the end of the file: an error, not a short part.
+        let mut got = vec![0u8; src.len()];
+        let e = read_packed(
+            &file,
+            lead as u64 + 1,
+            (ty, n_in),
+            8 * rb,
+            &mut stage,
+            &mut got,
+            err,
+            packing,
+        );
+        assert!(e.is_err());
     }
 }
