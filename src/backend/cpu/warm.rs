@@ -3,11 +3,11 @@
 //! A decode step is a few dozen short parallel regions (each matmul or group of matmuls, the
 //! attention heads) with a little serial work between them. Between two regions rayon's idle
 //! workers go to sleep after a short spin, and the next region waits for the kernel to wake
-//! them — on the 2-core VM this project is measured on, 18-190 µs on average per region
-//! (33 regions a token on a 1.66 B Q4_0 file), and some regions ran on one thread alone.
+//! them — on the 2-core Intel Xeon VM of 2026-11-23, 18-190 µs on average per region (33
+//! regions a token on a 1.66 B Q4_0 file), and some regions ran on one thread alone.
 //! [`with_warm_pool`] keeps them polling for work instead: the second thread then joined each
 //! region 2-4 µs after it began, and decode ran faster in every one of six alternating pairs
-//! (see README, "Performance").
+//! (README, "Speed").
 //!
 //! The polling is a scoped job per extra worker that runs pending pool work itself
 //! (`rayon::yield_now`) until the pass ends. It never blocks anything: a worker that picks one
