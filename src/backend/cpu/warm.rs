@@ -6,8 +6,8 @@
 //! them — on the 2-core Intel Xeon VM of 2026-11-23, 18-190 µs on average per region (33
 //! regions a token on a 1.66 B Q4_0 file), and some regions ran on one thread alone.
 //! [`with_warm_pool`] keeps them polling for work instead: the second thread then joined each
-//! region 2-4 µs after it began, and decode ran faster in every one of six alternating pairs
-//! (README, "Speed").
+//! region 2-4 µs after it began, and decode ran faster in 13 of 15 alternating pairs of runs
+//! (Q4_0 and Q4_K_M; README, "Speed").
 //!
 //! The polling is a scoped job per extra worker that runs pending pool work itself
 //! (`rayon::yield_now`) until the pass ends. It never blocks anything: a worker that picks one
