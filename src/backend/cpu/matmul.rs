@@ -84,6 +84,14 @@ const ROWS_PER_TASK: usize = 32;
 /// (128 rows: 0.81–0.86 in four pairs).
 const DECODE_ROWS_PER_TASK: usize = 64;
 
+// Decode regions split down to single tasks (`with_max_len(1)`): rayon's default splitting
+// stops at a few pieces per thread, and a thread that finished its share found nothing left
+// to steal while the other still had a piece of up to an eighth of the region. Timing each
+// task (1.66 B Q4_0, the experts' regions back to back, two runs each): the second thread was
+// busy 47-84 % of the regions' wall time, 78-92 % split to single tasks; decode ÷ triad in six
+// alternating pairs of `bench -n 64 -p 16 --reps 3`: 0.62-0.73 (median 0.67) → 0.73-0.86
+// (median 0.77). Each task stays 64 rows, each thread still walks its range in order.
+
 /// The sizes [`matmul`] needs: activations prepared for `w`'s type and width, `out` of
 /// `tokens × n_out`, `w` of `n_out` whole rows.
 fn check(w: &WeightMatrix, acts: &PreparedActivations, out: &[f32]) -> Result<(), QuantError> {
@@ -179,6 +187,7 @@ pub fn matmul_many(
     }
     tasks
         .into_par_iter()
+        .with_max_len(1)
         .try_for_each(|(j, c, chunk)| preps[j].rows(jobs[j].0, c, chunk))
 }
 
@@ -196,6 +205,7 @@ pub fn matmul(
         return out
             .par_chunks_mut(DECODE_ROWS_PER_TASK)
             .enumerate()
+            .with_max_len(1)
             .try_for_each(|(c, chunk)| d.rows(w, c, chunk));
     }
     batch(w, acts, out, t)
