@@ -51,6 +51,14 @@ fn poll(done: &AtomicBool, home: Option<usize>) {
     if rayon::current_thread_index() == home || POLLING.with(|p| p.replace(true)) {
         return;
     }
+    // Cleared on the way out, also if a job run here panics.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            POLLING.with(|p| p.set(false));
+        }
+    }
+    let _clear = Clear;
     let mut idle_since: Option<Instant> = None;
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
@@ -63,7 +71,6 @@ fn poll(done: &AtomicBool, home: Option<usize>) {
         }
         std::hint::spin_loop();
     }
-    POLLING.with(|p| p.set(false));
 }
 
 #[cfg(test)]
@@ -123,5 +130,28 @@ mod tests {
         // Nested use (a pass inside a pass) neither deadlocks nor polls twice on one thread.
         let r = with_warm_pool(|| with_warm_pool(|| 7));
         assert_eq!(r, 7);
+    }
+
+    #[test]
+    fn a_panic_inside_reaches_the_caller_and_the_pool_still_works() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| {
+                with_warm_pool(|| {
+                    (0..4096u32)
+                        .into_par_iter()
+                        .with_max_len(1)
+                        .for_each(|i| assert_ne!(i, 3000, "task {i} fails"))
+                })
+            })
+        }));
+        assert!(caught.is_err());
+        let r = pool.install(|| {
+            with_warm_pool(|| (0..4096u32).into_par_iter().map(u64::from).sum::<u64>())
+        });
+        assert_eq!(r, 4095 * 4096 / 2);
     }
 }
