@@ -504,7 +504,6 @@ impl Shared {
     }
 }
 
-/// `madvise` the whole pages inside `[o, o+n)` of the map (`inward`), or the pages covering it.
 /// Bytes of the staging buffer [`read_packed`] reads through (whole eight-row groups at a time;
 /// one group when a group is larger).
 const STAGE_BYTES: usize = 4 << 20;
@@ -555,6 +554,7 @@ fn read_packed(
     Ok(())
 }
 
+/// `madvise` the whole pages inside `[o, o+n)` of the map (`inward`), or the pages covering it.
 fn advise(m: &Mmap, o: usize, n: usize, advice: libc::c_int, inward: bool) {
     const PAGE: usize = 4096;
     let base = m.as_ptr() as usize;
