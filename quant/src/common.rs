@@ -86,6 +86,7 @@ pub(crate) fn has_avx512() -> bool {
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vbmi")
             && is_x86_feature_detected!("avx512bitalg")
             && is_x86_feature_detected!("gfni")
     })
@@ -1235,6 +1236,151 @@ pub(crate) mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
+    }
+
+    /// Eight rows' block products (one row a lane) summed as [`crate::q8_0::tree_sum`] sums
+    /// each chunk of [`crate::q8_0::CHUNK`] blocks, the chunks' sums added in order: the
+    /// eight-row twin of the single-row kernels' lanes-are-blocks sum, so both give a row the
+    /// same bits. Pushing block `b` (from 0, in order) adds it in as soon as its tree node
+    /// is complete, so at most four partial sums are held.
+    #[derive(Clone, Copy)]
+    pub struct ChunkTree8 {
+        part: [__m256; 4],
+        acc: __m256,
+    }
+
+    impl ChunkTree8 {
+        /// # Safety
+        ///
+        /// AVX (registers only); inlined into such a caller.
+        #[inline(always)]
+        pub unsafe fn new() -> Self {
+            ChunkTree8 {
+                part: [_mm256_setzero_ps(); 4],
+                acc: _mm256_setzero_ps(),
+            }
+        }
+
+        /// Block `b`'s products.
+        ///
+        /// # Safety
+        ///
+        /// As [`Self::new`].
+        #[inline(always)]
+        pub unsafe fn push(&mut self, b: usize, p: __m256) {
+            let mut x = p;
+            for (level, part) in self.part.iter_mut().enumerate() {
+                if b >> level & 1 == 0 {
+                    *part = x;
+                    return;
+                }
+                x = _mm256_add_ps(*part, x);
+            }
+            self.acc = _mm256_add_ps(self.acc, x);
+        }
+
+        /// The rows' sums after `nb` pushes: a partial last chunk is completed with `+0.0`.
+        ///
+        /// # Safety
+        ///
+        /// As [`Self::new`].
+        #[inline(always)]
+        pub unsafe fn finish(mut self, nb: usize) -> __m256 {
+            let mut b = nb;
+            while b % crate::q8_0::CHUNK != 0 {
+                self.push(b, _mm256_setzero_ps());
+                b += 1;
+            }
+            self.acc
+        }
+    }
+
+    /// How far ahead (bytes) the single-row AVX-512 kernels hint their one weight stream into
+    /// L1 ([`prefetch_span`] each chunk); the hardware prefetchers alone left Q4_0's at 0.63
+    /// of the triad. Kernel bench, Q4_0 rows of 8192, all threads ÷ triad, the median of each
+    /// run of two to five alternating rounds (2026-11-23): into L1 512 B 0.68, 1 KiB 0.76,
+    /// 2 KiB 0.83, 4 KiB 0.90-0.96 (five runs), 8 KiB 0.90, 12 KiB 0.84-0.88, 16 KiB 0.94; into
+    /// L2 512 B 0.64, 1 KiB 0.69, 2 KiB 0.81, 4 KiB 0.79-0.97, 6 KiB 0.89-0.99, 8 KiB
+    /// 0.84-0.98, 16 KiB 0.83-0.93, 32 KiB 0.86-0.95, 64 KiB 0.92; the eight-row kernel in
+    /// the same runs 0.80-0.86.
+    pub const ROW_STREAM_AHEAD: usize = 4096;
+
+    /// Hint `bytes` bytes from `p` into L1, a line at a time.
+    ///
+    /// # Safety
+    ///
+    /// SSE (always on x86-64); prefetches never fault, so `p` need not be readable.
+    #[inline(always)]
+    pub unsafe fn prefetch_span(p: *const u8, bytes: usize) {
+        let mut k = 0;
+        while k < bytes {
+            _mm_prefetch(p.wrapping_add(k) as *const i8, _MM_HINT_T0);
+            k += 64;
+        }
+    }
+
+    /// One chunk's part of a row in a single-row AVX-512 kernel: `g[e]`, group `e`'s i32
+    /// partial sums (four per block, block `chunk_lane_block(4j + e)` in 16-byte lane `j`),
+    /// reduced to one sum per block in lane order; `2^SHIFT·Σa` taken off each for the
+    /// weights' offset (8 for Q4_0, 16 for Q5_0); times `d_w·d_a` (the weight scales, f16, in
+    /// the low half of `sc` in lane order) and summed as [`tree16_512`] does. `c` is the chunk.
+    ///
+    /// # Safety
+    ///
+    /// The AVX-512 features `has_avx512()` checks (inlined into such a caller); `prep` must
+    /// hold chunk `c`.
+    #[inline(always)]
+    pub unsafe fn chunk_total_512<const SHIFT: u32>(
+        g: [__m512i; 4],
+        sc: __m512i,
+        prep: &crate::q8_0::PreparedQ8,
+        c: usize,
+    ) -> f32 {
+        use crate::q8_0::CHUNK;
+        let tot = chunk_sums_512(g);
+        let sums = _mm512_loadu_si512(prep.chunk_sum.as_ptr().add(c * CHUNK) as *const _);
+        let isum = _mm512_sub_epi32(tot, _mm512_slli_epi32::<SHIFT>(sums));
+        let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));
+        let d = _mm512_mul_ps(dw, _mm512_loadu_ps(prep.chunk_d.as_ptr().add(c * CHUNK)));
+        tree16_512(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)))
+    }
+
+    /// The sixteen block sums of a chunk from the four groups' i32 partials (see
+    /// [`chunk_total_512`]): per 16-byte lane the four groups' four partials transposed and
+    /// added, so dword `4j + e` is group `e`'s block in lane `j`.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512 F (registers only); inlined into such a caller.
+    #[inline(always)]
+    pub unsafe fn chunk_sums_512(g: [__m512i; 4]) -> __m512i {
+        let t0 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(g[0], g[1]),
+            _mm512_unpackhi_epi32(g[0], g[1]),
+        );
+        let t1 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(g[2], g[3]),
+            _mm512_unpackhi_epi32(g[2], g[3]),
+        );
+        _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1))
+    }
+
+    /// Sixteen lanes summed as [`crate::q8_0::tree_sum`] sums the blocks that
+    /// [`crate::q8_0::chunk_lane_block`] puts in them: lane `l` + lane `l + 8`, then `+ 4`,
+    /// `+ 2`, `+ 1`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F (registers only); inlined into such a caller.
+    #[inline(always)]
+    pub unsafe fn tree16_512(v: __m512) -> f32 {
+        let h = _mm256_add_ps(
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+        );
+        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
     }
 
     /// # Safety

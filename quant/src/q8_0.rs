@@ -318,22 +318,108 @@ pub struct PreparedQ8 {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub sum: Vec<i32>,
+    /// The whole chunks of [`CHUNK`] blocks again, in the order the single-row AVX-512 kernels
+    /// read them ([`chunk_lane_block`]): per chunk, for each group `e` of four blocks, the
+    /// first 16 values of the group's four blocks (one per 16-byte lane), then their last 16.
+    pub chunk_qs: Vec<i8>,
+    /// Per chunk, the 16 scales with lane `l` holding block [`chunk_lane_block`]`(l)`'s.
+    pub chunk_d: Vec<f32>,
+    /// Per chunk, the 16 sums Σq in the same lane order.
+    pub chunk_sum: Vec<i32>,
+    /// A Q8_1 activation's `s = d·Σq` per block (empty for Q8_0).
+    pub s: Vec<f32>,
+    /// Per chunk, the same 16 in the chunk's lane order.
+    pub chunk_s: Vec<f32>,
+}
+
+/// Blocks in one chunk of a row: the float order of the Q4_0, Q4_1 and Q5_0 row kernels
+/// (x86). Each block's product (`(d_w·d_a)·isum`; Q4_1 adds `m_w·s_a` in the same fused step)
+/// is rounded on its own, a chunk's sixteen are summed as a balanced binary tree
+/// ([`tree_sum`]) and the chunks' sums added to the row's in order. The eight-row kernels (a row
+/// a lane, both layouts, AVX2 and AVX-512) follow it with `ChunkTree8`, the single-row AVX-512
+/// kernels (a block a lane, [`chunk_lane_block`]) with `tree16_512`, so a row's result has the
+/// same bits whichever kernel or layout computed it (`tests/interleaved.rs`, run on both
+/// tiers; the tiers take the same float steps). A plain chain of per-block FMAs, the order
+/// before, can only be followed by a kernel that holds each row in one lane.
+pub const CHUNK: usize = 16;
+
+/// The block (within its chunk) whose sum the single-row kernels hold in lane `l` of 16: the
+/// 4-bit reversal of `l`, so that adding lane `l` to lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`
+/// is [`tree_sum`] over the blocks in order.
+pub const fn chunk_lane_block(l: usize) -> usize {
+    ((l & 1) << 3) | ((l & 2) << 1) | ((l & 4) >> 1) | ((l & 8) >> 3)
+}
+
+/// The sum of a chunk's 16 products as a balanced binary tree over them in order:
+/// `((p0 + p1) + (p2 + p3)) + …`; blocks past the row's end count as `+0.0`.
+#[inline]
+pub fn tree_sum(p: &[f32; CHUNK]) -> f32 {
+    let mut v = *p;
+    let mut n = CHUNK;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            v[i] = v[2 * i] + v[2 * i + 1];
+        }
+    }
+    v[0]
 }
 
 impl PreparedQ8 {
     /// Unpack the whole blocks of `a` (a trailing partial block is ignored).
     pub fn new(a: &[u8]) -> Self {
-        let nb = a.len() / BLOCK_BYTES;
+        Self::build(a, BLOCK_BYTES, 2)
+    }
+
+    /// The same from a Q8_1 activation (Q4_1's), whose blocks' `s = d·Σq` (f16) also go into
+    /// [`Self::chunk_s`] for the single-row kernels.
+    pub fn from_q8_1(a: &[u8]) -> Self {
+        let mut p = Self::build(a, crate::q8_1::BLOCK_BYTES, 4);
+        let s: Vec<f32> = a
+            .chunks_exact(crate::q8_1::BLOCK_BYTES)
+            .map(|blk| f16_at(blk, 2))
+            .collect();
+        let chunks = s.len() / CHUNK;
+        p.chunk_s = (0..chunks * CHUNK)
+            .map(|i| s[i / CHUNK * CHUNK + chunk_lane_block(i % CHUNK)])
+            .collect();
+        p.s = s;
+        p
+    }
+
+    /// Blocks of `block_bytes` bytes: the f16 scale first, the 32 values at `qs_at`.
+    fn build(a: &[u8], block_bytes: usize, qs_at: usize) -> Self {
+        let nb = a.len() / block_bytes;
         let mut p = PreparedQ8 {
             qs: Vec::with_capacity(nb * QK),
             d: Vec::with_capacity(nb),
             sum: Vec::with_capacity(nb),
+            chunk_qs: Vec::new(),
+            chunk_d: Vec::new(),
+            chunk_sum: Vec::new(),
+            s: Vec::new(),
+            chunk_s: Vec::new(),
         };
-        for blk in a.chunks_exact(BLOCK_BYTES) {
+        for blk in a.chunks_exact(block_bytes) {
             p.d.push(f16_at(blk, 0));
-            let q = bytemuck::cast_slice::<u8, i8>(&blk[2..]);
+            let q = bytemuck::cast_slice::<u8, i8>(&blk[qs_at..qs_at + QK]);
             p.sum.push(q.iter().map(|&v| v as i32).sum());
             p.qs.extend_from_slice(q);
+        }
+        let chunks = nb / CHUNK;
+        p.chunk_qs.reserve(chunks * CHUNK * QK);
+        for c in 0..chunks {
+            let blk = |l: usize| c * CHUNK + chunk_lane_block(l);
+            for e in 0..4 {
+                for half in 0..2 {
+                    for j in 0..4 {
+                        let at = blk(4 * j + e) * QK + half * QK / 2;
+                        p.chunk_qs.extend_from_slice(&p.qs[at..at + QK / 2]);
+                    }
+                }
+            }
+            p.chunk_d.extend((0..CHUNK).map(|l| p.d[blk(l)]));
+            p.chunk_sum.extend((0..CHUNK).map(|l| p.sum[blk(l)]));
         }
         p
     }
