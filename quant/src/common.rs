@@ -67,6 +67,14 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
+/// Blocks a row needs (of 32 values: 8192 values) before the row-major Q4_0, Q4_1 and Q5_0
+/// groups go through the single-row AVX-512 kernels rather than the eight-row ones (the same
+/// bits either way, see [`crate::q8_0::CHUNK`]). Measured at 8192 values only; in the runner,
+/// on the 1.66 B synth's rows of 2048, `--no-repack` decode of Q4_0 read 41.0-41.9 tok/s with
+/// them against 48.6-50.9 without (two alternating pairs, a noisy stretch), so shorter rows
+/// keep the eight-row kernels.
+pub(crate) const SINGLE_ROW_FROM: usize = 256;
+
 /// Whether the AVX-512 kernels run (detected once): AVX-512 F, BW and VL with VNNI (`vpdpbusd`
 /// sums byte products straight into i32 lanes, one instruction for AVX2's `maddubs` + `add` +
 /// `madd`), BITALG (`vpshufbitqmb` gathers one bit per byte into a mask) and GFNI, on top of

@@ -201,8 +201,8 @@ pub fn vec_dot_rows(
             "q4_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
-        // Row-major groups on AVX-512: one row at a time, one stream (see `row_512`).
-        let single = !il && has_avx512();
+        // Long row-major rows on AVX-512: one row at a time, one stream (see `row_512`).
+        let single = !il && nb >= SINGLE_ROW_FROM && has_avx512();
         while r + 8 <= out.len() {
             if single {
                 for (o, row) in out[r..r + 8]

@@ -164,9 +164,9 @@ pub fn vec_dot_rows(
     let simd = has_avx2() && nb > 0;
     #[cfg(not(target_arch = "x86_64"))]
     let _ = prep;
-    // Row-major groups on AVX-512: one row at a time, one stream (see `row_512`).
+    // Long row-major rows on AVX-512: one row at a time, one stream (see `row_512`).
     #[cfg(target_arch = "x86_64")]
-    if simd && !il && out.len() >= 8 && has_avx512() {
+    if simd && !il && out.len() >= 8 && nb >= SINGLE_ROW_FROM && has_avx512() {
         let own;
         let prep = match prep {
             Some(p) => p,

@@ -125,6 +125,16 @@ fn interleaved_equals_rows_bit_for_bit() {
     }
 }
 
+#[test]
+fn long_rows_equal_bit_for_bit() {
+    // From 8192 values row-major Q4_0 / Q4_1 / Q5_0 groups take the single-row AVX-512
+    // kernels (one chunk tree per 16 blocks, lanes = blocks): 8192 (whole chunks) and 8352
+    // (261 blocks: a partial last chunk), against the packed eight-row kernels.
+    for (n, rows) in [(8192, 8), (8352, 17)] {
+        check_all(n, rows);
+    }
+}
+
 /// A command that runs this test binary again. Cross-compiled for aarch64 and run under
 /// qemu-user without binfmt_misc (tools/test.sh on an x86 host) the binary cannot exec itself,
 /// so the child goes through the runner cargo used (`CARGO_TARGET_…_RUNNER`, inherited).
