@@ -67,12 +67,12 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
-/// Blocks a row needs (of 32 values: 8192 values) before the row-major Q4_0, Q4_1 and Q5_0
-/// groups go through the single-row AVX-512 kernels rather than the eight-row ones (the same
-/// bits either way, see [`crate::q8_0::CHUNK`]). Measured at 8192 values only; in the runner,
-/// on the 1.66 B synth's rows of 2048, `--no-repack` decode of Q4_0 read 41.0-41.9 tok/s with
-/// them against 48.6-50.9 without (two alternating pairs, a noisy stretch), so shorter rows
-/// keep the eight-row kernels.
+/// Blocks a row needs (of 32 values: 8192 values) before the row-major Q4_0 and Q4_1 groups
+/// go through the single-row AVX-512 kernels rather than the eight-row ones (the same bits
+/// either way, see [`crate::q8_0::CHUNK`]). Measured at 8192 values only; in the runner, on the
+/// 1.66 B synth's rows of 2048, `--no-repack` decode of Q4_0 read 41.0-41.9 tok/s with them
+/// against 48.6-50.9 without (two alternating pairs, a noisy stretch), so shorter rows keep the
+/// eight-row kernels.
 pub(crate) const SINGLE_ROW_FROM: usize = 256;
 
 /// Whether the AVX-512 kernels run (detected once): AVX-512 F, BW and VL with VNNI (`vpdpbusd`
@@ -321,6 +321,47 @@ macro_rules! per_token_count {
 }
 #[cfg(target_arch = "x86_64")]
 pub(crate) use per_token_count;
+
+/// Drives an eight-row kernel's blocks into a `ChunkTree8`: `$block` (an expression of the
+/// block index `$b`, evaluating to that block's products, a vector per token) for `$b` in
+/// `0..$nb`, four at a time with the positions within the run of four as constants, so the
+/// tree's steps are fixed code rather than a branch ladder per block (the ladder cost the
+/// four-token kernels 15-20 %: kernel bench `q4_0×4` 0.58 → 0.48 of the triad against the
+/// same sum done flat); the blocks after the last whole run go one by one. A macro so that
+/// `$block` is expanded in place (see [`per_token_count`] on closures).
+#[cfg(target_arch = "x86_64")]
+macro_rules! chunk_blocks {
+    ($tree:ident, $nb:expr, |$b:ident| $block:expr) => {{
+        let nb: usize = $nb;
+        let mut run = 0;
+        while run + 4 <= nb {
+            {
+                let $b = run;
+                $tree.push(0, $block);
+            }
+            {
+                let $b = run + 1;
+                $tree.push(1, $block);
+            }
+            {
+                let $b = run + 2;
+                $tree.push(2, $block);
+            }
+            {
+                let $b = run + 3;
+                $tree.push(3, $block);
+            }
+            run += 4;
+        }
+        while run < nb {
+            let $b = run;
+            $tree.push(run, $block);
+            run += 1;
+        }
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use chunk_blocks;
 
 /// The batched loop over a [`TokensKernel`]: `out[r·acts.len() + t] = w_r · acts[t]` for the
 /// `rows` rows of `nb` blocks ([`check_rows_multi`] of `w` and `acts` done by the caller),
@@ -1246,45 +1287,54 @@ pub(crate) mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// Eight rows' block products (one row a lane) summed as [`crate::q8_0::tree_sum`] sums
-    /// each chunk of [`crate::q8_0::CHUNK`] blocks, the chunks' sums added in order: the
-    /// eight-row twin of the single-row kernels' lanes-are-blocks sum, so both give a row the
-    /// same bits. Pushing block `b` (from 0, in order) adds it in as soon as its tree node
-    /// is complete, so at most four partial sums are held.
+    /// `T` tokens' sums of eight rows' block products (a row a lane) in
+    /// [`crate::q8_0::CHUNK`]'s order: each run of four blocks `(p0 + p1) + (p2 + p3)`, the
+    /// runs added in order. The eight-row twin of the single-row kernels' lanes-are-blocks
+    /// sum ([`add_chunk_512`]), so both give a row the same bits. One branch ladder per block
+    /// for all the tokens; two partial sums a token held.
     #[derive(Clone, Copy)]
-    pub struct ChunkTree8 {
-        part: [__m256; 4],
-        acc: __m256,
+    pub struct ChunkTree8<const T: usize> {
+        pair: [__m256; T],
+        half: [__m256; T],
+        acc: [__m256; T],
     }
 
-    impl ChunkTree8 {
+    impl<const T: usize> ChunkTree8<T> {
         /// # Safety
         ///
         /// AVX (registers only); inlined into such a caller.
         #[inline(always)]
         pub unsafe fn new() -> Self {
+            let z = [_mm256_setzero_ps(); T];
             ChunkTree8 {
-                part: [_mm256_setzero_ps(); 4],
-                acc: _mm256_setzero_ps(),
+                pair: z,
+                half: z,
+                acc: z,
             }
         }
 
-        /// Block `b`'s products.
+        /// Block `b`'s products, a vector per token (`b` from 0, in order).
         ///
         /// # Safety
         ///
         /// As [`Self::new`].
         #[inline(always)]
-        pub unsafe fn push(&mut self, b: usize, p: __m256) {
-            let mut x = p;
-            for (level, part) in self.part.iter_mut().enumerate() {
-                if b >> level & 1 == 0 {
-                    *part = x;
-                    return;
-                }
-                x = _mm256_add_ps(*part, x);
+        pub unsafe fn push(&mut self, b: usize, p: [__m256; T]) {
+            if b & 1 == 0 {
+                self.pair = p;
+                return;
             }
-            self.acc = _mm256_add_ps(self.acc, x);
+            let mut x = p;
+            for (x, pair) in x.iter_mut().zip(&self.pair) {
+                *x = _mm256_add_ps(*pair, *x);
+            }
+            if b & 2 == 0 {
+                self.half = x;
+                return;
+            }
+            for ((acc, half), x) in self.acc.iter_mut().zip(&self.half).zip(x) {
+                *acc = _mm256_add_ps(*acc, _mm256_add_ps(*half, x));
+            }
         }
 
         /// The rows' sums after `nb` pushes: a partial last chunk is completed with `+0.0`.
@@ -1293,10 +1343,10 @@ pub(crate) mod x86 {
         ///
         /// As [`Self::new`].
         #[inline(always)]
-        pub unsafe fn finish(mut self, nb: usize) -> __m256 {
+        pub unsafe fn finish(mut self, nb: usize) -> [__m256; T] {
             let mut b = nb;
             while b % crate::q8_0::CHUNK != 0 {
-                self.push(b, _mm256_setzero_ps());
+                self.push(b, [_mm256_setzero_ps(); T]);
                 b += 1;
             }
             self.acc
@@ -1330,8 +1380,9 @@ pub(crate) mod x86 {
     /// One chunk's part of a row in a single-row AVX-512 kernel: `g[e]`, group `e`'s i32
     /// partial sums (four per block, block `chunk_lane_block(4j + e)` in 16-byte lane `j`),
     /// reduced to one sum per block in lane order; `2^SHIFT·Σa` taken off each for the
-    /// weights' offset (8 for Q4_0, 16 for Q5_0); times `d_w·d_a` (the weight scales, f16, in
-    /// the low half of `sc` in lane order) and summed as [`tree16_512`] does. `c` is the chunk.
+    /// weights' offset (`2^3` for Q4_0); times `d_w·d_a` (the weight scales, f16, in
+    /// the low half of `sc` in lane order) and added to `acc` as [`add_chunk_512`] does. `c` is
+    /// the chunk.
     ///
     /// # Safety
     ///
@@ -1339,6 +1390,7 @@ pub(crate) mod x86 {
     /// hold chunk `c`.
     #[inline(always)]
     pub unsafe fn chunk_total_512<const SHIFT: u32>(
+        acc: f32,
         g: [__m512i; 4],
         sc: __m512i,
         prep: &crate::q8_0::PreparedQ8,
@@ -1350,7 +1402,7 @@ pub(crate) mod x86 {
         let isum = _mm512_sub_epi32(tot, _mm512_slli_epi32::<SHIFT>(sums));
         let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));
         let d = _mm512_mul_ps(dw, _mm512_loadu_ps(prep.chunk_d.as_ptr().add(c * CHUNK)));
-        tree16_512(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)))
+        add_chunk_512(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)))
     }
 
     /// The sixteen block sums of a chunk from the four groups' i32 partials (see
@@ -1373,22 +1425,24 @@ pub(crate) mod x86 {
         _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1))
     }
 
-    /// Sixteen lanes summed as [`crate::q8_0::tree_sum`] sums the blocks that
-    /// [`crate::q8_0::chunk_lane_block`] puts in them: lane `l` + lane `l + 8`, then `+ 4`,
-    /// `+ 2`, `+ 1`.
+    /// `acc` plus sixteen lanes of block products summed as [`crate::q8_0::add_chunk`] sums
+    /// the blocks that [`crate::q8_0::chunk_lane_block`] puts in them: lane `l` + lane `l + 8`,
+    /// then `+ 4`, leave the four runs' sums in lanes 0..3, added to `acc` in order.
     ///
     /// # Safety
     ///
     /// The CPU must support AVX-512 F (registers only); inlined into such a caller.
     #[inline(always)]
-    pub unsafe fn tree16_512(v: __m512) -> f32 {
+    pub unsafe fn add_chunk_512(acc: f32, v: __m512) -> f32 {
         let h = _mm256_add_ps(
             _mm512_castps512_ps256(v),
             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
         );
         let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+        let mut acc = acc + _mm_cvtss_f32(q);
+        acc += _mm_cvtss_f32(_mm_movehdup_ps(q));
+        acc += _mm_cvtss_f32(_mm_movehl_ps(q, q));
+        acc + _mm_cvtss_f32(_mm_shuffle_ps::<0b11>(q, q))
     }
 
     /// # Safety

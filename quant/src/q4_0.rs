@@ -335,12 +335,12 @@ mod avx2 {
     ) {
         let _frame = align_frame();
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut acc = [ChunkTree8::new(); T];
+        let mut acc = ChunkTree8::<T>::new();
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         for p in &preps {
             debug_assert!(p.blocks() >= nb);
         }
-        for b in 0..nb {
+        chunk_blocks!(acc, nb, |b| {
             // Both layouts keep a group in 8·rb contiguous bytes (the nibble types read
             // theirs faster so on Intel too: see `intel_cpu`).
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
@@ -360,6 +360,7 @@ mod avx2 {
             let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
             let hi: [__m256i; 4] =
                 std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
+            let mut prod = [_mm256_setzero_ps(); T];
             for (t, p) in preps.iter().enumerate() {
                 let ab = p.qs.as_ptr().add(b * 32) as *const i32;
                 let mut s16 = _mm256_setzero_si256();
@@ -374,11 +375,12 @@ mod avx2 {
                     u8i8_total::<VNNI>(s16),
                     _mm256_set1_epi32(8 * *p.sum.get_unchecked(b)),
                 );
-                acc[t].push(b, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+                prod[t] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum));
             }
-        }
-        for (o, a) in out.iter_mut().zip(acc) {
-            _mm256_storeu_ps(o.as_mut_ptr(), a.finish(nb));
+            prod
+        });
+        for (o, a) in out.iter_mut().zip(acc.finish(nb)) {
+            _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
     }
 
@@ -410,7 +412,7 @@ mod avx2 {
     /// One row of `nb` blocks against a prepared activation, on AVX-512 (VBMI's `vpermt2b`
     /// gathers each group of four blocks' nibbles from one 72-byte stretch): the row's blocks
     /// in chunks of [`crate::q8_0::CHUNK`], each chunk's sixteen products `(d_w·d_a)·isum`
-    /// summed as [`crate::q8_0::tree_sum`] does, the chunks' sums added in order, then the
+    /// summed as [`crate::q8_0::add_chunk`] does, the chunks' sums added in order, then the
     /// last partial chunk the same way with `+0.0` for the missing blocks. The same bits as
     /// [`nib_8rows_512`] gives that row.
     ///
@@ -448,7 +450,7 @@ mod avx2 {
                 *ge = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(ae.add(64) as *const _));
                 sc = _mm512_mask_permutexvar_epi16(sc, 0x1111 << e, idx_s, z0);
             }
-            acc += chunk_total_512::<3>(g, sc, prep, c);
+            acc = chunk_total_512::<3>(acc, g, sc, prep, c);
         }
         if chunks * CHUNK < nb {
             let mut p = [0f32; CHUNK];
@@ -464,7 +466,7 @@ mod avx2 {
                 let isum = t - 8 * *prep.sum.get_unchecked(b);
                 *pk = (f16_at(wb, 0) * *prep.d.get_unchecked(b)) * isum as f32;
             }
-            acc += crate::q8_0::tree_sum(&p);
+            acc = crate::q8_0::add_chunk(acc, &p);
         }
         acc
     }

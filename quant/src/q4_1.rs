@@ -350,8 +350,8 @@ mod avx2 {
     ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
-        let mut acc = [ChunkTree8::new(); T];
-        for b in 0..nb {
+        let mut acc = ChunkTree8::<T>::new();
+        chunk_blocks!(acc, nb, |b| {
             // Both layouts keep a group in 8·rb contiguous bytes (the nibble types read
             // theirs faster so on Intel too: see `intel_cpu`).
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
@@ -376,6 +376,7 @@ mod avx2 {
             let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
             let hi: [__m256i; 4] =
                 std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
+            let mut prod = [_mm256_setzero_ps(); T];
             for t in 0..T {
                 let ab = a[t].add(b * AB);
                 let aq = ab.add(4) as *const i32;
@@ -389,11 +390,12 @@ mod avx2 {
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_load(ab)));
                 let isum = _mm256_cvtepi32_ps(u8i8_total::<VNNI>(s16));
                 let m = _mm256_mul_ps(mw, _mm256_set1_ps(f16_load(ab.add(2))));
-                acc[t].push(b, _mm256_fmadd_ps(d, isum, m));
+                prod[t] = _mm256_fmadd_ps(d, isum, m);
             }
-        }
-        for t in 0..T {
-            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t].finish(nb));
+            prod
+        });
+        for (o, a) in out.iter_mut().zip(acc.finish(nb)) {
+            _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
     }
 
@@ -425,7 +427,7 @@ mod avx2 {
 
     /// One row of `nb` blocks against a prepared Q8_1 activation, on AVX-512, as
     /// [`crate::q4_0`]'s single-row kernel: each block's `(d_w·d_a)·isum + m_w·s_a` (one
-    /// fused step) summed chunk by chunk as [`crate::q8_0::tree_sum`] does, so the same bits
+    /// fused step) summed chunk by chunk as [`crate::q8_0::add_chunk`] does, so the same bits
     /// as [`vec_dot_8rows`] gives that row.
     ///
     /// # Safety
@@ -471,7 +473,7 @@ mod avx2 {
             let d = _mm512_mul_ps(dw, _mm512_loadu_ps(prep.chunk_d.as_ptr().add(at)));
             let mw = _mm512_cvtph_ps(_mm512_castsi512_si256(sm));
             let m = _mm512_mul_ps(mw, _mm512_loadu_ps(prep.chunk_s.as_ptr().add(at)));
-            acc += tree16_512(_mm512_fmadd_ps(d, isum, m));
+            acc = add_chunk_512(acc, _mm512_fmadd_ps(d, isum, m));
         }
         if chunks * CHUNK < nb {
             let mut p = [0f32; CHUNK];
@@ -488,7 +490,7 @@ mod avx2 {
                 let sa = *prep.s.get_unchecked(b);
                 *pk = d.mul_add(t as f32, f16_at(wb, 2) * sa);
             }
-            acc += crate::q8_0::tree_sum(&p);
+            acc = crate::q8_0::add_chunk(acc, &p);
         }
         acc
     }

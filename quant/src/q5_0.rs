@@ -157,8 +157,7 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_0 activation:
 /// eight rows at a time through a kernel that transposes the rows' nibbles and fifth bits so
-/// each row sums in its own lane (see `q4_0::vec_dot_rows`; on AVX-512, whole groups of
-/// row-major rows through a single-row kernel, the same bits), the rest row by row. `prep`, when
+/// each row sums in its own lane (see `q4_0::vec_dot_rows`), the rest row by row. `prep`, when
 /// given, is `a` unpacked by [`crate::q8_0::PreparedQ8::new`]. `il`: whole eight-row groups
 /// block-interleaved (see `q4_0::vec_dot_rows`).
 pub fn vec_dot_rows(
@@ -196,21 +195,7 @@ pub fn vec_dot_rows(
             "q5_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
-        // Long row-major rows on AVX-512: one row at a time, one stream (see `row_512`).
-        let single = !il && nb >= SINGLE_ROW_FROM && has_avx512();
         while r + 8 <= out.len() {
-            if single {
-                for (o, row) in out[r..r + 8]
-                    .iter_mut()
-                    .zip(w[r * row_bytes..].chunks_exact(row_bytes))
-                {
-                    // SAFETY: AVX-512 detected at run time; the row holds nb blocks and `prep`
-                    // describes nb activation blocks (asserted above).
-                    *o = unsafe { avx2::row_512(row.as_ptr(), nb, prep) };
-                }
-                r += 8;
-                continue;
-            }
             let mut o = [[0f32; 8]; 1];
             let g = w[r * row_bytes..].as_ptr();
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 of nb blocks (in either
@@ -342,7 +327,7 @@ mod avx2 {
     ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let x10 = _mm256_set1_epi8(0x10);
-        let mut acc = [ChunkTree8::new(); T];
+        let mut acc = [_mm256_setzero_ps(); T];
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         // AVX2, row-major: for a step over values v..v+3 (v = 4k, or 16 + 4k for the high
         // nibbles) the fifth bits are bits v..v+3 of qh: byte v/8 replicated over the lane's 4
@@ -461,7 +446,7 @@ mod avx2 {
                         _mm256_set1_epi32(16 * *prep.sum.get_unchecked(b)),
                     );
                     let d = _mm256_mul_ps(dw, _mm256_set1_ps(*prep.d.get_unchecked(b)));
-                    acc[t].push(b, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
                 }};
             }
             if T == 1 {
@@ -477,135 +462,8 @@ mod avx2 {
             }
         }
         for (o, a) in out.iter_mut().zip(acc) {
-            _mm256_storeu_ps(o.as_mut_ptr(), a.finish(nb));
+            _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
-    }
-
-    /// Byte indices (into a group's 88 bytes) that put block `br2(j)`'s 16 nibble bytes in
-    /// 16-byte lane `j` (see [`crate::q8_0::chunk_lane_block`]).
-    const GROUP_NIBBLES: [u8; 64] = {
-        let mut t = [0u8; 64];
-        let mut k = 0;
-        while k < 64 {
-            let m = crate::q8_0::chunk_lane_block(4 * (k / 16)) as u8;
-            t[k] = m * BLOCK_BYTES as u8 + 6 + (k % 16) as u8;
-            k += 1;
-        }
-        t
-    };
-
-    /// Word indices (into a group's 88 bytes) that fill both quadwords of 16-byte lane `j`
-    /// with block `br2(j)`'s `qh` (words 0, 1) and scale (word 2).
-    const GROUP_QH: [u16; 32] = {
-        let mut t = [0u16; 32];
-        let mut k = 0;
-        while k < 32 {
-            let m = crate::q8_0::chunk_lane_block(4 * (k / 8)) * BLOCK_BYTES / 2;
-            t[k] = match k % 4 {
-                0 => m + 1,
-                1 => m + 2,
-                _ => m,
-            } as u16;
-            k += 1;
-        }
-        t
-    };
-
-    /// Word indices (into [`GROUP_QH`]'s vector) of the scale of the block whose sum lands in
-    /// i32 lane `l = 4j + e` (written for group `e` only): word 2 of lane `j`.
-    const GROUP_SCALES: [u16; 32] = {
-        let mut t = [0u16; 32];
-        let mut l = 0;
-        while l < 16 {
-            t[l] = (8 * (l / 4) + 2) as u16;
-            l += 1;
-        }
-        t
-    };
-
-    /// One row of `nb` blocks against a prepared activation, on AVX-512, as
-    /// [`crate::q4_0`]'s single-row kernel: each group of four blocks gathered from its 88
-    /// bytes with `vpermt2b` (nibbles) and `vpermt2w` (`qh` and scales), the fifth bits taken
-    /// by `vpshufbitqmb`; the chunks' products summed as [`crate::q8_0::tree_sum`] does, so
-    /// the same bits as [`vec_dot_8rows`] gives that row.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support the AVX-512 features `has_avx512()` checks; `w` must be readable
-    /// for `nb` blocks and `prep` must describe at least `nb` activation blocks.
-    #[target_feature(
-        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni,avx512vbmi"
-    )]
-    pub unsafe fn row_512(w: *const u8, nb: usize, prep: &crate::q8_0::PreparedQ8) -> f32 {
-        use crate::q8_0::CHUNK;
-        let m4 = _mm512_set1_epi8(0x0F);
-        let x10 = _mm512_set1_epi8(0x10);
-        // Bits 4..7 of each byte to bits 0..3, the rest cleared (see `rows_body`).
-        let high = _mm512_set1_epi64(0x1020_4080_0000_0000);
-        let idx_n = _mm512_loadu_si512(GROUP_NIBBLES.as_ptr() as *const _);
-        let idx_qh = _mm512_loadu_si512(GROUP_QH.as_ptr() as *const _);
-        let idx_s = _mm512_loadu_si512(GROUP_SCALES.as_ptr() as *const _);
-        // Byte i of a lane takes bit i (low nibbles) or 16 + i (high) of its quadword.
-        let bits_lo = _mm512_set_epi64(
-            0x0f0e_0d0c_0b0a_0908,
-            0x0706_0504_0302_0100,
-            0x0f0e_0d0c_0b0a_0908,
-            0x0706_0504_0302_0100,
-            0x0f0e_0d0c_0b0a_0908,
-            0x0706_0504_0302_0100,
-            0x0f0e_0d0c_0b0a_0908,
-            0x0706_0504_0302_0100,
-        );
-        let bits_hi = _mm512_add_epi8(bits_lo, x10);
-        let zero = _mm512_setzero_si512();
-        let chunks = nb / CHUNK;
-        debug_assert!(prep.chunk_d.len() >= chunks * CHUNK);
-        let mut acc = 0f32;
-        for c in 0..chunks {
-            let base = w.add(c * CHUNK * BLOCK_BYTES);
-            prefetch_span(base.wrapping_add(ROW_STREAM_AHEAD), CHUNK * BLOCK_BYTES);
-            let a = prep.chunk_qs.as_ptr().add(c * CHUNK * QK);
-            let mut g = [zero; 4];
-            let mut sc = zero;
-            for (e, ge) in g.iter_mut().enumerate() {
-                let gb = base.add(crate::q8_0::chunk_lane_block(e) * BLOCK_BYTES);
-                let z0 = _mm512_loadu_si512(gb as *const _);
-                // The group's last 24 bytes (a masked load: nothing past them is touched).
-                let z1 = _mm512_maskz_loadu_epi8(0xFF_FFFF, gb.add(64) as *const i8);
-                let v = _mm512_permutex2var_epi8(z0, idx_n, z1);
-                let qv = _mm512_permutex2var_epi16(z0, idx_qh, z1);
-                let lo = _mm512_and_si512(v, m4);
-                let lo =
-                    _mm512_mask_add_epi8(lo, _mm512_bitshuffle_epi64_mask(qv, bits_lo), lo, x10);
-                let hi = _mm512_gf2p8affine_epi64_epi8::<0>(v, high);
-                let hi =
-                    _mm512_mask_add_epi8(hi, _mm512_bitshuffle_epi64_mask(qv, bits_hi), hi, x10);
-                let ae = a.add(e * 2 * 64);
-                let s = _mm512_dpbusd_epi32(zero, lo, _mm512_loadu_si512(ae as *const _));
-                *ge = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(ae.add(64) as *const _));
-                sc = _mm512_mask_permutexvar_epi16(sc, 0x1111 << e, idx_s, qv);
-            }
-            acc += chunk_total_512::<4>(g, sc, prep, c);
-        }
-        if chunks * CHUNK < nb {
-            let mut p = [0f32; CHUNK];
-            for (k, pk) in p.iter_mut().enumerate().take(nb - chunks * CHUNK) {
-                let b = chunks * CHUNK + k;
-                let wb = std::slice::from_raw_parts(w.add(b * BLOCK_BYTES), BLOCK_BYTES);
-                let ab = prep.qs.get_unchecked(b * QK..(b + 1) * QK);
-                let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-                let mut t = 0i32;
-                for j in 0..QK / 2 {
-                    let lo = (wb[6 + j] & 0x0F) as u32 | (qh >> j & 1) << 4;
-                    let hi = (wb[6 + j] >> 4) as u32 | (qh >> (j + 16) & 1) << 4;
-                    t += lo as i32 * ab[j] as i32 + hi as i32 * ab[j + QK / 2] as i32;
-                }
-                let isum = t - 16 * *prep.sum.get_unchecked(b);
-                *pk = (f16_at(wb, 0) * *prep.d.get_unchecked(b)) * isum as f32;
-            }
-            acc += crate::q8_0::tree_sum(&p);
-        }
-        acc
     }
 
     /// The shuffles [`gather_rows`] takes.

@@ -332,37 +332,38 @@ pub struct PreparedQ8 {
     pub chunk_s: Vec<f32>,
 }
 
-/// Blocks in one chunk of a row: the float order of the Q4_0, Q4_1 and Q5_0 row kernels
-/// (x86). Each block's product (`(d_w·d_a)·isum`; Q4_1 adds `m_w·s_a` in the same fused step)
-/// is rounded on its own, a chunk's sixteen are summed as a balanced binary tree
-/// ([`tree_sum`]) and the chunks' sums added to the row's in order. The eight-row kernels (a row
-/// a lane, both layouts, AVX2 and AVX-512) follow it with `ChunkTree8`, the single-row AVX-512
-/// kernels (a block a lane, [`chunk_lane_block`]) with `tree16_512`, so a row's result has the
-/// same bits whichever kernel or layout computed it (`tests/interleaved.rs`, run on both
-/// tiers; the tiers take the same float steps). A plain chain of per-block FMAs, the order
-/// before, can only be followed by a kernel that holds each row in one lane.
+/// Blocks in one chunk of a row: the step of the single-row AVX-512 kernels, and the unit of
+/// the float order of the Q4_0 and Q4_1 row kernels (x86; Q5_0 keeps a chain of per-block FMAs,
+/// see quant/README.md). Each block's product
+/// (`(d_w·d_a)·isum`; Q4_1 adds `m_w·s_a` in the same fused step) is rounded on its own; each
+/// run of four blocks is summed as `(p0 + p1) + (p2 + p3)`, and the runs' sums are added to the
+/// row's in order ([`add_chunk`]; a partial last chunk is completed with `+0.0`). The eight-row
+/// kernels (a row a lane, both layouts, both tiers, one to four tokens) follow it with
+/// `ChunkTree8`, the single-row AVX-512 kernels (a block a lane, [`chunk_lane_block`]) with
+/// `add_chunk_512`, so a row's result has the same bits whichever kernel or layout computed it
+/// (`tests/interleaved.rs`, run on both tiers; the tiers take the same float steps). A plain
+/// chain of per-block FMAs, the order before, can only be followed by a kernel that holds each
+/// row in one lane; a tree over all sixteen blocks cost the eight-row kernels four partial sums
+/// a token (prefill, four tokens a call, spilled and branched: kernel bench `q4_0×4` 0.61 →
+/// 0.47 of the triad).
 pub const CHUNK: usize = 16;
 
-/// The block (within its chunk) whose sum the single-row kernels hold in lane `l` of 16: the
-/// 4-bit reversal of `l`, so that adding lane `l` to lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`
-/// is [`tree_sum`] over the blocks in order.
+/// The block (within its chunk) whose sum the single-row kernels hold in lane `l` of 16:
+/// lane `k + 4j` holds block `4k + br2(j)` (`br2` the 2-bit reversal), so adding lane `l` to
+/// lane `l + 8`, then `l + 4`, leaves run `k`'s `(p0 + p1) + (p2 + p3)` in lane `k`.
 pub const fn chunk_lane_block(l: usize) -> usize {
-    ((l & 1) << 3) | ((l & 2) << 1) | ((l & 4) >> 1) | ((l & 8) >> 3)
+    let j = l / 4 % 4;
+    4 * (l % 4) + ((j & 1) << 1 | j >> 1)
 }
 
-/// The sum of a chunk's 16 products as a balanced binary tree over them in order:
-/// `((p0 + p1) + (p2 + p3)) + …`; blocks past the row's end count as `+0.0`.
+/// `acc` plus one chunk's sixteen products in [`CHUNK`]'s order (blocks past the row's end
+/// count as `+0.0`).
 #[inline]
-pub fn tree_sum(p: &[f32; CHUNK]) -> f32 {
-    let mut v = *p;
-    let mut n = CHUNK;
-    while n > 1 {
-        n /= 2;
-        for i in 0..n {
-            v[i] = v[2 * i] + v[2 * i + 1];
-        }
+pub fn add_chunk(mut acc: f32, p: &[f32; CHUNK]) -> f32 {
+    for q in p.chunks_exact(4) {
+        acc += (q[0] + q[1]) + (q[2] + q[3]);
     }
-    v[0]
+    acc
 }
 
 impl PreparedQ8 {
