@@ -73,6 +73,7 @@ pub(crate) fn has_avx2() -> bool {
 /// 1.66 B synth's rows of 2048, `--no-repack` decode of Q4_0 read 41.0-41.9 tok/s with them
 /// against 48.6-50.9 without (two alternating pairs, a noisy stretch), so shorter rows keep the
 /// eight-row kernels.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const SINGLE_ROW_FROM: usize = 256;
 
 /// Whether the AVX-512 kernels run (detected once): AVX-512 F, BW and VL with VNNI (`vpdpbusd`
