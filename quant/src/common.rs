@@ -67,15 +67,6 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
-/// Blocks a row needs (of 32 values: 8192 values) before the row-major Q4_0 and Q4_1 groups
-/// go through the single-row AVX-512 kernels rather than the eight-row ones (the same bits
-/// either way, see [`crate::q8_0::CHUNK`]). Measured at 8192 values only; in the runner, on the
-/// 1.66 B synth's rows of 2048, `--no-repack` decode of Q4_0 read 41.0-41.9 tok/s with them
-/// against 48.6-50.9 without (two alternating pairs, a noisy stretch), so shorter rows keep the
-/// eight-row kernels.
-#[cfg(target_arch = "x86_64")]
-pub(crate) const SINGLE_ROW_FROM: usize = 256;
-
 /// Whether the AVX-512 kernels run (detected once): AVX-512 F, BW and VL with VNNI (`vpdpbusd`
 /// sums byte products straight into i32 lanes, one instruction for AVX2's `maddubs` + `add` +
 /// `madd`), BITALG (`vpshufbitqmb` gathers one bit per byte into a mask) and GFNI, on top of
@@ -95,7 +86,6 @@ pub(crate) fn has_avx512() -> bool {
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vbmi")
             && is_x86_feature_detected!("avx512bitalg")
             && is_x86_feature_detected!("gfni")
     })
@@ -322,47 +312,6 @@ macro_rules! per_token_count {
 }
 #[cfg(target_arch = "x86_64")]
 pub(crate) use per_token_count;
-
-/// Drives an eight-row kernel's blocks into a `ChunkTree8`: `$block` (an expression of the
-/// block index `$b`, evaluating to that block's products, a vector per token) for `$b` in
-/// `0..$nb`, four at a time with the positions within the run of four as constants, so the
-/// tree's steps are fixed code rather than a branch ladder per block (the ladder cost the
-/// four-token kernels 15-20 %: kernel bench `q4_0×4` 0.58 → 0.48 of the triad against the
-/// same sum done flat); the blocks after the last whole run go one by one. A macro so that
-/// `$block` is expanded in place (see [`per_token_count`] on closures).
-#[cfg(target_arch = "x86_64")]
-macro_rules! chunk_blocks {
-    ($tree:ident, $nb:expr, |$b:ident| $block:expr) => {{
-        let nb: usize = $nb;
-        let mut run = 0;
-        while run + 4 <= nb {
-            {
-                let $b = run;
-                $tree.push(0, $block);
-            }
-            {
-                let $b = run + 1;
-                $tree.push(1, $block);
-            }
-            {
-                let $b = run + 2;
-                $tree.push(2, $block);
-            }
-            {
-                let $b = run + 3;
-                $tree.push(3, $block);
-            }
-            run += 4;
-        }
-        while run < nb {
-            let $b = run;
-            $tree.push(run, $block);
-            run += 1;
-        }
-    }};
-}
-#[cfg(target_arch = "x86_64")]
-pub(crate) use chunk_blocks;
 
 /// The batched loop over a [`TokensKernel`]: `out[r·acts.len() + t] = w_r · acts[t]` for the
 /// `rows` rows of `nb` blocks ([`check_rows_multi`] of `w` and `acts` done by the caller),
@@ -1286,164 +1235,6 @@ pub(crate) mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
-    }
-
-    /// `T` tokens' sums of eight rows' block products (a row a lane) in
-    /// [`crate::q8_0::CHUNK`]'s order: each run of four blocks `(p0 + p1) + (p2 + p3)`, the
-    /// runs added in order. The eight-row twin of the single-row kernels' lanes-are-blocks
-    /// sum ([`add_chunk_512`]), so both give a row the same bits. One branch ladder per block
-    /// for all the tokens; two partial sums a token held.
-    #[derive(Clone, Copy)]
-    pub struct ChunkTree8<const T: usize> {
-        pair: [__m256; T],
-        half: [__m256; T],
-        acc: [__m256; T],
-    }
-
-    impl<const T: usize> ChunkTree8<T> {
-        /// # Safety
-        ///
-        /// AVX (registers only); inlined into such a caller.
-        #[inline(always)]
-        pub unsafe fn new() -> Self {
-            let z = [_mm256_setzero_ps(); T];
-            ChunkTree8 {
-                pair: z,
-                half: z,
-                acc: z,
-            }
-        }
-
-        /// Block `b`'s products, a vector per token (`b` from 0, in order).
-        ///
-        /// # Safety
-        ///
-        /// As [`Self::new`].
-        #[inline(always)]
-        pub unsafe fn push(&mut self, b: usize, p: [__m256; T]) {
-            if b & 1 == 0 {
-                self.pair = p;
-                return;
-            }
-            let mut x = p;
-            for (x, pair) in x.iter_mut().zip(&self.pair) {
-                *x = _mm256_add_ps(*pair, *x);
-            }
-            if b & 2 == 0 {
-                self.half = x;
-                return;
-            }
-            for ((acc, half), x) in self.acc.iter_mut().zip(&self.half).zip(x) {
-                *acc = _mm256_add_ps(*acc, _mm256_add_ps(*half, x));
-            }
-        }
-
-        /// The rows' sums after `nb` pushes: a partial last chunk is completed with `+0.0`.
-        ///
-        /// # Safety
-        ///
-        /// As [`Self::new`].
-        #[inline(always)]
-        pub unsafe fn finish(mut self, nb: usize) -> [__m256; T] {
-            let mut b = nb;
-            while b % crate::q8_0::CHUNK != 0 {
-                self.push(b, [_mm256_setzero_ps(); T]);
-                b += 1;
-            }
-            self.acc
-        }
-    }
-
-    /// How far ahead (bytes) the single-row AVX-512 kernels hint their one weight stream into
-    /// L1 ([`prefetch_span`] each chunk); the hardware prefetchers alone left Q4_0's at 0.63
-    /// of the triad. Kernel bench, Q4_0 rows of 8192, all threads ÷ triad, the median of each
-    /// run of two to five alternating rounds (2026-11-23): into L1 512 B 0.68, 1 KiB 0.76,
-    /// 2 KiB 0.83, 4 KiB 0.90-0.96 (five runs), 8 KiB 0.90, 12 KiB 0.84-0.88, 16 KiB 0.94; into
-    /// L2 512 B 0.64, 1 KiB 0.69, 2 KiB 0.81, 4 KiB 0.79-0.97, 6 KiB 0.89-0.99, 8 KiB
-    /// 0.84-0.98, 16 KiB 0.83-0.93, 32 KiB 0.86-0.95, 64 KiB 0.92; the eight-row kernel in
-    /// the same runs 0.80-0.86.
-    pub const ROW_STREAM_AHEAD: usize = 4096;
-
-    /// Hint `bytes` bytes from `p` into L1, a line at a time.
-    ///
-    /// # Safety
-    ///
-    /// SSE (always on x86-64); prefetches never fault, so `p` need not be readable.
-    #[inline(always)]
-    pub unsafe fn prefetch_span(p: *const u8, bytes: usize) {
-        let mut k = 0;
-        while k < bytes {
-            _mm_prefetch(p.wrapping_add(k) as *const i8, _MM_HINT_T0);
-            k += 64;
-        }
-    }
-
-    /// One chunk's part of a row in a single-row AVX-512 kernel: `g[e]`, group `e`'s i32
-    /// partial sums (four per block, block `chunk_lane_block(4j + e)` in 16-byte lane `j`),
-    /// reduced to one sum per block in lane order; `2^SHIFT·Σa` taken off each for the
-    /// weights' offset (`2^3` for Q4_0); times `d_w·d_a` (the weight scales, f16, in
-    /// the low half of `sc` in lane order) and added to `acc` as [`add_chunk_512`] does. `c` is
-    /// the chunk.
-    ///
-    /// # Safety
-    ///
-    /// The AVX-512 features `has_avx512()` checks (inlined into such a caller); `prep` must
-    /// hold chunk `c`.
-    #[inline(always)]
-    pub unsafe fn chunk_total_512<const SHIFT: u32>(
-        acc: f32,
-        g: [__m512i; 4],
-        sc: __m512i,
-        prep: &crate::q8_0::PreparedQ8,
-        c: usize,
-    ) -> f32 {
-        use crate::q8_0::CHUNK;
-        let tot = chunk_sums_512(g);
-        let sums = _mm512_loadu_si512(prep.chunk_sum.as_ptr().add(c * CHUNK) as *const _);
-        let isum = _mm512_sub_epi32(tot, _mm512_slli_epi32::<SHIFT>(sums));
-        let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));
-        let d = _mm512_mul_ps(dw, _mm512_loadu_ps(prep.chunk_d.as_ptr().add(c * CHUNK)));
-        add_chunk_512(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)))
-    }
-
-    /// The sixteen block sums of a chunk from the four groups' i32 partials (see
-    /// [`chunk_total_512`]): per 16-byte lane the four groups' four partials transposed and
-    /// added, so dword `4j + e` is group `e`'s block in lane `j`.
-    ///
-    /// # Safety
-    ///
-    /// AVX-512 F (registers only); inlined into such a caller.
-    #[inline(always)]
-    pub unsafe fn chunk_sums_512(g: [__m512i; 4]) -> __m512i {
-        let t0 = _mm512_add_epi32(
-            _mm512_unpacklo_epi32(g[0], g[1]),
-            _mm512_unpackhi_epi32(g[0], g[1]),
-        );
-        let t1 = _mm512_add_epi32(
-            _mm512_unpacklo_epi32(g[2], g[3]),
-            _mm512_unpackhi_epi32(g[2], g[3]),
-        );
-        _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1))
-    }
-
-    /// `acc` plus sixteen lanes of block products summed as [`crate::q8_0::add_chunk`] sums
-    /// the blocks that [`crate::q8_0::chunk_lane_block`] puts in them: lane `l` + lane `l + 8`,
-    /// then `+ 4`, leave the four runs' sums in lanes 0..3, added to `acc` in order.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support AVX-512 F (registers only); inlined into such a caller.
-    #[inline(always)]
-    pub unsafe fn add_chunk_512(acc: f32, v: __m512) -> f32 {
-        let h = _mm256_add_ps(
-            _mm512_castps512_ps256(v),
-            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
-        );
-        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        let mut acc = acc + _mm_cvtss_f32(q);
-        acc += _mm_cvtss_f32(_mm_movehdup_ps(q));
-        acc += _mm_cvtss_f32(_mm_movehl_ps(q, q));
-        acc + _mm_cvtss_f32(_mm_shuffle_ps::<0b11>(q, q))
     }
 
     /// # Safety

@@ -389,8 +389,7 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
 /// An activation made ready, once, for many row-group kernel calls (decode dots one activation
 /// with every row of several matrices; each call gets a chunk of rows). Holds what the weight
 /// type's multi-row kernel wants beyond the activation bytes (for Q4_0: the Q8_0 blocks
-/// unpacked, f32 scales, block sums, and the same again in the single-row kernels' order;
-/// Q5_0 the same; Q4_1 the same from its Q8_1 blocks); nothing for the other types.
+/// unpacked, f32 scales, block sums; Q5_0 the same); nothing for the other types.
 pub struct ActPrep(Option<q8_0::PreparedQ8>);
 
 impl ActPrep {
@@ -398,7 +397,6 @@ impl ActPrep {
     pub fn new(weight_ty: GgmlType, act: &[u8]) -> Self {
         ActPrep(match weight_ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 => Some(q8_0::PreparedQ8::new(act)),
-            GgmlType::Q4_1 => Some(q8_0::PreparedQ8::from_q8_1(act)),
             _ => None,
         })
     }
@@ -449,7 +447,7 @@ pub(crate) fn rows_with(
     let unpacked = prep.and_then(|p| p.0.as_ref());
     match weight_ty {
         GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, il, act, unpacked, out),
-        GgmlType::Q4_1 => q4_1::vec_dot_rows(w, rb, il, act, unpacked, out),
+        GgmlType::Q4_1 => q4_1::vec_dot_rows(w, rb, il, act, out),
         GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, il, act, unpacked, out),
         GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, il, act, out),
         // Bit-identical to `vec_dot` per row, so not `has_rows_kernel` types.

@@ -156,10 +156,8 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes (whole blocks) against one Q8_0
 /// activation `a`. Eight rows at a time go through a kernel that loads each activation block
-/// once for all eight and keeps the eight rows' sums in the lanes of one vector — on AVX-512,
-/// whole groups of row-major rows through a single-row kernel instead (one stream; the same
-/// bits, see [`crate::q8_0::CHUNK`]); the rest go row by row. Equal to [`vec_dot`] per row up
-/// to float summation order.
+/// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
+/// row by row. Equal to [`vec_dot`] per row up to float summation order.
 ///
 /// `prep` is `a` unpacked by [`crate::q8_0::PreparedQ8::new`] (pass it when the same activation
 /// meets many row groups, as in decode; `None` unpacks it here). It must describe `a`.
@@ -201,21 +199,7 @@ pub fn vec_dot_rows(
             "q4_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
-        // Long row-major rows on AVX-512: one row at a time, one stream (see `row_512`).
-        let single = !il && nb >= SINGLE_ROW_FROM && has_avx512();
         while r + 8 <= out.len() {
-            if single {
-                for (o, row) in out[r..r + 8]
-                    .iter_mut()
-                    .zip(w[r * row_bytes..].chunks_exact(row_bytes))
-                {
-                    // SAFETY: AVX-512 detected at run time; the row holds nb blocks and `prep`
-                    // describes nb activation blocks (asserted above).
-                    *o = unsafe { avx2::row_512(row.as_ptr(), nb, prep) };
-                }
-                r += 8;
-                continue;
-            }
             let mut o = [[0f32; 8]; 1];
             let g = w[r * row_bytes..].as_ptr();
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
@@ -335,12 +319,12 @@ mod avx2 {
     ) {
         let _frame = align_frame();
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut acc = ChunkTree8::<T>::new();
+        let mut acc = [_mm256_setzero_ps(); T];
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
         for p in &preps {
             debug_assert!(p.blocks() >= nb);
         }
-        chunk_blocks!(acc, nb, |b| {
+        for b in 0..nb {
             // Both layouts keep a group in 8·rb contiguous bytes (the nibble types read
             // theirs faster so on Intel too: see `intel_cpu`).
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
@@ -360,7 +344,6 @@ mod avx2 {
             let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
             let hi: [__m256i; 4] =
                 std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
-            let mut prod = [_mm256_setzero_ps(); T];
             for (t, p) in preps.iter().enumerate() {
                 let ab = p.qs.as_ptr().add(b * 32) as *const i32;
                 let mut s16 = _mm256_setzero_si256();
@@ -375,100 +358,12 @@ mod avx2 {
                     u8i8_total::<VNNI>(s16),
                     _mm256_set1_epi32(8 * *p.sum.get_unchecked(b)),
                 );
-                prod[t] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum));
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
             }
-            prod
-        });
-        for (o, a) in out.iter_mut().zip(acc.finish(nb)) {
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
             _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
-    }
-
-    /// Byte indices (into a group's 72 bytes) that put block `br2(j)`'s 16 nibble bytes in
-    /// 16-byte lane `j` (see [`crate::q8_0::chunk_lane_block`]).
-    const GROUP_NIBBLES: [u8; 64] = {
-        let mut t = [0u8; 64];
-        let mut k = 0;
-        while k < 64 {
-            let m = crate::q8_0::chunk_lane_block(4 * (k / 16)) as u8;
-            t[k] = m * BLOCK_BYTES as u8 + 2 + (k % 16) as u8;
-            k += 1;
-        }
-        t
-    };
-
-    /// Word indices (into a group's first 64 bytes) of the scale of the block whose sum
-    /// lands in i32 lane `l` (`4j + e`, written for group `e` only): block `br2(j)`'s.
-    const GROUP_SCALES: [u16; 32] = {
-        let mut t = [0u16; 32];
-        let mut l = 0;
-        while l < 16 {
-            t[l] = (crate::q8_0::chunk_lane_block(4 * (l / 4)) * BLOCK_BYTES / 2) as u16;
-            l += 1;
-        }
-        t
-    };
-
-    /// One row of `nb` blocks against a prepared activation, on AVX-512 (VBMI's `vpermt2b`
-    /// gathers each group of four blocks' nibbles from one 72-byte stretch): the row's blocks
-    /// in chunks of [`crate::q8_0::CHUNK`], each chunk's sixteen products `(d_w·d_a)·isum`
-    /// summed as [`crate::q8_0::add_chunk`] does, the chunks' sums added in order, then the
-    /// last partial chunk the same way with `+0.0` for the missing blocks. The same bits as
-    /// [`nib_8rows_512`] gives that row.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support the AVX-512 features `has_avx512()` checks; `w` must be readable
-    /// for `nb` blocks and `prep` must describe at least `nb` activation blocks.
-    #[target_feature(
-        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni,avx512vbmi"
-    )]
-    pub unsafe fn row_512(w: *const u8, nb: usize, prep: &crate::q8_0::PreparedQ8) -> f32 {
-        use crate::q8_0::CHUNK;
-        let m4 = _mm512_set1_epi8(0x0F);
-        let idx_n = _mm512_loadu_si512(GROUP_NIBBLES.as_ptr() as *const _);
-        let idx_s = _mm512_loadu_si512(GROUP_SCALES.as_ptr() as *const _);
-        let zero = _mm512_setzero_si512();
-        let chunks = nb / CHUNK;
-        debug_assert!(prep.chunk_d.len() >= chunks * CHUNK);
-        let mut acc = 0f32;
-        for c in 0..chunks {
-            let base = w.add(c * CHUNK * BLOCK_BYTES);
-            prefetch_span(base.wrapping_add(ROW_STREAM_AHEAD), CHUNK * BLOCK_BYTES);
-            let a = prep.chunk_qs.as_ptr().add(c * CHUNK * QK);
-            let mut g = [zero; 4];
-            let mut sc = zero;
-            for (e, ge) in g.iter_mut().enumerate() {
-                let gb = base.add(crate::q8_0::chunk_lane_block(e) * BLOCK_BYTES);
-                let z0 = _mm512_loadu_si512(gb as *const _);
-                let z1 = _mm512_castsi128_si512(_mm_loadl_epi64(gb.add(64) as *const __m128i));
-                let v = _mm512_permutex2var_epi8(z0, idx_n, z1);
-                let lo = _mm512_and_si512(v, m4);
-                let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                let ae = a.add(e * 2 * 64);
-                let s = _mm512_dpbusd_epi32(zero, lo, _mm512_loadu_si512(ae as *const _));
-                *ge = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(ae.add(64) as *const _));
-                sc = _mm512_mask_permutexvar_epi16(sc, 0x1111 << e, idx_s, z0);
-            }
-            acc = chunk_total_512::<3>(acc, g, sc, prep, c);
-        }
-        if chunks * CHUNK < nb {
-            let mut p = [0f32; CHUNK];
-            for (k, pk) in p.iter_mut().enumerate().take(nb - chunks * CHUNK) {
-                let b = chunks * CHUNK + k;
-                let wb = std::slice::from_raw_parts(w.add(b * BLOCK_BYTES), BLOCK_BYTES);
-                let ab = prep.qs.get_unchecked(b * QK..(b + 1) * QK);
-                let mut t = 0i32;
-                for j in 0..QK / 2 {
-                    t += (wb[2 + j] & 0x0F) as i32 * ab[j] as i32;
-                    t += (wb[2 + j] >> 4) as i32 * ab[j + QK / 2] as i32;
-                }
-                let isum = t - 8 * *prep.sum.get_unchecked(b);
-                *pk = (f16_at(wb, 0) * *prep.d.get_unchecked(b)) * isum as f32;
-            }
-            acc = crate::q8_0::add_chunk(acc, &p);
-        }
-        acc
     }
 
     /// [`nib_8rows`] (or [`nib_8rows_512`] where `has_avx512()`) for the layout: `il`, a packed

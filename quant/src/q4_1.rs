@@ -138,21 +138,10 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes (whole blocks) against one Q8_1
 /// activation `a`. Eight rows at a time go through a kernel that loads each activation block
-/// once for all eight and keeps the eight rows' sums in the lanes of one vector (on AVX-512,
-/// whole groups of row-major rows through a single-row kernel, the same bits); the rest go
+/// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
 /// row by row. Equal to [`vec_dot`] per row up to float summation order. `il`: whole
 /// eight-row groups block-interleaved (see `q4_0::vec_dot_rows`).
-///
-/// `prep`: `a` unpacked by [`crate::q8_0::PreparedQ8::from_q8_1`], for the single-row AVX-512
-/// kernel that row-major groups take where the CPU has it (`None` unpacks it here then).
-pub fn vec_dot_rows(
-    w: &[u8],
-    row_bytes: usize,
-    il: bool,
-    a: &[u8],
-    prep: Option<&crate::q8_0::PreparedQ8>,
-    out: &mut [f32],
-) {
+pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f32]) {
     let nb = check_rows("q4_1 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
     let need = nb * crate::q8_1::BLOCK_BYTES;
     assert!(
@@ -162,38 +151,6 @@ pub fn vec_dot_rows(
     );
     let name = "q4_1 vec_dot_rows";
     let simd = has_avx2() && nb > 0;
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = prep;
-    // Long row-major rows on AVX-512: one row at a time, one stream (see `row_512`).
-    #[cfg(target_arch = "x86_64")]
-    if simd && !il && out.len() >= 8 && nb >= SINGLE_ROW_FROM && has_avx512() {
-        let own;
-        let prep = match prep {
-            Some(p) => p,
-            None => {
-                own = crate::q8_0::PreparedQ8::from_q8_1(&a[..need]);
-                &own
-            }
-        };
-        assert!(
-            prep.blocks() >= nb && prep.s.len() >= nb,
-            "q4_1 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
-            prep.blocks()
-        );
-        let whole = out.len() / 8 * 8;
-        for (o, row) in out[..whole].iter_mut().zip(w.chunks_exact(row_bytes)) {
-            // SAFETY: AVX-512 detected at run time; the row holds nb blocks and `prep`
-            // describes nb Q8_1 blocks (asserted above).
-            *o = unsafe { avx2::row_512(row.as_ptr(), nb, prep) };
-        }
-        for (o, row) in out[whole..]
-            .iter_mut()
-            .zip(w[whole * row_bytes..].chunks_exact(row_bytes))
-        {
-            *o = vec_dot(row, a);
-        }
-        return;
-    }
     by_eight(
         name,
         w,
@@ -350,8 +307,9 @@ mod avx2 {
     ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
-        let mut acc = ChunkTree8::<T>::new();
-        chunk_blocks!(acc, nb, |b| {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut accm = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
             // Both layouts keep a group in 8·rb contiguous bytes (the nibble types read
             // theirs faster so on Intel too: see `intel_cpu`).
             prefetch_next_group(w, rb, 8 * BLOCK_BYTES, b);
@@ -376,7 +334,6 @@ mod avx2 {
             let lo: [__m256i; 4] = std::array::from_fn(|k| _mm256_and_si256(v[k], m4));
             let hi: [__m256i; 4] =
                 std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4));
-            let mut prod = [_mm256_setzero_ps(); T];
             for t in 0..T {
                 let ab = a[t].add(b * AB);
                 let aq = ab.add(4) as *const i32;
@@ -389,110 +346,13 @@ mod avx2 {
                 }
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_load(ab)));
                 let isum = _mm256_cvtepi32_ps(u8i8_total::<VNNI>(s16));
-                let m = _mm256_mul_ps(mw, _mm256_set1_ps(f16_load(ab.add(2))));
-                prod[t] = _mm256_fmadd_ps(d, isum, m);
+                acc[t] = _mm256_fmadd_ps(d, isum, acc[t]);
+                accm[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_load(ab.add(2))), accm[t]);
             }
-            prod
-        });
-        for (o, a) in out.iter_mut().zip(acc.finish(nb)) {
-            _mm256_storeu_ps(o.as_mut_ptr(), a);
         }
-    }
-
-    /// Byte indices (into a group's 80 bytes) that put block `br2(j)`'s 16 nibble bytes in
-    /// 16-byte lane `j` (see [`crate::q8_0::chunk_lane_block`]).
-    const GROUP_NIBBLES: [u8; 64] = {
-        let mut t = [0u8; 64];
-        let mut k = 0;
-        while k < 64 {
-            let m = crate::q8_0::chunk_lane_block(4 * (k / 16)) as u8;
-            t[k] = m * BLOCK_BYTES as u8 + 4 + (k % 16) as u8;
-            k += 1;
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), _mm256_add_ps(acc[t], accm[t]));
         }
-        t
-    };
-
-    /// Word indices (into a group's first 64 bytes) of the scale of the block whose sum
-    /// lands in i32 lane `l` (`4j + e`, written for group `e` only): block `br2(j)`'s; its
-    /// offset `m` is the word after.
-    const GROUP_SCALES: [u16; 32] = {
-        let mut t = [0u16; 32];
-        let mut l = 0;
-        while l < 16 {
-            t[l] = (crate::q8_0::chunk_lane_block(4 * (l / 4)) * BLOCK_BYTES / 2) as u16;
-            l += 1;
-        }
-        t
-    };
-
-    /// One row of `nb` blocks against a prepared Q8_1 activation, on AVX-512, as
-    /// [`crate::q4_0`]'s single-row kernel: each block's `(d_w·d_a)·isum + m_w·s_a` (one
-    /// fused step) summed chunk by chunk as [`crate::q8_0::add_chunk`] does, so the same bits
-    /// as [`vec_dot_8rows`] gives that row.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support the AVX-512 features `has_avx512()` checks; `w` must be readable
-    /// for `nb` blocks and `prep` must describe at least `nb` Q8_1 activation blocks
-    /// ([`crate::q8_0::PreparedQ8::from_q8_1`]).
-    #[target_feature(
-        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni,avx512vbmi"
-    )]
-    pub unsafe fn row_512(w: *const u8, nb: usize, prep: &crate::q8_0::PreparedQ8) -> f32 {
-        use crate::q8_0::CHUNK;
-        let m4 = _mm512_set1_epi8(0x0F);
-        let idx_n = _mm512_loadu_si512(GROUP_NIBBLES.as_ptr() as *const _);
-        let idx_s = _mm512_loadu_si512(GROUP_SCALES.as_ptr() as *const _);
-        let idx_m = _mm512_add_epi16(idx_s, _mm512_set1_epi16(1));
-        let zero = _mm512_setzero_si512();
-        let chunks = nb / CHUNK;
-        debug_assert!(prep.chunk_s.len() >= chunks * CHUNK);
-        let mut acc = 0f32;
-        for c in 0..chunks {
-            let base = w.add(c * CHUNK * BLOCK_BYTES);
-            prefetch_span(base.wrapping_add(ROW_STREAM_AHEAD), CHUNK * BLOCK_BYTES);
-            let a = prep.chunk_qs.as_ptr().add(c * CHUNK * QK);
-            let mut g = [zero; 4];
-            let (mut sc, mut sm) = (zero, zero);
-            for (e, ge) in g.iter_mut().enumerate() {
-                let gb = base.add(crate::q8_0::chunk_lane_block(e) * BLOCK_BYTES);
-                let z0 = _mm512_loadu_si512(gb as *const _);
-                let z1 = _mm512_castsi128_si512(_mm_loadu_si128(gb.add(64) as *const __m128i));
-                let v = _mm512_permutex2var_epi8(z0, idx_n, z1);
-                let lo = _mm512_and_si512(v, m4);
-                let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                let ae = a.add(e * 2 * 64);
-                let s = _mm512_dpbusd_epi32(zero, lo, _mm512_loadu_si512(ae as *const _));
-                *ge = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(ae.add(64) as *const _));
-                sc = _mm512_mask_permutexvar_epi16(sc, 0x1111 << e, idx_s, z0);
-                sm = _mm512_mask_permutexvar_epi16(sm, 0x1111 << e, idx_m, z0);
-            }
-            let isum = _mm512_cvtepi32_ps(chunk_sums_512(g));
-            let at = c * CHUNK;
-            let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));
-            let d = _mm512_mul_ps(dw, _mm512_loadu_ps(prep.chunk_d.as_ptr().add(at)));
-            let mw = _mm512_cvtph_ps(_mm512_castsi512_si256(sm));
-            let m = _mm512_mul_ps(mw, _mm512_loadu_ps(prep.chunk_s.as_ptr().add(at)));
-            acc = add_chunk_512(acc, _mm512_fmadd_ps(d, isum, m));
-        }
-        if chunks * CHUNK < nb {
-            let mut p = [0f32; CHUNK];
-            for (k, pk) in p.iter_mut().enumerate().take(nb - chunks * CHUNK) {
-                let b = chunks * CHUNK + k;
-                let wb = std::slice::from_raw_parts(w.add(b * BLOCK_BYTES), BLOCK_BYTES);
-                let ab = prep.qs.get_unchecked(b * QK..(b + 1) * QK);
-                let mut t = 0i32;
-                for j in 0..QK / 2 {
-                    t += (wb[4 + j] & 0x0F) as i32 * ab[j] as i32;
-                    t += (wb[4 + j] >> 4) as i32 * ab[j + QK / 2] as i32;
-                }
-                let d = f16_at(wb, 0) * *prep.d.get_unchecked(b);
-                let sa = *prep.s.get_unchecked(b);
-                *pk = d.mul_add(t as f32, f16_at(wb, 2) * sa);
-            }
-            acc = crate::q8_0::add_chunk(acc, &p);
-        }
-        acc
     }
 
     /// Four blocks per iteration, four accumulators; the offset terms m·s of four blocks are

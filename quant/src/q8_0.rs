@@ -318,109 +318,22 @@ pub struct PreparedQ8 {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub sum: Vec<i32>,
-    /// The whole chunks of [`CHUNK`] blocks again, in the order the single-row AVX-512 kernels
-    /// read them ([`chunk_lane_block`]): per chunk, for each group `e` of four blocks, the
-    /// first 16 values of the group's four blocks (one per 16-byte lane), then their last 16.
-    pub chunk_qs: Vec<i8>,
-    /// Per chunk, the 16 scales with lane `l` holding block [`chunk_lane_block`]`(l)`'s.
-    pub chunk_d: Vec<f32>,
-    /// Per chunk, the 16 sums Σq in the same lane order.
-    pub chunk_sum: Vec<i32>,
-    /// A Q8_1 activation's `s = d·Σq` per block (empty for Q8_0).
-    pub s: Vec<f32>,
-    /// Per chunk, the same 16 in the chunk's lane order.
-    pub chunk_s: Vec<f32>,
-}
-
-/// Blocks in one chunk of a row: the step of the single-row AVX-512 kernels, and the unit of
-/// the float order of the Q4_0 and Q4_1 row kernels (x86; Q5_0 keeps a chain of per-block FMAs,
-/// see quant/README.md). Each block's product
-/// (`(d_w·d_a)·isum`; Q4_1 adds `m_w·s_a` in the same fused step) is rounded on its own; each
-/// run of four blocks is summed as `(p0 + p1) + (p2 + p3)`, and the runs' sums are added to the
-/// row's in order ([`add_chunk`]; a partial last chunk is completed with `+0.0`). The eight-row
-/// kernels (a row a lane, both layouts, both tiers, one to four tokens) follow it with
-/// `ChunkTree8`, the single-row AVX-512 kernels (a block a lane, [`chunk_lane_block`]) with
-/// `add_chunk_512`, so a row's result has the same bits whichever kernel or layout computed it
-/// (`tests/interleaved.rs`, run on both tiers; the tiers take the same float steps). A plain
-/// chain of per-block FMAs, the order before, can only be followed by a kernel that holds each
-/// row in one lane; a tree over all sixteen blocks cost the eight-row kernels four partial sums
-/// a token (prefill, four tokens a call, spilled and branched: kernel bench `q4_0×4` 0.61 →
-/// 0.47 of the triad).
-pub const CHUNK: usize = 16;
-
-/// The block (within its chunk) whose sum the single-row kernels hold in lane `l` of 16:
-/// lane `k + 4j` holds block `4k + br2(j)` (`br2` the 2-bit reversal), so adding lane `l` to
-/// lane `l + 8`, then `l + 4`, leaves run `k`'s `(p0 + p1) + (p2 + p3)` in lane `k`.
-pub const fn chunk_lane_block(l: usize) -> usize {
-    let j = l / 4 % 4;
-    4 * (l % 4) + ((j & 1) << 1 | j >> 1)
-}
-
-/// `acc` plus one chunk's sixteen products in [`CHUNK`]'s order (blocks past the row's end
-/// count as `+0.0`).
-#[inline]
-pub fn add_chunk(mut acc: f32, p: &[f32; CHUNK]) -> f32 {
-    for q in p.chunks_exact(4) {
-        acc += (q[0] + q[1]) + (q[2] + q[3]);
-    }
-    acc
 }
 
 impl PreparedQ8 {
     /// Unpack the whole blocks of `a` (a trailing partial block is ignored).
     pub fn new(a: &[u8]) -> Self {
-        Self::build(a, BLOCK_BYTES, 2)
-    }
-
-    /// The same from a Q8_1 activation (Q4_1's), whose blocks' `s = d·Σq` (f16) also go into
-    /// [`Self::chunk_s`] for the single-row kernels.
-    pub fn from_q8_1(a: &[u8]) -> Self {
-        let mut p = Self::build(a, crate::q8_1::BLOCK_BYTES, 4);
-        let s: Vec<f32> = a
-            .chunks_exact(crate::q8_1::BLOCK_BYTES)
-            .map(|blk| f16_at(blk, 2))
-            .collect();
-        let chunks = s.len() / CHUNK;
-        p.chunk_s = (0..chunks * CHUNK)
-            .map(|i| s[i / CHUNK * CHUNK + chunk_lane_block(i % CHUNK)])
-            .collect();
-        p.s = s;
-        p
-    }
-
-    /// Blocks of `block_bytes` bytes: the f16 scale first, the 32 values at `qs_at`.
-    fn build(a: &[u8], block_bytes: usize, qs_at: usize) -> Self {
-        let nb = a.len() / block_bytes;
+        let nb = a.len() / BLOCK_BYTES;
         let mut p = PreparedQ8 {
             qs: Vec::with_capacity(nb * QK),
             d: Vec::with_capacity(nb),
             sum: Vec::with_capacity(nb),
-            chunk_qs: Vec::new(),
-            chunk_d: Vec::new(),
-            chunk_sum: Vec::new(),
-            s: Vec::new(),
-            chunk_s: Vec::new(),
         };
-        for blk in a.chunks_exact(block_bytes) {
+        for blk in a.chunks_exact(BLOCK_BYTES) {
             p.d.push(f16_at(blk, 0));
-            let q = bytemuck::cast_slice::<u8, i8>(&blk[qs_at..qs_at + QK]);
+            let q = bytemuck::cast_slice::<u8, i8>(&blk[2..]);
             p.sum.push(q.iter().map(|&v| v as i32).sum());
             p.qs.extend_from_slice(q);
-        }
-        let chunks = nb / CHUNK;
-        p.chunk_qs.reserve(chunks * CHUNK * QK);
-        for c in 0..chunks {
-            let blk = |l: usize| c * CHUNK + chunk_lane_block(l);
-            for e in 0..4 {
-                for half in 0..2 {
-                    for j in 0..4 {
-                        let at = blk(4 * j + e) * QK + half * QK / 2;
-                        p.chunk_qs.extend_from_slice(&p.qs[at..at + QK / 2]);
-                    }
-                }
-            }
-            p.chunk_d.extend((0..CHUNK).map(|l| p.d[blk(l)]));
-            p.chunk_sum.extend((0..CHUNK).map(|l| p.sum[blk(l)]));
         }
         p
     }

@@ -127,9 +127,8 @@ fn interleaved_equals_rows_bit_for_bit() {
 
 #[test]
 fn long_rows_equal_bit_for_bit() {
-    // From 8192 values row-major Q4_0 / Q4_1 groups take the single-row AVX-512
-    // kernels (one chunk tree per 16 blocks, lanes = blocks): 8192 (whole chunks) and 8352
-    // (261 blocks: a partial last chunk), against the packed eight-row kernels.
+    // Rows as long as Grok-1's (6144 and 32768 values) through every type's row-major and
+    // packed kernels: 8192, and 8352 (261 blocks of 32, an odd count; the K-quants skip it).
     for (n, rows) in [(8192, 8), (8352, 17)] {
         check_all(n, rows);
     }
