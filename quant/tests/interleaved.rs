@@ -127,8 +127,8 @@ fn interleaved_equals_rows_bit_for_bit() {
 
 #[test]
 fn long_rows_equal_bit_for_bit() {
-    // Rows as long as Grok-1's (6144 and 32768 values) through every type's row-major and
-    // packed kernels: 8192, and 8352 (261 blocks of 32, an odd count; the K-quants skip it).
+    // Long rows (Grok-1's are 6144 and 32768 values) through every type's row-major and packed
+    // kernels: 8192, and 8352 (261 blocks of 32, an odd count; the K-quants skip it).
     for (n, rows) in [(8192, 8), (8352, 17)] {
         check_all(n, rows);
     }
