@@ -82,15 +82,16 @@ const ROWS_PER_TASK: usize = 32;
 /// decode at 2 threads, thirteen alternating pairs (`bench -n 128 -p 1 --reps 3`), decode ÷
 /// triad 0.59–0.86 (median 0.79) → 0.79–0.90 (median 0.84), higher in 12 of the 13 pairs
 /// (128 rows: 0.81–0.86 in four pairs).
+///
+/// Both decode regions ([`matmul`] with one token, [`matmul_many`]) are split down to single
+/// tasks of this size (`with_max_len(1)`): rayon's default splitting stops at a few pieces per
+/// thread, and a thread that finished its share found nothing left to steal while the other
+/// still had a piece of up to an eighth of the region. Timing each task (1.66 B Q4_0, the
+/// experts' regions back to back, two runs each): the second thread was busy 47-84 % of the
+/// regions' wall time, 78-92 % split to single tasks; decode ÷ triad in six alternating pairs
+/// of `bench -n 64 -p 16 --reps 3`: 0.62-0.73 (median 0.67) → 0.73-0.86 (median 0.77). Each
+/// thread still walks its range in order.
 const DECODE_ROWS_PER_TASK: usize = 64;
-
-// Decode regions split down to single tasks (`with_max_len(1)`): rayon's default splitting
-// stops at a few pieces per thread, and a thread that finished its share found nothing left
-// to steal while the other still had a piece of up to an eighth of the region. Timing each
-// task (1.66 B Q4_0, the experts' regions back to back, two runs each): the second thread was
-// busy 47-84 % of the regions' wall time, 78-92 % split to single tasks; decode ÷ triad in six
-// alternating pairs of `bench -n 64 -p 16 --reps 3`: 0.62-0.73 (median 0.67) → 0.73-0.86
-// (median 0.77). Each task stays 64 rows, each thread still walks its range in order.
 
 /// The sizes [`matmul`] needs: activations prepared for `w`'s type and width, `out` of
 /// `tokens × n_out`, `w` of `n_out` whole rows.

@@ -11,4 +11,4 @@ pub use ops::{
     attend_head, dot_f32, gelu_mul, gelu_tanh, rms_norm, rope_rotate_half, softcap,
     softmax_in_place, AttnInputs,
 };
-pub use warm::{with_warm_pool, IDLE_LIMIT};
+pub use warm::with_warm_pool;
