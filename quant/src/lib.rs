@@ -14,6 +14,7 @@ pub mod float;
 pub mod gptq;
 mod k_scales;
 pub mod layout;
+pub mod nib4;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
@@ -390,15 +391,41 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
 /// with every row of several matrices; each call gets a chunk of rows). Holds what the weight
 /// type's multi-row kernel wants beyond the activation bytes (for Q4_0: the Q8_0 blocks
 /// unpacked, f32 scales, block sums; Q5_0 the same); nothing for the other types.
-pub struct ActPrep(Option<q8_0::PreparedQ8>);
+pub struct ActPrep {
+    weight_ty: GgmlType,
+    unpacked: Option<q8_0::PreparedQ8>,
+    /// Q4_0's, Q4_1's and Q5_0's four-row layout ([`nib4::Lanes`]), made on first use by a
+    /// row-major group where those kernels run (decode; batched prefill never asks).
+    lanes: std::sync::OnceLock<Option<nib4::Lanes>>,
+}
 
 impl ActPrep {
     /// Prepare `act` (as made by [`quantize_activation`] for `weight_ty`).
     pub fn new(weight_ty: GgmlType, act: &[u8]) -> Self {
-        ActPrep(match weight_ty {
+        let unpacked = match weight_ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 => Some(q8_0::PreparedQ8::new(act)),
             _ => None,
-        })
+        };
+        ActPrep {
+            weight_ty,
+            unpacked,
+            lanes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The four-row kernels' layout of `act` (the activation this was made from), where they
+    /// run and the weight type has them.
+    fn lanes(&self, act: &[u8]) -> Option<&nib4::Lanes> {
+        if !nib4::Lanes::wanted() {
+            return None;
+        }
+        self.lanes
+            .get_or_init(|| match (&self.unpacked, self.weight_ty) {
+                (Some(p), _) => Some(nib4::Lanes::from_q8_0(p)),
+                (None, GgmlType::Q4_1) => Some(nib4::Lanes::from_q8_1(act)),
+                _ => None,
+            })
+            .as_ref()
     }
 }
 
@@ -444,11 +471,16 @@ pub(crate) fn rows_with(
     if let Some(first) = w.get(..rb) {
         check_dot(weight_ty, n, first, act)?;
     }
-    let unpacked = prep.and_then(|p| p.0.as_ref());
+    let unpacked = prep.and_then(|p| p.unpacked.as_ref());
+    // Lanes only from a preparation for this weight type (Q4_1's come from Q8_1 blocks, the
+    // others' from Q8_0); without, the kernel call makes its own.
+    let lanes = prep
+        .filter(|p| !il && p.weight_ty == weight_ty)
+        .and_then(|p| p.lanes(act));
     match weight_ty {
-        GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, il, act, unpacked, out),
-        GgmlType::Q4_1 => q4_1::vec_dot_rows(w, rb, il, act, out),
-        GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, il, act, unpacked, out),
+        GgmlType::Q4_0 => q4_0::vec_dot_rows(w, rb, il, act, unpacked, lanes, out),
+        GgmlType::Q4_1 => q4_1::vec_dot_rows(w, rb, il, act, lanes, out),
+        GgmlType::Q5_0 => q5_0::vec_dot_rows(w, rb, il, act, unpacked, lanes, out),
         GgmlType::Q8_0 => q8_0::vec_dot_rows(w, rb, il, act, out),
         // Bit-identical to `vec_dot` per row, so not `has_rows_kernel` types.
         GgmlType::Q4_K => q4_k::vec_dot_rows(w, rb, il, act, out),
@@ -543,7 +575,7 @@ pub(crate) fn rows_multi_with(
     }
     if matches!(weight_ty, GgmlType::Q4_0 | GgmlType::Q5_0) {
         let unpacked: Option<Vec<&q8_0::PreparedQ8>> =
-            preps.and_then(|ps| ps.iter().map(|p| p.0.as_ref()).collect());
+            preps.and_then(|ps| ps.iter().map(|p| p.unpacked.as_ref()).collect());
         let u = unpacked.filter(|u| u.len() == acts.len());
         if weight_ty == GgmlType::Q4_0 {
             q4_0::vec_dot_rows_multi(w, rb, il, acts, u.as_deref(), out);

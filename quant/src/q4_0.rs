@@ -157,10 +157,12 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes (whole blocks) against one Q8_0
 /// activation `a`. Eight rows at a time go through a kernel that loads each activation block
 /// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
-/// row by row. Equal to [`vec_dot`] per row up to float summation order.
+/// row by row. Equal to [`vec_dot`] per row up to float summation order. On AVX-512, groups of
+/// row-major rows go four rows at a time instead ([`crate::nib4`]; the same bits).
 ///
 /// `prep` is `a` unpacked by [`crate::q8_0::PreparedQ8::new`] (pass it when the same activation
-/// meets many row groups, as in decode; `None` unpacks it here). It must describe `a`.
+/// meets many row groups, as in decode; `None` unpacks it here). It must describe `a`; so must
+/// `lanes` ([`crate::nib4::Lanes::from_q8_0`]; made here where wanted and `None`).
 ///
 /// `il`: the whole eight-row groups of `w` are block-interleaved ([`crate::Layout::Interleaved8`]);
 /// only with the AVX2 kernel (the caller de-interleaves for the scalar path).
@@ -170,6 +172,7 @@ pub fn vec_dot_rows(
     il: bool,
     a: &[u8],
     prep: Option<&crate::q8_0::PreparedQ8>,
+    lanes: Option<&crate::nib4::Lanes>,
     out: &mut [f32],
 ) {
     let nb = check_rows("q4_0 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
@@ -183,7 +186,7 @@ pub fn vec_dot_rows(
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = prep;
+    let _ = (prep, lanes);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && out.len() >= 8 && nb > 0 {
         let own;
@@ -199,13 +202,30 @@ pub fn vec_dot_rows(
             "q4_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
+        let mut own_lanes = None;
+        let lanes = crate::nib4::Lanes::pick(
+            lanes,
+            &mut own_lanes,
+            il,
+            (nb / 4, false),
+            "q4_0 vec_dot_rows",
+            || crate::nib4::Lanes::from_q8_0(prep),
+        );
         while r + 8 <= out.len() {
             let mut o = [[0f32; 8]; 1];
             let g = w[r * row_bytes..].as_ptr();
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
             // same bytes) lie inside `w` (asserted: w holds out.len() rows) and `prep`
             // describes nb activation blocks.
-            unsafe { avx2::pick::<1>(il, g, row_bytes, nb, [prep], &mut o) };
+            // With `lanes` (AVX-512, row-major), the four-row kernel: `a` holds nb blocks and
+            // `lanes` nb / 4 groups (asserted).
+            unsafe {
+                if let Some(l) = lanes {
+                    crate::nib4::rows8::<{ crate::nib4::Q4_0 }>(g, row_bytes, nb, a, l, &mut o[0]);
+                } else {
+                    avx2::pick::<1>(il, g, row_bytes, nb, [prep], &mut o)
+                }
+            };
             out[r..r + 8].copy_from_slice(&o[0]);
             r += 8;
         }

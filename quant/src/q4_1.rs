@@ -139,9 +139,18 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes (whole blocks) against one Q8_1
 /// activation `a`. Eight rows at a time go through a kernel that loads each activation block
 /// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
-/// row by row. Equal to [`vec_dot`] per row up to float summation order. `il`: whole
-/// eight-row groups block-interleaved (see `q4_0::vec_dot_rows`).
-pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f32]) {
+/// row by row. Equal to [`vec_dot`] per row up to float summation order. On AVX-512, groups
+/// of row-major rows go four rows at a time instead ([`crate::nib4`]; the same bits), with
+/// `lanes` made from `a` by [`crate::nib4::Lanes::from_q8_1`] (made here where wanted and
+/// `None`). `il`: whole eight-row groups block-interleaved (see `q4_0::vec_dot_rows`).
+pub fn vec_dot_rows(
+    w: &[u8],
+    row_bytes: usize,
+    il: bool,
+    a: &[u8],
+    lanes: Option<&crate::nib4::Lanes>,
+    out: &mut [f32],
+) {
     let nb = check_rows("q4_1 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
     let need = nb * crate::q8_1::BLOCK_BYTES;
     assert!(
@@ -151,6 +160,14 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
     );
     let name = "q4_1 vec_dot_rows";
     let simd = has_avx2() && nb > 0;
+    let mut own_lanes = None;
+    let lanes = if simd && out.len() >= 8 {
+        crate::nib4::Lanes::pick(lanes, &mut own_lanes, il, (nb / 4, true), name, || {
+            crate::nib4::Lanes::from_q8_1(&a[..need])
+        })
+    } else {
+        None
+    };
     by_eight(
         name,
         w,
@@ -161,17 +178,21 @@ pub fn vec_dot_rows(w: &[u8], row_bytes: usize, il: bool, a: &[u8], out: &mut [f
         |g, o| {
             // Never called without the x86 kernel (`simd` is false there).
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (g, o);
+            let _ = (g, o, lanes);
             // SAFETY: AVX2/FMA/F16C detected at run time (`simd`), the AVX-512 features where
             // `has_avx512()`; the group's eight rows (in either layout, the same bytes) lie
             // inside `w` (asserted: w holds out.len() rows of nb blocks) and `a` holds nb
-            // activation blocks (asserted).
+            // activation blocks (asserted); with `lanes` (AVX-512, row-major), those hold nb / 4
+            // groups (asserted by `Lanes::pick`).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                let (g, a) = (g.as_ptr(), a.as_ptr());
-                let mut o1 = [[0f32; 8]; 1];
-                avx2::pick::<1>(il, g, row_bytes, nb, [a], &mut o1);
-                *o = o1[0];
+                if let Some(l) = lanes {
+                    crate::nib4::rows8::<{ crate::nib4::Q4_1 }>(g.as_ptr(), row_bytes, nb, a, l, o);
+                } else {
+                    let mut o1 = [[0f32; 8]; 1];
+                    avx2::pick::<1>(il, g.as_ptr(), row_bytes, nb, [a.as_ptr()], &mut o1);
+                    *o = o1[0];
+                }
             }
         },
         |row| vec_dot(row, a),

@@ -157,15 +157,18 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_0 activation:
 /// eight rows at a time through a kernel that transposes the rows' nibbles and fifth bits so
-/// each row sums in its own lane (see `q4_0::vec_dot_rows`), the rest row by row. `prep`, when
-/// given, is `a` unpacked by [`crate::q8_0::PreparedQ8::new`]. `il`: whole eight-row groups
-/// block-interleaved (see `q4_0::vec_dot_rows`).
+/// each row sums in its own lane (see `q4_0::vec_dot_rows`), the rest row by row; on AVX-512
+/// groups of row-major rows four rows at a time ([`crate::nib4`]; the same bits). `prep`, when
+/// given, is `a` unpacked by [`crate::q8_0::PreparedQ8::new`], `lanes` made from it by
+/// [`crate::nib4::Lanes::from_q8_0`]. `il`: whole eight-row groups block-interleaved (see
+/// `q4_0::vec_dot_rows`).
 pub fn vec_dot_rows(
     w: &[u8],
     row_bytes: usize,
     il: bool,
     a: &[u8],
     prep: Option<&crate::q8_0::PreparedQ8>,
+    lanes: Option<&crate::nib4::Lanes>,
     out: &mut [f32],
 ) {
     let nb = check_rows("q5_0 vec_dot_rows", w, row_bytes, BLOCK_BYTES, out.len());
@@ -179,7 +182,7 @@ pub fn vec_dot_rows(
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = 0;
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = prep;
+    let _ = (prep, lanes);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && out.len() >= 8 && nb > 0 {
         let own;
@@ -195,6 +198,15 @@ pub fn vec_dot_rows(
             "q5_0 vec_dot_rows: prepared activation has {} blocks, rows need {nb}",
             prep.blocks()
         );
+        let mut own_lanes = None;
+        let lanes = crate::nib4::Lanes::pick(
+            lanes,
+            &mut own_lanes,
+            il,
+            (nb / 4, false),
+            "q5_0 vec_dot_rows",
+            || crate::nib4::Lanes::from_q8_0(prep),
+        );
         while r + 8 <= out.len() {
             let mut o = [[0f32; 8]; 1];
             let g = w[r * row_bytes..].as_ptr();
@@ -204,6 +216,8 @@ pub fn vec_dot_rows(
             unsafe {
                 if il {
                     avx2::eight_rows::<1, true>(g, row_bytes, nb, [prep], &mut o)
+                } else if let Some(l) = lanes {
+                    crate::nib4::rows8::<{ crate::nib4::Q5_0 }>(g, row_bytes, nb, a, l, &mut o[0]);
                 } else {
                     avx2::eight_rows::<1, false>(g, row_bytes, nb, [prep], &mut o)
                 }

@@ -1,0 +1,432 @@
+//! Row-major decode kernels for the 32-value nibble types (Q4_0, Q4_1, Q5_0) on AVX-512: four
+//! rows at a time, each row read as groups of four whole blocks.
+//!
+//! The eight-row kernels of these types read eight rows side by side, one 18-22-byte block of
+//! each per step, and transpose the eight rows' bytes and gather their scales every step; over
+//! row-major memory (the `mmap` expert cache's and `--no-repack`'s layout) that read 0.78-0.87
+//! of the memory bandwidth on the Xeon of 2026-11-23, against 0.9-1.0 for the same kernels over
+//! the packed layout (quant/README.md). Here each step reads one 72-88-byte group of four
+//! blocks from each of four rows, puts a block in each 16-byte lane with one word permute,
+//! sums every block's products with `vpdpbusd` against the activation laid out the same way,
+//! and reduces the four rows' partial sums together so that lane `4j + r` holds row `r`'s block
+//! `j`. The float steps are then the eight-row kernels', per row and in block order: `d_w·d_a`
+//! rounded, one FMA of it and the block's integer sum into the row's sum (Q4_1: and one FMA of
+//! `m_w·s_a` into a second sum, the two added at the end), so every row has the same bits as in
+//! the eight-row kernels — and as in the packed layout and in prefill (`tests/rows.rs`,
+//! `tests/interleaved.rs`). The next group of eight rows is hinted into L2 as one sequential
+//! stream, as the eight-row kernels do.
+//!
+//! Only whole groups of four blocks go through the vector steps; a row's last `nb mod 4`
+//! blocks are summed by scalar code with the same float steps.
+
+use crate::common::f16_at;
+
+/// An activation laid out for the four-row kernels (`rows4`), once per activation (decode dots it with every row of
+/// several matrices): its whole groups of four blocks with each block's values 0..15 in 16-byte
+/// lane `j` of one 64-byte vector and its values 16..31 in lane `j` of the next, and the
+/// per-block numbers each four times (lanes `4j..4j+3`, one per row): `d` as f32, and the
+/// block sums Σq (Q8_0, for Q4_0's and Q5_0's offsets) or `s` as f32 (Q8_1, for Q4_1's).
+// Read only by the x86-64 kernels (elsewhere `wanted` is false and none is made).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub struct Lanes {
+    /// Made from Q8_1 blocks (`s` set), not Q8_0 (`sum` set).
+    q8_1: bool,
+    halves: Vec<i8>,
+    d: Vec<f32>,
+    sum: Vec<i32>,
+    s: Vec<f32>,
+}
+
+impl Lanes {
+    /// Whether the kernels that take a [`Lanes`] run on this CPU (the AVX-512 tier).
+    pub fn wanted() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            crate::common::has_avx512()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// From a Q8_0 activation prepared by [`crate::q8_0::PreparedQ8::new`].
+    pub fn from_q8_0(p: &crate::q8_0::PreparedQ8) -> Self {
+        let groups = p.blocks() / 4;
+        let mut halves = Vec::with_capacity(groups * 128);
+        for g in p.qs[..groups * 128].chunks_exact(128) {
+            for h in 0..2 {
+                for b in g.chunks_exact(32) {
+                    halves.extend_from_slice(&b[16 * h..16 * h + 16]);
+                }
+            }
+        }
+        Lanes {
+            q8_1: false,
+            halves,
+            d: p.d[..groups * 4].iter().flat_map(|&d| [d; 4]).collect(),
+            sum: p.sum[..groups * 4].iter().flat_map(|&s| [s; 4]).collect(),
+            s: Vec::new(),
+        }
+    }
+
+    /// From Q8_1 blocks (whole blocks of `a`; a trailing partial block is ignored).
+    pub fn from_q8_1(a: &[u8]) -> Self {
+        let bb = crate::q8_1::BLOCK_BYTES;
+        let groups = a.len() / bb / 4;
+        let mut halves = Vec::with_capacity(groups * 128);
+        let mut d = Vec::with_capacity(groups * 16);
+        let mut s = Vec::with_capacity(groups * 16);
+        for g in a[..groups * 4 * bb].chunks_exact(4 * bb) {
+            for h in 0..2 {
+                for b in g.chunks_exact(bb) {
+                    halves.extend(b[4 + 16 * h..4 + 16 * h + 16].iter().map(|&q| q as i8));
+                }
+            }
+            for b in g.chunks_exact(bb) {
+                d.extend([f16_at(b, 0); 4]);
+                s.extend([f16_at(b, 2); 4]);
+            }
+        }
+        Lanes {
+            q8_1: true,
+            halves,
+            d,
+            sum: Vec::new(),
+            s,
+        }
+    }
+
+    /// Whole groups of four blocks held.
+    pub fn groups(&self) -> usize {
+        self.halves.len() / 128
+    }
+
+    /// The lanes a call over row groups computes with: none for packed (`il`) groups or where
+    /// the kernels do not run, else `given`, or what `make` makes (kept in `own`). Panics,
+    /// naming `name`, when they hold fewer than `groups` groups or were made from the other
+    /// activation type (`q8_1`: Q8_1 blocks, for Q4_1; else Q8_0).
+    pub(crate) fn pick<'a>(
+        given: Option<&'a Lanes>,
+        own: &'a mut Option<Lanes>,
+        il: bool,
+        (groups, q8_1): (usize, bool),
+        name: &str,
+        make: impl FnOnce() -> Lanes,
+    ) -> Option<&'a Lanes> {
+        if il || !Self::wanted() {
+            return None;
+        }
+        let lanes: &Lanes = match given {
+            Some(l) => l,
+            None => own.insert(make()),
+        };
+        assert_eq!(
+            lanes.q8_1, q8_1,
+            "{name}: activation lanes made from the other activation type"
+        );
+        assert!(
+            lanes.groups() >= groups,
+            "{name}: activation lanes hold {} groups of four blocks, rows need {groups}",
+            lanes.groups()
+        );
+        Some(lanes)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{rows8, Q4_0, Q4_1, Q5_0};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Which type a kernel instance reads (const generic parameter).
+    pub(crate) const Q4_0: u8 = 0;
+    pub(crate) const Q4_1: u8 = 1;
+    pub(crate) const Q5_0: u8 = 2;
+
+    /// Bytes of one block.
+    const fn block_bytes(kind: u8) -> usize {
+        match kind {
+            Q4_0 => crate::q4_0::BLOCK_BYTES,
+            Q4_1 => crate::q4_1::BLOCK_BYTES,
+            _ => crate::q5_0::BLOCK_BYTES,
+        }
+    }
+
+    /// Where a block's 16 nibble bytes start.
+    const fn nibbles_at(kind: u8) -> usize {
+        match kind {
+            Q4_0 => 2,
+            Q4_1 => 4,
+            _ => 6,
+        }
+    }
+
+    /// The word index, for `vpermt2w` over `z0` = a group's bytes 0..64 and `z1` = its last 32
+    /// bytes, of the word at (even) byte `byte` of a group of four blocks.
+    const fn word_at(kind: u8, byte: usize) -> u16 {
+        let group = 4 * block_bytes(kind);
+        if byte < 64 {
+            (byte / 2) as u16
+        } else {
+            (32 + (byte - (group - 32)) / 2) as u16
+        }
+    }
+
+    /// Permute indices: the nibble bytes (16-byte lane `j` holds block `j`'s), then each block's
+    /// first f16 (`d`) at word lane `4j + r`, its second (Q4_1's `m`) likewise, and Q5_0's `qh`
+    /// (both dwords of lane `j`'s qwords hold block `j`'s 32 bits).
+    const fn indices(kind: u8) -> [[u16; 32]; 4] {
+        let bb = block_bytes(kind);
+        let mut t = [[0u16; 32]; 4];
+        let mut l = 0;
+        while l < 32 {
+            let j = l / 8;
+            t[0][l] = word_at(kind, bb * j + nibbles_at(kind) + 2 * (l % 8));
+            let s = (l % 16) / 4;
+            t[1][l] = word_at(kind, bb * s);
+            t[2][l] = word_at(kind, bb * s + 2);
+            t[3][l] = word_at(kind, bb * j + 2 + 2 * (l % 2));
+            l += 1;
+        }
+        t
+    }
+
+    /// `vpshufbitqmb` indices: byte `p` of a lane selects bit `p mod 16` (low nibbles) or
+    /// `16 + p mod 16` (high nibbles) of its qword, which holds its block's `qh`.
+    const QH_BITS: [[u8; 64]; 2] = {
+        let mut t = [[0u8; 64]; 2];
+        let mut p = 0;
+        while p < 64 {
+            t[0][p] = (p % 16) as u8;
+            t[1][p] = (16 + p % 16) as u8;
+            p += 1;
+        }
+        t
+    };
+
+    /// Lane `4j + r` of the result: the total of `g[r]`'s 16-byte lane `j` (exact i32 sums).
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with AVX-512 F; registers only.
+    #[inline(always)]
+    unsafe fn reduce_rows(g: [__m512i; 4]) -> __m512i {
+        let ab = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(g[0], g[1]),
+            _mm512_unpackhi_epi32(g[0], g[1]),
+        );
+        let cd = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(g[2], g[3]),
+            _mm512_unpackhi_epi32(g[2], g[3]),
+        );
+        _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd))
+    }
+
+    /// `acc` after `acc = fma(d_j, f_j, acc)` for j = 0..4, where `d_j` / `f_j` are the 16-byte
+    /// lanes `j` of `d` / `f` (four rows each): the blocks of a group added into each row's sum
+    /// in order.
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with AVX-512 F and FMA; registers only.
+    #[inline(always)]
+    unsafe fn chain(mut acc: __m128, d: __m512, f: __m512) -> __m128 {
+        acc = _mm_fmadd_ps(_mm512_castps512_ps128(d), _mm512_castps512_ps128(f), acc);
+        acc = _mm_fmadd_ps(
+            _mm512_extractf32x4_ps::<1>(d),
+            _mm512_extractf32x4_ps::<1>(f),
+            acc,
+        );
+        acc = _mm_fmadd_ps(
+            _mm512_extractf32x4_ps::<2>(d),
+            _mm512_extractf32x4_ps::<2>(f),
+            acc,
+        );
+        _mm_fmadd_ps(
+            _mm512_extractf32x4_ps::<3>(d),
+            _mm512_extractf32x4_ps::<3>(f),
+            acc,
+        )
+    }
+
+    /// `out[r] = w_r · a` for four rows `rb` bytes apart, `nb` blocks each, of type `KIND`, against
+    /// the activation `a` (Q8_0 blocks for Q4_0 and Q5_0, Q8_1 for Q4_1) and its [`Lanes`]:
+    /// bit-identical to that row's lane of the type's eight-row kernel (see the module
+    /// documentation).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support the AVX-512 features `has_avx512()` checks (and AVX2, FMA, F16C);
+    /// `w` must be readable for four rows of `nb` blocks `rb` bytes apart; `a` must hold `nb`
+    /// blocks and `lanes` be made from it, with `nb / 4` groups.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn rows4<const KIND: u8>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: &[u8],
+        lanes: &Lanes,
+        out: &mut [f32; 4],
+    ) {
+        let bb = block_bytes(KIND);
+        let gbytes = 4 * bb;
+        let idx = indices(KIND);
+        let idx_n = _mm512_loadu_si512(idx[0].as_ptr() as *const _);
+        let idx_d = _mm512_loadu_si512(idx[1].as_ptr() as *const _);
+        let idx_m = _mm512_loadu_si512(idx[2].as_ptr() as *const _);
+        let idx_qh = _mm512_loadu_si512(idx[3].as_ptr() as *const _);
+        let qh_lo = _mm512_loadu_si512(QH_BITS[0].as_ptr() as *const _);
+        let qh_hi = _mm512_loadu_si512(QH_BITS[1].as_ptr() as *const _);
+        let m4 = _mm512_set1_epi8(0x0F);
+        let x10 = _mm512_set1_epi8(0x10);
+        // Bits 4..7 of each byte to bits 0..3, the rest cleared (GF(2) affine; as Q5_0's kernels).
+        let high = _mm512_set1_epi64(0x1020_4080_0000_0000);
+        let zero = _mm512_setzero_si512();
+        let groups = nb / 4;
+        debug_assert!(lanes.groups() >= groups);
+        let mut acc = _mm_setzero_ps();
+        let mut accm = _mm_setzero_ps();
+        for e in 0..groups {
+            // The next group of eight rows (8·rb contiguous bytes; these four rows are the first or
+            // the last four of the current one), this step's share of it, into L2.
+            let ahead = w.wrapping_add(8 * rb + e * 4 * gbytes);
+            let mut k = 0;
+            while k < 4 * gbytes {
+                _mm_prefetch(ahead.wrapping_add(k) as *const i8, _MM_HINT_T1);
+                k += 64;
+            }
+            let q = lanes.halves.as_ptr().add(128 * e);
+            let alo = _mm512_loadu_si512(q as *const _);
+            let ahi = _mm512_loadu_si512(q.add(64) as *const _);
+            let mut g = [zero; 4];
+            let mut sd = idx_d;
+            let mut sm = idx_m;
+            for (r, gr) in g.iter_mut().enumerate() {
+                let gb = w.add(r * rb + e * gbytes);
+                let z0 = _mm512_loadu_si512(gb as *const _);
+                let z1 =
+                    _mm512_castsi256_si512(_mm256_loadu_si256(gb.add(gbytes - 32) as *const _));
+                let v = _mm512_permutex2var_epi16(z0, idx_n, z1);
+                let mut lo = _mm512_and_si512(v, m4);
+                let mut hi = _mm512_gf2p8affine_epi64_epi8::<0>(v, high);
+                if KIND == Q5_0 {
+                    let qh = _mm512_permutex2var_epi16(z0, idx_qh, z1);
+                    let kl = _mm512_bitshuffle_epi64_mask(qh, qh_lo);
+                    let kh = _mm512_bitshuffle_epi64_mask(qh, qh_hi);
+                    lo = _mm512_mask_add_epi8(lo, kl, lo, x10);
+                    hi = _mm512_mask_add_epi8(hi, kh, hi, x10);
+                }
+                *gr = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, alo), hi, ahi);
+                // The scales into their lanes (`vpermi2w`: lanes outside the mask keep what the
+                // index vector holds — the indices of the rows still to come, or earlier rows'
+                // scales).
+                sd = _mm512_mask2_permutex2var_epi16(z0, sd, 0x1111 << r, z1);
+                if KIND == Q4_1 {
+                    sm = _mm512_mask2_permutex2var_epi16(z0, sm, 0x1111 << r, z1);
+                }
+            }
+            let t = reduce_rows(g);
+            let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sd));
+            let d = _mm512_mul_ps(dw, _mm512_loadu_ps(lanes.d.as_ptr().add(16 * e)));
+            if KIND == Q4_1 {
+                acc = chain(acc, d, _mm512_cvtepi32_ps(t));
+                let mw = _mm512_cvtph_ps(_mm512_castsi512_si256(sm));
+                accm = chain(accm, mw, _mm512_loadu_ps(lanes.s.as_ptr().add(16 * e)));
+            } else {
+                let sum = _mm512_loadu_si512(lanes.sum.as_ptr().add(16 * e) as *const _);
+                // The weights' offset: 16 (Q5_0) or 8 (Q4_0) times the activation's sum.
+                let off = if KIND == Q5_0 {
+                    _mm512_slli_epi32::<4>(sum)
+                } else {
+                    _mm512_slli_epi32::<3>(sum)
+                };
+                let isum = _mm512_sub_epi32(t, off);
+                acc = chain(acc, d, _mm512_cvtepi32_ps(isum));
+            }
+        }
+        let mut sums = [0f32; 4];
+        let mut sums_m = [0f32; 4];
+        _mm_storeu_ps(sums.as_mut_ptr(), acc);
+        _mm_storeu_ps(sums_m.as_mut_ptr(), accm);
+        for (r, o) in out.iter_mut().enumerate() {
+            let row = std::slice::from_raw_parts(w.add(r * rb), nb * bb);
+            for b in 4 * groups..nb {
+                tail_block::<KIND>(
+                    &row[b * bb..(b + 1) * bb],
+                    a,
+                    b,
+                    &mut sums[r],
+                    &mut sums_m[r],
+                );
+            }
+            *o = if KIND == Q4_1 {
+                sums[r] + sums_m[r]
+            } else {
+                sums[r]
+            };
+        }
+    }
+
+    /// Block `b` of a row (`wb`, its bytes) added into the row's sums with the vector steps' float
+    /// operations (for Q4_0 and Q5_0 `a` is the Q8_0 activation, for Q4_1 the Q8_1 one).
+    fn tail_block<const KIND: u8>(wb: &[u8], a: &[u8], b: usize, acc: &mut f32, accm: &mut f32) {
+        let nib = &wb[nibbles_at(KIND)..nibbles_at(KIND) + 16];
+        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        let value = |i: usize| -> i32 {
+            let q = if i < 16 {
+                nib[i] & 0x0F
+            } else {
+                nib[i - 16] >> 4
+            } as i32;
+            if KIND == Q5_0 {
+                q | (((qh >> i) & 1) as i32) << 4
+            } else {
+                q
+            }
+        };
+        if KIND == Q4_1 {
+            let ab = &a[b * crate::q8_1::BLOCK_BYTES..(b + 1) * crate::q8_1::BLOCK_BYTES];
+            let t: i32 = (0..32).map(|i| value(i) * ab[4 + i] as i8 as i32).sum();
+            let d = f16_at(wb, 0) * f16_at(ab, 0);
+            *acc = d.mul_add(t as f32, *acc);
+            *accm = f16_at(wb, 2).mul_add(f16_at(ab, 2), *accm);
+        } else {
+            let ab = &a[b * crate::q8_0::BLOCK_BYTES..(b + 1) * crate::q8_0::BLOCK_BYTES];
+            let q = |i: usize| ab[2 + i] as i8 as i32;
+            let t: i32 = (0..32).map(|i| value(i) * q(i)).sum();
+            let sum: i32 = (0..32).map(q).sum();
+            let off = if KIND == Q5_0 { 16 } else { 8 } * sum;
+            let d = f16_at(wb, 0) * f16_at(ab, 0);
+            *acc = d.mul_add((t - off) as f32, *acc);
+        }
+    }
+
+    /// [`rows4`] for a group of eight rows: the first four, then the last four.
+    ///
+    /// # Safety
+    ///
+    /// As [`rows4`], for eight rows.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    pub(crate) unsafe fn rows8<const KIND: u8>(
+        w: *const u8,
+        rb: usize,
+        nb: usize,
+        a: &[u8],
+        lanes: &Lanes,
+        out: &mut [f32; 8],
+    ) {
+        let mut half = [0f32; 4];
+        for (h, o) in out.chunks_exact_mut(4).enumerate() {
+            rows4::<KIND>(w.add(4 * h * rb), rb, nb, a, lanes, &mut half);
+            o.copy_from_slice(&half);
+        }
+    }
+}
