@@ -390,7 +390,9 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
 /// An activation made ready, once, for many row-group kernel calls (decode dots one activation
 /// with every row of several matrices; each call gets a chunk of rows). Holds what the weight
 /// type's multi-row kernel wants beyond the activation bytes (for Q4_0: the Q8_0 blocks
-/// unpacked, f32 scales, block sums; Q5_0 the same); nothing for the other types.
+/// unpacked, f32 scales, block sums; Q5_0 the same; and for Q4_0, Q4_1 and Q5_0, made on the
+/// first row-major decode call where they run, the four-row kernels' [`nib4::Lanes`]); nothing
+/// for the other types.
 pub struct ActPrep {
     weight_ty: GgmlType,
     unpacked: Option<q8_0::PreparedQ8>,
