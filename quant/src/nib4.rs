@@ -105,15 +105,41 @@ impl Lanes {
         self.halves.len() / 128
     }
 
-    /// The lanes a call over row groups computes with: none for packed (`il`) groups or where
-    /// the kernels do not run, else `given`, or what `make` makes (kept in `own`). Panics,
-    /// naming `name`, when they hold fewer than `groups` groups or were made from the other
-    /// activation type (`q8_1`: Q8_1 blocks, for Q4_1; else Q8_0).
-    pub(crate) fn pick<'a>(
+    /// The lanes a Q4_0 or Q5_0 call over row groups (`nb` blocks a row, Q8_0 activation
+    /// `prep`) computes with: none for packed (`il`) groups or where the kernels do not run,
+    /// else `given`, or ones made from `prep` (kept in `own`). Panics, naming `name`, when they
+    /// are too short or were made from Q8_1 blocks. (Called from x86-64 code only.)
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn for_q8_0<'a>(
         given: Option<&'a Lanes>,
         own: &'a mut Option<Lanes>,
         il: bool,
-        (groups, q8_1): (usize, bool),
+        nb: usize,
+        prep: &crate::q8_0::PreparedQ8,
+        name: &str,
+    ) -> Option<&'a Lanes> {
+        Self::pick(given, own, il, (nb, false), name, || Self::from_q8_0(prep))
+    }
+
+    /// [`Lanes::for_q8_0`] for a Q4_1 call: made from the Q8_1 blocks `a`.
+    pub(crate) fn for_q8_1<'a>(
+        given: Option<&'a Lanes>,
+        own: &'a mut Option<Lanes>,
+        il: bool,
+        nb: usize,
+        a: &[u8],
+        name: &str,
+    ) -> Option<&'a Lanes> {
+        Self::pick(given, own, il, (nb, true), name, || Self::from_q8_1(a))
+    }
+
+    /// What [`Lanes::for_q8_0`] and [`Lanes::for_q8_1`] share: `nb` blocks a row, `q8_1` the
+    /// activation type the lanes must come from.
+    fn pick<'a>(
+        given: Option<&'a Lanes>,
+        own: &'a mut Option<Lanes>,
+        il: bool,
+        (nb, q8_1): (usize, bool),
         name: &str,
         make: impl FnOnce() -> Lanes,
     ) -> Option<&'a Lanes> {
@@ -129,9 +155,10 @@ impl Lanes {
             "{name}: activation lanes made from the other activation type"
         );
         assert!(
-            lanes.groups() >= groups,
-            "{name}: activation lanes hold {} groups of four blocks, rows need {groups}",
-            lanes.groups()
+            lanes.groups() >= nb / 4,
+            "{name}: activation lanes hold {} groups of four blocks, rows need {}",
+            lanes.groups(),
+            nb / 4
         );
         Some(lanes)
     }
@@ -183,18 +210,18 @@ mod x86 {
     /// first f16 (`d`) at word lane `4j + r`; for Q4_1 `d` there and its second (`m`) at word
     /// lane `16 + 4j + r`; and Q5_0's `qh` (both dwords of lane `j`'s qwords hold block `j`'s 32
     /// bits).
-    const fn indices(kind: u8) -> [[u16; 32]; 4] {
+    const fn indices(kind: u8) -> [[u16; 32]; 3] {
         let bb = block_bytes(kind);
-        let mut t = [[0u16; 32]; 4];
+        let mut t = [[0u16; 32]; 3];
         let mut l = 0;
         while l < 32 {
             let j = l / 8;
             t[0][l] = word_at(kind, bb * j + nibbles_at(kind) + 2 * (l % 8));
-            let s = (l % 16) / 4;
-            t[1][l] = word_at(kind, bb * s);
-            // Q4_1: `d` in word lanes 0..15, `m` in 16..31, one permute for both.
-            t[2][l] = word_at(kind, bb * s + 2 * (l / 16));
-            t[3][l] = word_at(kind, bb * j + 2 + 2 * (l % 2));
+            // Block `(l mod 16) / 4`'s `d` (word lanes 16..31: Q4_1's `m`, one permute for both;
+            // the other types use only lanes 0..15).
+            let m = if kind == Q4_1 { 2 * (l / 16) } else { 0 };
+            t[1][l] = word_at(kind, bb * ((l % 16) / 4) + m);
+            t[2][l] = word_at(kind, bb * j + 2 + 2 * (l % 2));
             l += 1;
         }
         t
@@ -256,8 +283,8 @@ mod x86 {
         let gbytes = 4 * bb;
         let idx = indices(KIND);
         let idx_n = _mm512_loadu_si512(idx[0].as_ptr() as *const _);
-        let idx_d = _mm512_loadu_si512(idx[if KIND == Q4_1 { 2 } else { 1 }].as_ptr() as *const _);
-        let idx_qh = _mm512_loadu_si512(idx[3].as_ptr() as *const _);
+        let idx_d = _mm512_loadu_si512(idx[1].as_ptr() as *const _);
+        let idx_qh = _mm512_loadu_si512(idx[2].as_ptr() as *const _);
         let qh_lo = _mm512_loadu_si512(QH_BITS[0].as_ptr() as *const _);
         let qh_hi = _mm512_loadu_si512(QH_BITS[1].as_ptr() as *const _);
         let m4 = _mm512_set1_epi8(0x0F);

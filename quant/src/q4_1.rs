@@ -162,9 +162,7 @@ pub fn vec_dot_rows(
     let simd = has_avx2() && nb > 0;
     let mut own_lanes = None;
     let lanes = if simd && out.len() >= 8 {
-        crate::nib4::Lanes::pick(lanes, &mut own_lanes, il, (nb / 4, true), name, || {
-            crate::nib4::Lanes::from_q8_1(&a[..need])
-        })
+        crate::nib4::Lanes::for_q8_1(lanes, &mut own_lanes, il, nb, &a[..need], name)
     } else {
         None
     };
@@ -183,7 +181,7 @@ pub fn vec_dot_rows(
             // `has_avx512()`; the group's eight rows (in either layout, the same bytes) lie
             // inside `w` (asserted: w holds out.len() rows of nb blocks) and `a` holds nb
             // activation blocks (asserted); with `lanes` (AVX-512, row-major), those hold nb / 4
-            // groups (asserted by `Lanes::pick`).
+            // groups (asserted by `Lanes::for_q8_1`).
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 if let Some(l) = lanes {

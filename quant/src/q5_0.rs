@@ -199,14 +199,8 @@ pub fn vec_dot_rows(
             prep.blocks()
         );
         let mut own_lanes = None;
-        let lanes = crate::nib4::Lanes::pick(
-            lanes,
-            &mut own_lanes,
-            il,
-            (nb / 4, false),
-            "q5_0 vec_dot_rows",
-            || crate::nib4::Lanes::from_q8_0(prep),
-        );
+        let lanes =
+            crate::nib4::Lanes::for_q8_0(lanes, &mut own_lanes, il, nb, prep, "q5_0 vec_dot_rows");
         while r + 8 <= out.len() {
             let mut o = [[0f32; 8]; 1];
             let g = w[r * row_bytes..].as_ptr();
