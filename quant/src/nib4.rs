@@ -21,6 +21,13 @@
 //! threads ÷ the STREAM triad (three full runs, quant/README.md "four rows at a time"): Q4_0
 //! 0.88-0.93 and Q4_1 0.88-0.94, where the eight-row kernels read 0.77-0.87; Q5_0, which
 //! computes the most, 0.81-0.86.
+//!
+//! Q5_0 (2026-11-24) takes its nibbles from its group's first and last 64 bytes with two
+//! single-source word permutes, and its fifth bits straight into two 64-bit byte masks built in
+//! general registers from eight 8-byte reads (no `qh` permute, no bit shuffles): the vector
+//! ports, the limit in cache, do about a fifth less a row. In cache, one thread, the fastest
+//! of 2000 alternating samples: 11.3 -> 9.3 TSC ticks a row and group; from memory (paired
+//! passes, each between two triads) 2 % faster (quant/README.md "Q5_0's fifth bits as masks").
 
 use crate::common::f16_at;
 
@@ -195,50 +202,52 @@ mod x86 {
         }
     }
 
-    /// The word index, for `vpermt2w` over `z0` = a group's bytes 0..64 and `z1` = its last 32
-    /// bytes, of the word at (even) byte `byte` of a group of four blocks.
-    const fn word_at(kind: u8, byte: usize) -> u16 {
-        let group = 4 * block_bytes(kind);
-        if byte < 64 {
-            (byte / 2) as u16
+    /// Where a group's second load, `z1`, starts (the first, `z0`, is its first 64 bytes): Q5_0
+    /// loads its last 64 bytes (two single-source permutes take its nibbles), the others their
+    /// last 32 (one two-source permute; 64 there measured slower, Q4_1 by a sixth in cache).
+    const fn z1_at(kind: u8) -> usize {
+        if kind == Q5_0 {
+            4 * block_bytes(kind) - 64
         } else {
-            (32 + (byte - (group - 32)) / 2) as u16
+            4 * block_bytes(kind) - 32
         }
     }
 
-    /// Permute indices: the nibble bytes (16-byte lane `j` holds block `j`'s), then each block's
-    /// first f16 (`d`) at word lane `4j + r`; for Q4_1 `d` there and its second (`m`) at word
-    /// lane `16 + 4j + r`; and Q5_0's `qh` (both dwords of lane `j`'s qwords hold block `j`'s 32
-    /// bits).
-    const fn indices(kind: u8) -> [[u16; 32]; 3] {
+    /// The word index, for `vpermt2w`/`vpermi2w` over `z0` (words 0..32) and `z1` (32..), of the
+    /// word at (even) byte `byte` of a group.
+    const fn word_at(kind: u8, byte: usize) -> u16 {
+        if byte + 2 <= 64 {
+            (byte / 2) as u16
+        } else {
+            (32 + (byte - z1_at(kind)) / 2) as u16
+        }
+    }
+
+    /// Q5_0: blocks whose nibbles lie wholly in `z0` (the rest come from `z1`).
+    const Q5_0_FROM_Z0: usize = 2;
+
+    /// Permute indices putting block `j`'s 16 nibble bytes in 16-byte lane `j` (for Q5_0 a
+    /// lane's words all from one load, `vpermw` reading the low five bits), then the scales:
+    /// block `j`'s `d` at word lane `4j + r` (filled row by row), Q4_1's `m` at `16 + 4j + r`
+    /// (the other types use lanes 0..15 only).
+    const fn indices(kind: u8) -> [[u16; 32]; 2] {
         let bb = block_bytes(kind);
-        let mut t = [[0u16; 32]; 3];
+        let mut t = [[0u16; 32]; 2];
         let mut l = 0;
         while l < 32 {
             let j = l / 8;
-            t[0][l] = word_at(kind, bb * j + nibbles_at(kind) + 2 * (l % 8));
-            // Block `(l mod 16) / 4`'s `d` (word lanes 16..31: Q4_1's `m`, one permute for both;
-            // the other types use only lanes 0..15).
+            let byte = bb * j + nibbles_at(kind) + 2 * (l % 8);
+            t[0][l] = if kind == Q5_0 && j >= Q5_0_FROM_Z0 {
+                (32 + (byte - z1_at(kind)) / 2) as u16
+            } else {
+                word_at(kind, byte)
+            };
             let m = if kind == Q4_1 { 2 * (l / 16) } else { 0 };
             t[1][l] = word_at(kind, bb * ((l % 16) / 4) + m);
-            t[2][l] = word_at(kind, bb * j + 2 + 2 * (l % 2));
             l += 1;
         }
         t
     }
-
-    /// `vpshufbitqmb` indices: byte `p` of a lane selects bit `p mod 16` (low nibbles) or
-    /// `16 + p mod 16` (high nibbles) of its qword, which holds its block's `qh`.
-    const QH_BITS: [[u8; 64]; 2] = {
-        let mut t = [[0u8; 64]; 2];
-        let mut p = 0;
-        while p < 64 {
-            t[0][p] = (p % 16) as u8;
-            t[1][p] = (16 + p % 16) as u8;
-            p += 1;
-        }
-        t
-    };
 
     /// Lane `4j + r` of the result: the total of `g[r]`'s 16-byte lane `j` (exact i32 sums).
     ///
@@ -284,13 +293,15 @@ mod x86 {
         let idx = indices(KIND);
         let idx_n = _mm512_loadu_si512(idx[0].as_ptr() as *const _);
         let idx_d = _mm512_loadu_si512(idx[1].as_ptr() as *const _);
-        let idx_qh = _mm512_loadu_si512(idx[2].as_ptr() as *const _);
-        let qh_lo = _mm512_loadu_si512(QH_BITS[0].as_ptr() as *const _);
-        let qh_hi = _mm512_loadu_si512(QH_BITS[1].as_ptr() as *const _);
+        // Q5_0: the word lanes whose nibbles come from `z1`.
+        let k_z1: __mmask32 = !0 << (8 * Q5_0_FROM_Z0);
         let m4 = _mm512_set1_epi8(0x0F);
         let x10 = _mm512_set1_epi8(0x10);
-        // Bits 4..7 of each byte to bits 0..3, the rest cleared (GF(2) affine; as Q5_0's kernels).
+        // GF(2) affine matrices: bits 4..7 of each byte to bits 0..3 (the high nibble), and bits
+        // 0..3 kept (the low nibble; Q5_0's, where an `and` would let LLVM turn the masked add
+        // of its fifth bits into three instructions).
         let high = _mm512_set1_epi64(0x1020_4080_0000_0000);
+        let low = _mm512_set1_epi64(0x0102_0408_0000_0000);
         let zero = _mm512_setzero_si512();
         let groups = nb / 4;
         debug_assert!(lanes.groups() >= groups);
@@ -342,18 +353,43 @@ mod x86 {
             for (r, gr) in g.iter_mut().enumerate() {
                 let gb = w.add(r * rb + e * gbytes);
                 let z0 = _mm512_loadu_si512(gb as *const _);
-                let z1 =
-                    _mm512_castsi256_si512(_mm256_loadu_si256(gb.add(gbytes - 32) as *const _));
-                let v = _mm512_permutex2var_epi16(z0, idx_n, z1);
-                let mut lo = _mm512_and_si512(v, m4);
-                let mut hi = _mm512_gf2p8affine_epi64_epi8::<0>(v, high);
-                if KIND == Q5_0 {
-                    let qh = _mm512_permutex2var_epi16(z0, idx_qh, z1);
-                    let kl = _mm512_bitshuffle_epi64_mask(qh, qh_lo);
-                    let kh = _mm512_bitshuffle_epi64_mask(qh, qh_hi);
-                    lo = _mm512_mask_add_epi8(lo, kl, lo, x10);
-                    hi = _mm512_mask_add_epi8(hi, kh, hi, x10);
-                }
+                let (z1, v) = if KIND == Q5_0 {
+                    let z1 = _mm512_loadu_si512(gb.add(z1_at(KIND)) as *const _);
+                    let v = _mm512_mask_permutexvar_epi16(
+                        _mm512_permutexvar_epi16(idx_n, z0),
+                        k_z1,
+                        idx_n,
+                        z1,
+                    );
+                    (z1, v)
+                } else {
+                    let z1 =
+                        _mm512_castsi256_si512(_mm256_loadu_si256(gb.add(z1_at(KIND)) as *const _));
+                    (z1, _mm512_permutex2var_epi16(z0, idx_n, z1))
+                };
+                let hi = _mm512_gf2p8affine_epi64_epi8::<0>(v, high);
+                let (lo, hi) = if KIND == Q5_0 {
+                    // The fifth bits as byte masks: bit `16j + i` of `klo` is bit `i` of block
+                    // `j`'s `qh` (its values 0..15, lane `j` of `lo`), of `khi` bit `16 + i`. Each
+                    // 8-byte read puts the wanted 16 bits of `qh` (at bytes 22j+2 and 22j+4) at bit
+                    // 16j.
+                    let at = |o: usize| std::ptr::read_unaligned(gb.add(o) as *const u64);
+                    let klo: __mmask64 = (at(2) & 0xFFFF)
+                        | (at(22) & 0xFFFF_0000)
+                        | (at(42) & 0xFFFF_0000_0000)
+                        | (at(62) & 0xFFFF_0000_0000_0000);
+                    let khi: __mmask64 = (at(4) & 0xFFFF)
+                        | (at(24) & 0xFFFF_0000)
+                        | (at(44) & 0xFFFF_0000_0000)
+                        | (at(64) & 0xFFFF_0000_0000_0000);
+                    let lo = _mm512_gf2p8affine_epi64_epi8::<0>(v, low);
+                    (
+                        _mm512_mask_add_epi8(lo, klo, lo, x10),
+                        _mm512_mask_add_epi8(hi, khi, hi, x10),
+                    )
+                } else {
+                    (_mm512_and_si512(v, m4), hi)
+                };
                 *gr = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, alo), hi, ahi);
                 // The scales into their lanes (`vpermi2w`: lanes outside the mask keep what the
                 // index vector holds — the indices of the rows still to come, or earlier rows'
