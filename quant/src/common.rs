@@ -69,7 +69,7 @@ pub(crate) fn has_avx2() -> bool {
 
 /// Whether the AVX-512 kernels run (detected once): AVX-512 F, BW and VL with VNNI (`vpdpbusd`
 /// sums byte products straight into i32 lanes, one instruction for AVX2's `maddubs` + `add` +
-/// `madd`), BITALG (`vpshufbitqmb` gathers one bit per byte into a mask) and GFNI, on top of
+/// `madd`), BITALG (`vpshufbitqmb` gathers one bit per byte into a mask), GFNI and BMI2, on top of
 /// [`has_avx2`]'s features: Intel Ice Lake and later, AMD Zen 4 and later. The kernels that
 /// have such a version ("where it pays": the byte-dot kernels whose AVX2 versions are limited
 /// by their instruction count) take it; the rest stay on AVX2. `QUANT_NO_AVX512` (set at all)
@@ -88,6 +88,8 @@ pub(crate) fn has_avx512() -> bool {
             && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("avx512bitalg")
             && is_x86_feature_detected!("gfni")
+            // `pext` in Q5_0's four-row kernel (every AVX-512 CPU so far has BMI2).
+            && is_x86_feature_detected!("bmi2")
     })
 }
 
