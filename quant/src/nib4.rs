@@ -392,10 +392,15 @@ mod x86 {
                     (_mm512_and_si512(v, m4), hi)
                 };
                 *gr = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, alo), hi, ahi);
-                // The scales into their lanes (`vpermi2w`: lanes outside the mask keep what the
-                // index vector holds — the indices of the rows still to come, or earlier rows'
-                // scales).
-                sd = _mm512_mask2_permutex2var_epi16(z0, sd, 0x1111_1111 << r, z1);
+                // The scales into their lanes (masked permutes: lanes outside the mask keep what
+                // `sd` holds — the indices of the rows still to come, or earlier rows' scales).
+                // Q4_0's and Q4_1's scales all lie in `z0`: a single-source `vpermw` (one
+                // micro-op where `vpermi2w` takes three; in cache 1.09x for Q4_0, 1.10x for Q4_1).
+                sd = if KIND == Q5_0 {
+                    _mm512_mask2_permutex2var_epi16(z0, sd, 0x1111_1111 << r, z1)
+                } else {
+                    _mm512_mask_permutexvar_epi16(sd, 0x1111_1111 << r, idx_d, z0)
+                };
             }
             let t = reduce_rows(g);
             let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sd));
