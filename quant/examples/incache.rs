@@ -1,8 +1,8 @@
 //! In-cache kernel throughput, the fastest of many short samples (wall-clock: on a shared
 //! virtual machine neither CPU time nor a long sample escapes the neighbours, but some short
-//! samples run undisturbed): how fast each `vec_dot` runs when memory is not the limit. `cargo run --release -p quant --example incache
-//! [KiB]` (default 192 KiB of weights, inside a Zen 3 core's 512 KiB L2; `QUANT_BENCH_ROW`
-//! sets the row length, default 8192).
+//! samples run undisturbed): how fast each `vec_dot` runs when memory is not the limit.
+//! `cargo run --release -p quant --example incache [KiB]` (default 192 KiB of weights, inside a
+//! Zen 3 core's 512 KiB L2; `QUANT_BENCH_ROW` sets the row length, default 8192).
 use quant::*;
 
 fn main() {

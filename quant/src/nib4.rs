@@ -214,17 +214,22 @@ mod x86 {
     }
 
     /// The word index, for `vpermt2w`/`vpermi2w` over `z0` (words 0..32) and `z1` (32..), of the
-    /// word at (even) byte `byte` of a group.
+    /// word at (even) byte `byte` of a group: from `z0` where it lies there.
     const fn word_at(kind: u8, byte: usize) -> u16 {
         if byte + 2 <= 64 {
             (byte / 2) as u16
         } else {
-            (32 + (byte - z1_at(kind)) / 2) as u16
+            word_in_z1(kind, byte)
         }
     }
 
+    /// The word index, as [`word_at`], of the word at (even) byte `byte` read from `z1`.
+    const fn word_in_z1(kind: u8, byte: usize) -> u16 {
+        (32 + (byte - z1_at(kind)) / 2) as u16
+    }
+
     /// Q5_0: blocks whose nibbles lie wholly in `z0` (the rest come from `z1`).
-    const Q5_0_FROM_Z0: usize = 2;
+    const Q5_0_FROM_Z0: usize = (64 - nibbles_at(Q5_0) - 16) / block_bytes(Q5_0) + 1;
 
     /// Permute indices putting block `j`'s 16 nibble bytes in 16-byte lane `j` (for Q5_0 a
     /// lane's words all from one load, `vpermw` reading the low five bits), then the scales:
@@ -238,7 +243,7 @@ mod x86 {
             let j = l / 8;
             let byte = bb * j + nibbles_at(kind) + 2 * (l % 8);
             t[0][l] = if kind == Q5_0 && j >= Q5_0_FROM_Z0 {
-                (32 + (byte - z1_at(kind)) / 2) as u16
+                word_in_z1(kind, byte)
             } else {
                 word_at(kind, byte)
             };
@@ -371,16 +376,18 @@ mod x86 {
                 let (lo, hi) = if KIND == Q5_0 {
                     // The fifth bits as byte masks: bit `16j + i` of `klo` is bit `i` of block
                     // `j`'s `qh` (its values 0..15, lane `j` of `lo`), of `khi` bit `16 + i`.
-                    // `x01` holds blocks 0 and 1's `qh` (bytes 2.. and 24.. of the group; the
-                    // 8-byte read at 20 has block 1's in its upper half), `x23` blocks 2 and 3's;
-                    // `pext` takes their low or high halves (on port 1, which 512-bit code leaves
-                    // idle: from memory 2-4 % faster than eight reads, `and`s and `or`s).
+                    // `x01` holds blocks 0 and 1's `qh` (block `j`'s at byte `bb·j + 2` of the
+                    // group; the 8-byte read four bytes before block 1's has it in its upper
+                    // half), `x23` blocks 2 and 3's; `pext` takes their low or high halves (on
+                    // port 1, which 512-bit code leaves idle: from memory 2-4 % faster than
+                    // eight reads, `and`s and `or`s).
                     let at = |o: usize| std::ptr::read_unaligned(gb.add(o) as *const u64);
                     let at32 = |o: usize| std::ptr::read_unaligned(gb.add(o) as *const u32) as u64;
+                    let qh = |j: usize| bb * j + 2;
                     const HI: u64 = 0xFFFF_FFFF_0000_0000;
                     const LO16: u64 = 0x0000_FFFF_0000_FFFF;
-                    let x01 = at32(2) | (at(20) & HI);
-                    let x23 = at32(46) | (at(64) & HI);
+                    let x01 = at32(qh(0)) | (at(qh(1) - 4) & HI);
+                    let x23 = at32(qh(2)) | (at(qh(3) - 4) & HI);
                     let klo: __mmask64 = _pext_u64(x01, LO16) | (_pext_u64(x23, LO16) << 32);
                     let khi: __mmask64 = _pext_u64(x01, !LO16) | (_pext_u64(x23, !LO16) << 32);
                     let lo = _mm512_gf2p8affine_epi64_epi8::<0>(v, low);
