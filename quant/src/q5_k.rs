@@ -234,10 +234,110 @@ mod avx2 {
         a: *const u8,
         out: &mut [f32; 8],
     ) {
+        if has_avx512() {
+            return vec_dot_8rows_512::<PACKED>(w, nb, a, out);
+        }
         let _frame = align_frame();
         k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap, bs2| {
             int_sums(bp, ahead, ap, bs2)
         })
+    }
+
+    /// [`vec_dot_8rows`] on AVX-512 ([`int_sums_512`] for each row's block: the same exact
+    /// sums and float steps, so the same bits).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_8rows_512<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        let _frame = align_frame();
+        k_8rows::<PACKED>(w, nb, BLOCK_BYTES, a, out, |bp, ahead, ap, bs2| {
+            int_sums_512(bp, ahead, ap, bs2)
+        })
+    }
+
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512, a pair of
+    /// sub-blocks (64 values) a 512-bit vector: the pair's 32 nibble bytes in both halves, one
+    /// GF(2) affine with a matrix per half takes the low nibbles (sub-block `2c`) into the low
+    /// half and the high ones (`2c + 1`) into the high; a second one moves `qh`'s bit `2c`
+    /// (low half) or `2c + 1` (high) of each byte to bit 4; an `or` joins them; one `vpdpbusd`
+    /// against the pair's 64 activation bytes. Each i32 lane holds four products, at most
+    /// 4·31·128 in magnitude, so two pairs pack into words and one `madd` applies their four
+    /// scales. The lane totals are the same exact `Σ sc·q·y` and `Σ m·bsum` as [`int_sums`].
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `bp` must point
+    /// to one readable Q5_K block and `ap` to one readable Q8_K block.
+    #[inline(always)]
+    unsafe fn int_sums_512(
+        bp: *const u8,
+        ahead: usize,
+        ap: *const u8,
+        bs2: __m256i,
+    ) -> (__m256i, __m256i) {
+        // GF(2) affine matrices (row i of the matrix, byte 7 - i, picks the source bits of
+        // result bit i): the low nibble kept, the high nibble moved down, bit `s` to bit 4.
+        const LOW: i64 = 0x0102_0408_0000_0000;
+        const HIGH: i64 = 0x1020_4080_0000_0000;
+        const fn to_bit4(s: u32) -> i64 {
+            (1i64 << s) << 24
+        }
+        let halves =
+            |a: i64, b: i64| _mm512_inserti64x4::<1>(_mm512_set1_epi64(a), _mm256_set1_epi64x(b));
+        let nib = halves(LOW, HIGH);
+        let fifth = [
+            halves(to_bit4(0), to_bit4(1)),
+            halves(to_bit4(2), to_bit4(3)),
+            halves(to_bit4(4), to_bit4(5)),
+            halves(to_bit4(6), to_bit4(7)),
+        ];
+        prefetch(bp, ahead);
+        prefetch(bp, ahead + 64);
+        prefetch(bp, ahead + 128);
+        let sm = k_scales_mins(bp.add(4));
+        let summ_v = _mm256_madd_epi16(sm, bs2);
+        let yp = ap.add(q8_k::QS_OFF);
+        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(bp.add(16) as *const __m256i));
+        let qp = bp.add(48);
+        let zero = _mm512_setzero_si512();
+        let pair = |c: usize| {
+            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(qp.add(32 * c) as *const __m256i));
+            let v = _mm512_or_si512(
+                _mm512_gf2p8affine_epi64_epi8::<0>(q, nib),
+                _mm512_gf2p8affine_epi64_epi8::<0>(qh, fifth[c]),
+            );
+            let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
+            _mm512_dpbusd_epi32(zero, v, y)
+        };
+        // After packing pairs c and c + 1 into words, 128-bit lane k holds words from
+        // sub-block 2c + k / 2 (words 0..3) and 2c + 2 + k / 2 (words 4..7): their scales,
+        // from the scale words 0..7 of `sm`.
+        let scales = |c: usize| {
+            let idx: [u16; 32] =
+                std::array::from_fn(|l| (2 * c + (l / 16) + 2 * ((l % 8) / 4)) as u16);
+            let idx = _mm512_loadu_si512(idx.as_ptr() as *const _);
+            _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sm))
+        };
+        let mut acc = _mm512_madd_epi16(_mm512_packs_epi32(pair(0), pair(1)), scales(0));
+        acc = _mm512_add_epi32(
+            acc,
+            _mm512_madd_epi16(_mm512_packs_epi32(pair(2), pair(3)), scales(2)),
+        );
+        let acc = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        (acc, summ_v)
     }
 
     /// One row against eight activations ([`k_multi8`] over the 5-bit values).
@@ -326,10 +426,29 @@ mod avx2 {
     /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        if has_avx512() {
+            return vec_dot_512(w, a);
+        }
         let _frame = align_frame();
         let nb = w.len() / BLOCK_BYTES;
         k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
             int_sums(bp, 2 * BLOCK_BYTES, ap, k_bsum_pairs(ap))
+        })
+    }
+
+    /// [`vec_dot`] on AVX-512 ([`int_sums_512`]: the same exact sums, so the same bits).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot`], and the CPU must support the AVX-512 features `has_avx512()` checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_512(w: &[u8], a: &[u8]) -> f32 {
+        let _frame = align_frame();
+        let nb = w.len() / BLOCK_BYTES;
+        k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
+            int_sums_512(bp, 2 * BLOCK_BYTES, ap, k_bsum_pairs(ap))
         })
     }
 
