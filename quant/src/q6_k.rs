@@ -380,7 +380,47 @@ mod avx2 {
         a: *const u8,
         out: &mut [f32; 8],
     ) {
+        if has_avx512() {
+            return vec_dot_8rows_512::<PACKED>(w, nb, a, out);
+        }
         let _frame = align_frame();
+        eight_rows::<PACKED>(w, nb, a, out, |bp, ahead, ap| int_sums(bp, ahead, ap))
+    }
+
+    /// [`vec_dot_8rows`] on AVX-512 ([`int_sums_512`]: the same exact sums and float steps,
+    /// so the same bits).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_8rows_512<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+    ) {
+        let _frame = align_frame();
+        eight_rows::<PACKED>(w, nb, a, out, |bp, ahead, ap| int_sums_512(bp, ahead, ap))
+    }
+
+    /// The body of [`vec_dot_8rows`] over `sums` (a block's exact integer sums in eight lanes,
+    /// hinting `ahead` bytes on).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows`]; inlined into a caller with the features `sums` needs.
+    #[inline(always)]
+    unsafe fn eight_rows<const PACKED: bool>(
+        w: *const u8,
+        nb: usize,
+        a: *const u8,
+        out: &mut [f32; 8],
+        sums: impl Fn(*const u8, usize, *const u8) -> __m256i,
+    ) {
         let rb = nb * BLOCK_BYTES;
         let mut acc = _mm256_setzero_ps();
         let group_prefetch = !PACKED && !crate::common::intel_cpu();
@@ -397,7 +437,7 @@ mod avx2 {
                 } else {
                     (w.add(r * rb + i * BLOCK_BYTES), 2 * BLOCK_BYTES)
                 };
-                iv[r] = int_sums(bp, ahead, ap);
+                iv[r] = sums(bp, ahead, ap);
                 dh[r] = (bp.add(208) as *const u16).read_unaligned();
             }
             let isum = _mm256_cvtepi32_ps(totals8(&iv));
@@ -406,6 +446,77 @@ mod avx2 {
             acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(da, d), isum));
         }
         _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    }
+
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512, two 32-runs a
+    /// 512-bit vector: runs 0 and 1 of a half are the low nibbles of its 64 `ql` bytes (one
+    /// load), runs 2 and 3 the high ones, each pair's two high bits moved to bits 4 and 5 from
+    /// the half's 32 `qh` bytes (in both halves of a vector) by a GF(2) affine with a matrix
+    /// per half, joined by an `or`; one `vpdpbusd` a pair against its 64 activation bytes. Each
+    /// i32 lane holds four products of the unsigned values, at most 4·63·128 in magnitude, and
+    /// each 128-bit lane one 16-value group, so a half's two vectors pack into words and one
+    /// `madd` applies their eight scales; the −32 offset as in [`int_sums`]. The lane totals
+    /// are the same exact `Σ sc·(q − 32)·y`.
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `bp` must point
+    /// to one readable Q6_K block and `ap` to one readable Q8_K block.
+    #[inline(always)]
+    unsafe fn int_sums_512(bp: *const u8, ahead: usize, ap: *const u8) -> __m256i {
+        // GF(2) affine matrices (byte 7 - i of the matrix picks the source bits of result bit
+        // i): the high nibble moved down; bits `s` and `s + 1` to bits 4 and 5.
+        const HIGH: i64 = 0x1020_4080_0000_0000;
+        const fn to_bits45(s: u32) -> i64 {
+            ((1i64 << s) << 24) | ((1i64 << (s + 1)) << 16)
+        }
+        let halves =
+            |a: i64, b: i64| _mm512_inserti64x4::<1>(_mm512_set1_epi64(a), _mm256_set1_epi64x(b));
+        let m4 = _mm512_set1_epi8(0x0F);
+        let high = _mm512_set1_epi64(HIGH);
+        let top01 = halves(to_bits45(0), to_bits45(2));
+        let top23 = halves(to_bits45(4), to_bits45(6));
+        for k in 0..4 {
+            prefetch(bp, ahead + 64 * k);
+        }
+        let yp = ap.add(q8_k::QS_OFF);
+        let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
+        let off = _mm256_madd_epi16(bs, sc16);
+        let zero = _mm512_setzero_si512();
+        let mut acc = zero;
+        for h in 0..2 {
+            let ql = _mm512_loadu_si512(bp.add(64 * h) as *const _);
+            let qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(bp.add(128 + 32 * h) as *const __m256i));
+            let v01 = _mm512_or_si512(
+                _mm512_and_si512(ql, m4),
+                _mm512_gf2p8affine_epi64_epi8::<0>(qh, top01),
+            );
+            let v23 = _mm512_or_si512(
+                _mm512_gf2p8affine_epi64_epi8::<0>(ql, high),
+                _mm512_gf2p8affine_epi64_epi8::<0>(qh, top23),
+            );
+            let y01 = _mm512_loadu_si512(yp.add(128 * h) as *const _);
+            let y23 = _mm512_loadu_si512(yp.add(128 * h + 64) as *const _);
+            let p01 = _mm512_dpbusd_epi32(zero, v01, y01);
+            let p23 = _mm512_dpbusd_epi32(zero, v23, y23);
+            // After packing, 128-bit lane j holds group 8h + j (words 0..3) and 8h + 4 + j
+            // (words 4..7): their scales.
+            let idx: [u16; 32] =
+                std::array::from_fn(|l| (8 * h + l / 8 + 4 * ((l % 8) / 4)) as u16);
+            let sc = _mm512_permutexvar_epi16(
+                _mm512_loadu_si512(idx.as_ptr() as *const _),
+                _mm512_castsi256_si512(sc16),
+            );
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_packs_epi32(p01, p23), sc));
+        }
+        let acc = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        _mm256_sub_epi32(acc, _mm256_slli_epi32(off, 5))
     }
 
     /// Unsigned 6-bit products with `maddubs`; the -32 offset is applied once per super-block
@@ -418,7 +529,37 @@ mod avx2 {
     /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        if has_avx512() {
+            return vec_dot_512(w, a);
+        }
         let _frame = align_frame();
+        one_row(w, a, |bp, ahead, ap| int_sums(bp, ahead, ap))
+    }
+
+    /// [`vec_dot`] on AVX-512 ([`int_sums_512`]: the same exact sums, so the same bits).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot`], and the CPU must support the AVX-512 features `has_avx512()` checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_512(w: &[u8], a: &[u8]) -> f32 {
+        let _frame = align_frame();
+        one_row(w, a, |bp, ahead, ap| int_sums_512(bp, ahead, ap))
+    }
+
+    /// The body of [`vec_dot`] over `sums` (as [`eight_rows`]'s).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot`]; inlined into a caller with the features `sums` needs.
+    #[inline(always)]
+    unsafe fn one_row(
+        w: &[u8],
+        a: &[u8],
+        sums: impl Fn(*const u8, usize, *const u8) -> __m256i,
+    ) -> f32 {
         let nb = w.len() / BLOCK_BYTES;
         let (wp, ap) = (w.as_ptr(), a.as_ptr());
         let mut sum = 0.0f32;
@@ -431,7 +572,7 @@ mod avx2 {
             for k in 0..8 {
                 let bp = wp.add((i + k) * BLOCK_BYTES);
                 let bap = ap.add((i + k) * q8_k::BLOCK_BYTES);
-                iv[k].write(int_sums(bp, 2 * BLOCK_BYTES, bap));
+                iv[k].write(sums(bp, 2 * BLOCK_BYTES, bap));
                 dh[k] = (bp.add(208) as *const u16).read_unaligned();
                 da[k] = (bap as *const f32).read_unaligned();
             }
@@ -447,8 +588,7 @@ mod avx2 {
         while i < nb {
             let (bp, bap) = (wp.add(i * BLOCK_BYTES), ap.add(i * q8_k::BLOCK_BYTES));
             let da = (bap as *const f32).read_unaligned();
-            sum +=
-                da * f16_load(bp.add(208)) * hsum_epi32(int_sums(bp, 2 * BLOCK_BYTES, bap)) as f32;
+            sum += da * f16_load(bp.add(208)) * hsum_epi32(sums(bp, 2 * BLOCK_BYTES, bap)) as f32;
             i += 1;
         }
         sum
