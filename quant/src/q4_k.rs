@@ -591,13 +591,13 @@ mod avx2 {
         })
     }
 
-    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: each 32-value
-    /// run's products summed into i32 lanes by `vpdpbusd` (each lane four products, at most
-    /// 4·15·128 in magnitude, so an i16), two runs packed into one vector of words and scaled
-    /// by one `madd` against their two scales ([`k_scale_pair`]): four scale vectors, one
-    /// `vpshufb` each, where [`unpack`] broadcasts eight scales with two shuffles each; the high
-    /// nibbles in one GF(2) affine step. The lane totals are the same exact `Σ sc·q·y` and
-    /// `Σ m·bsum`.
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512, a pair of
+    /// sub-blocks (64 values) a 512-bit vector: the pair's 32 nibble bytes in both halves, one
+    /// GF(2) affine with a matrix per half takes the low nibbles (sub-block `2c`) into the low
+    /// half and the high ones (`2c + 1`) into the high; one `vpdpbusd` against the pair's 64
+    /// activation bytes. Each i32 lane holds four products, at most 4·15·128 in magnitude, so
+    /// two pairs pack into words and one `madd` applies their four scales (a `vpermw` from the
+    /// scale words). The lane totals are the same exact `Σ sc·q·y` and `Σ m·bsum`.
     ///
     /// # Safety
     ///
@@ -610,29 +610,42 @@ mod avx2 {
         ap: *const u8,
         bs2: __m256i,
     ) -> (__m256i, __m256i) {
-        let m4 = _mm256_set1_epi8(0x0F);
-        // Bits 4..7 of each byte to bits 0..3 (row i of the GF(2) matrix, byte 7 - i, picks
-        // the source bit of result bit i).
-        let high = _mm256_set1_epi64x(0x1020_4080_0000_0000);
+        // GF(2) affine matrices (row i of the matrix, byte 7 - i, picks the source bits of
+        // result bit i): the low nibble kept (low half), the high nibble moved down (high).
+        let nib = _mm512_inserti64x4::<1>(
+            _mm512_set1_epi64(0x0102_0408_0000_0000),
+            _mm256_set1_epi64x(0x1020_4080_0000_0000),
+        );
         prefetch(bp, ahead);
         prefetch(bp, ahead + 64);
         prefetch(bp, ahead + 128);
         let sm = k_scales_mins(bp.add(4));
         let summ_v = _mm256_madd_epi16(sm, bs2);
-        let scl = _mm256_permute2x128_si256(sm, sm, 0x00);
         let yp = ap.add(q8_k::QS_OFF);
         let qp = bp.add(16);
-        let zero = _mm256_setzero_si256();
-        let mut acc = zero;
-        for c in 0..4 {
-            let pair = k_scale_pair(scl, c);
-            let q = _mm256_loadu_si256(qp.add(32 * c) as *const __m256i);
-            let y0 = _mm256_loadu_si256(yp.add(64 * c) as *const __m256i);
-            let y1 = _mm256_loadu_si256(yp.add(64 * c + 32) as *const __m256i);
-            let p0 = _mm256_dpbusd_epi32(zero, _mm256_and_si256(q, m4), y0);
-            let p1 = _mm256_dpbusd_epi32(zero, _mm256_gf2p8affine_epi64_epi8::<0>(q, high), y1);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_packs_epi32(p0, p1), pair));
-        }
+        let zero = _mm512_setzero_si512();
+        let pair = |c: usize| {
+            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(qp.add(32 * c) as *const __m256i));
+            let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
+            _mm512_dpbusd_epi32(zero, _mm512_gf2p8affine_epi64_epi8::<0>(q, nib), y)
+        };
+        // After packing pairs c and c + 1 into words, 128-bit lane k holds words from
+        // sub-block 2c + k / 2 (words 0..3) and 2c + 2 + k / 2 (words 4..7): their scales,
+        // from the scale words 0..7 of `sm`.
+        let scales = |c: usize| {
+            let idx: [u16; 32] =
+                std::array::from_fn(|l| (2 * c + (l / 16) + 2 * ((l % 8) / 4)) as u16);
+            let idx = _mm512_loadu_si512(idx.as_ptr() as *const _);
+            _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sm))
+        };
+        let acc = _mm512_add_epi32(
+            _mm512_madd_epi16(_mm512_packs_epi32(pair(0), pair(1)), scales(0)),
+            _mm512_madd_epi16(_mm512_packs_epi32(pair(2), pair(3)), scales(2)),
+        );
+        let acc = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
         (acc, summ_v)
     }
 
@@ -809,9 +822,27 @@ mod avx2 {
     /// at least as many activation blocks as `w` holds whole weight blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
+        if has_avx512() {
+            return vec_dot_512(w, a);
+        }
         let nb = w.len() / BLOCK_BYTES;
         k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
             int_sums(&unpack(bp, 2 * BLOCK_BYTES), ap, k_bsum_pairs(ap))
+        })
+    }
+
+    /// [`vec_dot`] on AVX-512 ([`int_sums_512`]: the same exact sums, so the same bits).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot`], and the CPU must support the AVX-512 features `has_avx512()` checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_512(w: &[u8], a: &[u8]) -> f32 {
+        let nb = w.len() / BLOCK_BYTES;
+        k_vec_dot(w.as_ptr(), a.as_ptr(), nb, BLOCK_BYTES, |bp, ap| {
+            int_sums_512(bp, 2 * BLOCK_BYTES, ap, k_bsum_pairs(ap))
         })
     }
 
