@@ -1589,11 +1589,10 @@ pub(crate) mod x86 {
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
     /// readable for `nb` blocks of `block_bytes`, each of `a` for `nb` Q8_K blocks, and `runs`
-    /// must be safe to call on any of the blocks with `c` below 4.
-    ///
-    /// `VNNI`: see [`k_chunk_tokens`].
+    /// must be safe to call on any of the blocks with `c` below 4. (AVX-512 CPUs take
+    /// [`k_multi8_512`].)
     #[inline(always)]
-    pub unsafe fn k_multi8<const VNNI: bool>(
+    pub unsafe fn k_multi8(
         w: *const u8,
         nb: usize,
         block_bytes: usize,
@@ -1617,14 +1616,9 @@ pub(crate) mod x86 {
                         _mm256_set1_epi16(((2 * j) | ((2 * j + 1) << 8)) as i16),
                     )
                 };
-                if VNNI {
-                    let (z, pair) = (_mm256_setzero_si256(), k_scale_pair(scl, c));
-                    k_chunk_tokens::<8, true>(&mut acc, &aps, c, lo, hi, z, z, pair);
-                } else {
-                    let (s0, s1) = (bc(2 * c), bc(2 * c + 1));
-                    let z = _mm256_setzero_si256();
-                    k_chunk_tokens::<8, false>(&mut acc, &aps, c, lo, hi, s0, s1, z);
-                }
+                let (s0, s1) = (bc(2 * c), bc(2 * c + 1));
+                let z = _mm256_setzero_si256();
+                k_chunk_tokens::<8, false>(&mut acc, &aps, c, lo, hi, s0, s1, z);
             }
             let mv: [__m256i; 8] =
                 std::array::from_fn(|t| _mm256_madd_epi16(sm, k_bsum_pairs(aps[t])));
@@ -1638,6 +1632,85 @@ pub(crate) mod x86 {
         _mm256_storeu_ps(out.as_mut_ptr(), sum);
         out
     }
+
+    /// The scales of pairs `c` and `c + 1` of a Q4_K/Q5_K super-block laid out for the words
+    /// `_mm512_packs_epi32` makes of their two `vpdpbusd` results (each pair's low sub-block in
+    /// the low 256 bits, its high one in the high): 128-bit lane `k` holds words from sub-block
+    /// `2c + k / 2` (words 0..3) and `2c + 2 + k / 2` (words 4..7), so their scales, from the
+    /// scale words 0..7 of `sm` ([`k_scales_mins`]).
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; registers only.
+    #[inline(always)]
+    pub unsafe fn k_scale_words_512(sm: __m256i, c: usize) -> __m512i {
+        let idx: [u16; 32] = std::array::from_fn(|l| (2 * c + (l / 16) + 2 * ((l % 8) / 4)) as u16);
+        let idx = _mm512_loadu_si512(idx.as_ptr() as *const _);
+        _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sm))
+    }
+
+    /// [`k_multi8`] on AVX-512, `k_multi8_512!(w, nb, block_bytes, a, pair)`: per super-block
+    /// each pair of sub-blocks' 64 unsigned values as one 512-bit vector (`pair(block, c)`, an
+    /// `#[inline(always)]` function) and two scale vectors ([`k_scale_words_512`]) stay in
+    /// registers while the eight tokens pass; a token's pair takes one `vpdpbusd` against its
+    /// 64 activation bytes, two pairs one `packs` and one `madd` (each i32 lane four products,
+    /// at most 4·31·128, so an i16). The same exact sums and [`k_step8`]'s float steps, so lane
+    /// t is bit-identical to [`k_multi8`]'s. A macro, not a function taking a closure: a
+    /// closure is a function of its own without the caller's target features, and LLVM left
+    /// this one out of line (every intrinsic in it a call: twelve times slower).
+    ///
+    /// Safety (of the expansion, in `unsafe` code): inside a function with the AVX-512
+    /// features `has_avx512()` checks; `w` must be readable for `nb` blocks of `block_bytes`,
+    /// each of `a` (`&[*const u8; 8]`) for `nb` Q8_K blocks, and `pair` must be safe to call
+    /// on any of the blocks with `c` below 4.
+    macro_rules! k_multi8_512 {
+        ($w:expr, $nb:expr, $block_bytes:expr, $a:expr, $pair:ident) => {{
+            const AB: usize = crate::q8_k::BLOCK_BYTES;
+            let (w, nb, block_bytes, a): (*const u8, usize, usize, &[*const u8; 8]) =
+                ($w, $nb, $block_bytes, $a);
+            let mut sum = _mm256_setzero_ps();
+            let zero = _mm512_setzero_si512();
+            for i in 0..nb {
+                let bp = w.add(i * block_bytes);
+                let mut aps = [std::ptr::null::<u8>(); 8];
+                for t in 0..8 {
+                    aps[t] = a[t].add(i * AB);
+                }
+                let sm = k_scales_mins(bp.add(4));
+                let v = [$pair(bp, 0), $pair(bp, 1), $pair(bp, 2), $pair(bp, 3)];
+                let (s0, s2) = (k_scale_words_512(sm, 0), k_scale_words_512(sm, 2));
+                let mut acc = [_mm256_setzero_si256(); 8];
+                let mut mv = [_mm256_setzero_si256(); 8];
+                let mut da = [0f32; 8];
+                for t in 0..8 {
+                    let yp = aps[t].add(crate::q8_k::QS_OFF);
+                    let mut p = [zero; 4];
+                    for c in 0..4 {
+                        let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
+                        p[c] = _mm512_dpbusd_epi32(zero, v[c], y);
+                    }
+                    let s = _mm512_add_epi32(
+                        _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s0),
+                        _mm512_madd_epi16(_mm512_packs_epi32(p[2], p[3]), s2),
+                    );
+                    acc[t] = _mm256_add_epi32(
+                        _mm512_castsi512_si256(s),
+                        _mm512_extracti64x4_epi64::<1>(s),
+                    );
+                    mv[t] = _mm256_madd_epi16(sm, k_bsum_pairs(aps[t]));
+                    da[t] = (aps[t] as *const f32).read_unaligned();
+                }
+                let dh = [(bp as *const u16).read_unaligned(); 8];
+                let dmh = [(bp.add(2) as *const u16).read_unaligned(); 8];
+                let da = _mm256_loadu_ps(da.as_ptr());
+                sum = _mm256_add_ps(sum, k_step8(&acc, &mv, &dh, &dmh, da));
+            }
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), sum);
+            out
+        }};
+    }
+    pub(crate) use k_multi8_512;
 
     /// One Q4_K/Q5_K row's dot product over `nb` super-blocks of `block_bytes` at `w` against
     /// Q8_K blocks at `a`, from each super-block's exact integer sums (`sums(block,

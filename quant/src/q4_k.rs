@@ -591,13 +591,32 @@ mod avx2 {
         })
     }
 
-    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512, a pair of
-    /// sub-blocks (64 values) a 512-bit vector: the pair's 32 nibble bytes in both halves, one
-    /// GF(2) affine with a matrix per half takes the low nibbles (sub-block `2c`) into the low
-    /// half and the high ones (`2c + 1`) into the high; one `vpdpbusd` against the pair's 64
-    /// activation bytes. Each i32 lane holds four products, at most 4·15·128 in magnitude, so
-    /// two pairs pack into words and one `madd` applies their four scales (a `vpermw` from the
-    /// scale words). The lane totals are the same exact `Σ sc·q·y` and `Σ m·bsum`.
+    /// Pair `c` (sub-blocks `2c` and `2c + 1`, 64 values) of the Q4_K block at `bp` as one
+    /// 512-bit vector of unsigned bytes: the pair's 32 nibble bytes in both halves, one GF(2)
+    /// affine with a matrix per half takes the low nibbles (sub-block `2c`) into the low half
+    /// and the high ones (`2c + 1`) into the high.
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `bp` must point
+    /// to one readable Q4_K block and `c` be below 4.
+    #[inline(always)]
+    unsafe fn pair_512(bp: *const u8, c: usize) -> __m512i {
+        // GF(2) affine matrices (row i of the matrix, byte 7 - i, picks the source bits of
+        // result bit i): the low nibble kept (low half), the high nibble moved down (high).
+        let nib = _mm512_inserti64x4::<1>(
+            _mm512_set1_epi64(0x0102_0408_0000_0000),
+            _mm256_set1_epi64x(0x1020_4080_0000_0000),
+        );
+        let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(bp.add(16 + 32 * c) as *const __m256i));
+        _mm512_gf2p8affine_epi64_epi8::<0>(q, nib)
+    }
+
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: each pair of
+    /// sub-blocks one vector ([`pair_512`]) and one `vpdpbusd` against its 64 activation bytes;
+    /// each i32 lane holds four products, at most 4·15·128 in magnitude, so two pairs pack
+    /// into words and one `madd` applies their four scales ([`k_scale_words_512`]). The lane
+    /// totals are the same exact `Σ sc·q·y` and `Σ m·bsum`.
     ///
     /// # Safety
     ///
@@ -610,37 +629,27 @@ mod avx2 {
         ap: *const u8,
         bs2: __m256i,
     ) -> (__m256i, __m256i) {
-        // GF(2) affine matrices (row i of the matrix, byte 7 - i, picks the source bits of
-        // result bit i): the low nibble kept (low half), the high nibble moved down (high).
-        let nib = _mm512_inserti64x4::<1>(
-            _mm512_set1_epi64(0x0102_0408_0000_0000),
-            _mm256_set1_epi64x(0x1020_4080_0000_0000),
-        );
         prefetch(bp, ahead);
         prefetch(bp, ahead + 64);
         prefetch(bp, ahead + 128);
         let sm = k_scales_mins(bp.add(4));
         let summ_v = _mm256_madd_epi16(sm, bs2);
         let yp = ap.add(q8_k::QS_OFF);
-        let qp = bp.add(16);
         let zero = _mm512_setzero_si512();
-        let pair = |c: usize| {
-            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(qp.add(32 * c) as *const __m256i));
-            let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
-            _mm512_dpbusd_epi32(zero, _mm512_gf2p8affine_epi64_epi8::<0>(q, nib), y)
-        };
-        // After packing pairs c and c + 1 into words, 128-bit lane k holds words from
-        // sub-block 2c + k / 2 (words 0..3) and 2c + 2 + k / 2 (words 4..7): their scales,
-        // from the scale words 0..7 of `sm`.
-        let scales = |c: usize| {
-            let idx: [u16; 32] =
-                std::array::from_fn(|l| (2 * c + (l / 16) + 2 * ((l % 8) / 4)) as u16);
-            let idx = _mm512_loadu_si512(idx.as_ptr() as *const _);
-            _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sm))
-        };
+        // (A macro, not a closure: a closure is a function of its own without the caller's
+        // target features, and LLVM may leave it out of line.)
+        macro_rules! p {
+            ($c:expr) => {
+                _mm512_dpbusd_epi32(
+                    zero,
+                    pair_512(bp, $c),
+                    _mm512_loadu_si512(yp.add(64 * $c) as *const _),
+                )
+            };
+        }
         let acc = _mm512_add_epi32(
-            _mm512_madd_epi16(_mm512_packs_epi32(pair(0), pair(1)), scales(0)),
-            _mm512_madd_epi16(_mm512_packs_epi32(pair(2), pair(3)), scales(2)),
+            _mm512_madd_epi16(_mm512_packs_epi32(p!(0), p!(1)), k_scale_words_512(sm, 0)),
+            _mm512_madd_epi16(_mm512_packs_epi32(p!(2), p!(3)), k_scale_words_512(sm, 2)),
         );
         let acc = _mm256_add_epi32(
             _mm512_castsi512_si256(acc),
@@ -756,10 +765,10 @@ mod avx2 {
             return vec_dot_multi8_512(w, nb, a);
         }
         let _frame = align_frame();
-        k_multi8::<false>(w, nb, BLOCK_BYTES, a, |bp, c| multi8_runs(bp, c))
+        k_multi8(w, nb, BLOCK_BYTES, a, |bp, c| multi8_runs(bp, c))
     }
 
-    /// [`vec_dot_multi8`] on AVX-512 (see [`k_chunk_tokens`]).
+    /// [`vec_dot_multi8`] on AVX-512 ([`k_multi8_512`] over [`pair_512`]).
     ///
     /// # Safety
     ///
@@ -770,7 +779,7 @@ mod avx2 {
     )]
     unsafe fn vec_dot_multi8_512(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
         let _frame = align_frame();
-        k_multi8::<true>(w, nb, BLOCK_BYTES, a, |bp, c| multi8_runs(bp, c))
+        k_multi8_512!(w, nb, BLOCK_BYTES, a, pair_512)
     }
 
     /// Chunk `c`'s two runs of the block at `bp`: its low and its high nibbles.
