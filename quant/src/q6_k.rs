@@ -323,6 +323,9 @@ mod avx2 {
     /// readable for `nb` blocks and each of `a` for `nb` Q8_K blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn vec_dot_multi8(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        if has_avx512() {
+            return vec_dot_multi8_512(w, nb, a);
+        }
         let _frame = align_frame();
         let mut sum = _mm256_setzero_ps();
         for i in 0..nb {
@@ -448,15 +451,104 @@ mod avx2 {
         _mm256_storeu_ps(out.as_mut_ptr(), acc);
     }
 
-    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512, two 32-runs a
-    /// 512-bit vector: runs 0 and 1 of a half are the low nibbles of its 64 `ql` bytes (one
-    /// load), runs 2 and 3 the high ones, each pair's two high bits moved to bits 4 and 5 from
-    /// the half's 32 `qh` bytes (in both halves of a vector) by a GF(2) affine with a matrix
-    /// per half, joined by an `or`; one `vpdpbusd` a pair against its 64 activation bytes. Each
-    /// i32 lane holds four products of the unsigned values, at most 4·63·128 in magnitude, and
-    /// each 128-bit lane one 16-value group, so a half's two vectors pack into words and one
-    /// `madd` applies their eight scales; the −32 offset as in [`int_sums`]. The lane totals
-    /// are the same exact `Σ sc·(q − 32)·y`.
+    /// A Q6_K block unpacked for AVX-512: two 32-runs a 512-bit vector of unsigned 6-bit
+    /// values — runs 0 and 1 of half `h` (`v[2h]`) are the low nibbles of its 64 `ql` bytes
+    /// (one load), runs 2 and 3 (`v[2h + 1]`) the high ones, each pair's two high bits moved to
+    /// bits 4 and 5 from the half's 32 `qh` bytes (in both halves of a vector) by a GF(2)
+    /// affine with a matrix per half, joined by an `or` — and the scales laid out for
+    /// `_mm512_packs_epi32(p[2h], p[2h + 1])` of the runs' `vpdpbusd` results: 128-bit lane `j`
+    /// then holds group `8h + j` (words 0..3) and `8h + 4 + j` (words 4..7), `sc[h]` their
+    /// scales; `sc16` the sixteen scales as words (for the −32 offset).
+    struct Unpacked512 {
+        v: [__m512i; 4],
+        sc: [__m512i; 2],
+        sc16: __m256i,
+    }
+
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `bp` must point
+    /// to one readable Q6_K block.
+    #[inline(always)]
+    unsafe fn unpack_512(bp: *const u8) -> Unpacked512 {
+        // GF(2) affine matrices (byte 7 - i of the matrix picks the source bits of result bit
+        // i): the high nibble moved down; bits `s` and `s + 1` to bits 4 and 5.
+        const HIGH: i64 = 0x1020_4080_0000_0000;
+        const fn to_bits45(s: u32) -> i64 {
+            ((1i64 << s) << 24) | ((1i64 << (s + 1)) << 16)
+        }
+        // (A macro, not a closure: a closure is a function of its own without the caller's
+        // target features, and LLVM may leave it out of line.)
+        macro_rules! halves {
+            ($a:expr, $b:expr) => {
+                _mm512_inserti64x4::<1>(_mm512_set1_epi64($a), _mm256_set1_epi64x($b))
+            };
+        }
+        let m4 = _mm512_set1_epi8(0x0F);
+        let high = _mm512_set1_epi64(HIGH);
+        let top01 = halves!(to_bits45(0), to_bits45(2));
+        let top23 = halves!(to_bits45(4), to_bits45(6));
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(192) as *const __m128i));
+        let mut u = Unpacked512 {
+            v: [_mm512_setzero_si512(); 4],
+            sc: [_mm512_setzero_si512(); 2],
+            sc16,
+        };
+        for h in 0..2 {
+            let ql = _mm512_loadu_si512(bp.add(64 * h) as *const _);
+            let qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(bp.add(128 + 32 * h) as *const __m256i));
+            u.v[2 * h] = _mm512_or_si512(
+                _mm512_and_si512(ql, m4),
+                _mm512_gf2p8affine_epi64_epi8::<0>(qh, top01),
+            );
+            u.v[2 * h + 1] = _mm512_or_si512(
+                _mm512_gf2p8affine_epi64_epi8::<0>(ql, high),
+                _mm512_gf2p8affine_epi64_epi8::<0>(qh, top23),
+            );
+            let idx: [u16; 32] =
+                std::array::from_fn(|l| (8 * h + l / 8 + 4 * ((l % 8) / 4)) as u16);
+            u.sc[h] = _mm512_permutexvar_epi16(
+                _mm512_loadu_si512(idx.as_ptr() as *const _),
+                _mm512_castsi256_si512(sc16),
+            );
+        }
+        u
+    }
+
+    /// The exact integer sum `Σ sc·(q − 32)·y` of an unpacked block ([`unpack_512`]) against
+    /// one Q8_K block, in eight lanes: one `vpdpbusd` a pair of runs against its 64 activation
+    /// bytes (each i32 lane four products of the unsigned values, at most 4·63·128 in
+    /// magnitude, and each 128-bit lane one 16-value group), a half's two results packed into
+    /// words and scaled by one `madd`; the −32 offset as in [`int_sums`].
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `ap` must point
+    /// to one readable Q8_K block.
+    #[inline(always)]
+    unsafe fn sums_512(u: &Unpacked512, ap: *const u8) -> __m256i {
+        let yp = ap.add(q8_k::QS_OFF);
+        let zero = _mm512_setzero_si512();
+        let mut p = [zero; 4];
+        for (k, pk) in p.iter_mut().enumerate() {
+            let y = _mm512_loadu_si512(yp.add(64 * k) as *const _);
+            *pk = _mm512_dpbusd_epi32(zero, u.v[k], y);
+        }
+        let acc = _mm512_add_epi32(
+            _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), u.sc[0]),
+            _mm512_madd_epi16(_mm512_packs_epi32(p[2], p[3]), u.sc[1]),
+        );
+        let acc = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
+        _mm256_sub_epi32(acc, _mm256_slli_epi32(_mm256_madd_epi16(bs, u.sc16), 5))
+    }
+
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512
+    /// ([`unpack_512`], [`sums_512`]): the same exact `Σ sc·(q − 32)·y` in eight lanes.
     ///
     /// # Safety
     ///
@@ -464,59 +556,43 @@ mod avx2 {
     /// to one readable Q6_K block and `ap` to one readable Q8_K block.
     #[inline(always)]
     unsafe fn int_sums_512(bp: *const u8, ahead: usize, ap: *const u8) -> __m256i {
-        // GF(2) affine matrices (byte 7 - i of the matrix picks the source bits of result bit
-        // i): the high nibble moved down; bits `s` and `s + 1` to bits 4 and 5.
-        const HIGH: i64 = 0x1020_4080_0000_0000;
-        const fn to_bits45(s: u32) -> i64 {
-            ((1i64 << s) << 24) | ((1i64 << (s + 1)) << 16)
-        }
-        let halves =
-            |a: i64, b: i64| _mm512_inserti64x4::<1>(_mm512_set1_epi64(a), _mm256_set1_epi64x(b));
-        let m4 = _mm512_set1_epi8(0x0F);
-        let high = _mm512_set1_epi64(HIGH);
-        let top01 = halves(to_bits45(0), to_bits45(2));
-        let top23 = halves(to_bits45(4), to_bits45(6));
         for k in 0..4 {
             prefetch(bp, ahead + 64 * k);
         }
-        let yp = ap.add(q8_k::QS_OFF);
-        let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
-        let sc16 = _mm256_cvtepi8_epi16(sc8);
-        let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
-        let off = _mm256_madd_epi16(bs, sc16);
-        let zero = _mm512_setzero_si512();
-        let mut acc = zero;
-        for h in 0..2 {
-            let ql = _mm512_loadu_si512(bp.add(64 * h) as *const _);
-            let qh =
-                _mm512_broadcast_i64x4(_mm256_loadu_si256(bp.add(128 + 32 * h) as *const __m256i));
-            let v01 = _mm512_or_si512(
-                _mm512_and_si512(ql, m4),
-                _mm512_gf2p8affine_epi64_epi8::<0>(qh, top01),
-            );
-            let v23 = _mm512_or_si512(
-                _mm512_gf2p8affine_epi64_epi8::<0>(ql, high),
-                _mm512_gf2p8affine_epi64_epi8::<0>(qh, top23),
-            );
-            let y01 = _mm512_loadu_si512(yp.add(128 * h) as *const _);
-            let y23 = _mm512_loadu_si512(yp.add(128 * h + 64) as *const _);
-            let p01 = _mm512_dpbusd_epi32(zero, v01, y01);
-            let p23 = _mm512_dpbusd_epi32(zero, v23, y23);
-            // After packing, 128-bit lane j holds group 8h + j (words 0..3) and 8h + 4 + j
-            // (words 4..7): their scales.
-            let idx: [u16; 32] =
-                std::array::from_fn(|l| (8 * h + l / 8 + 4 * ((l % 8) / 4)) as u16);
-            let sc = _mm512_permutexvar_epi16(
-                _mm512_loadu_si512(idx.as_ptr() as *const _),
-                _mm512_castsi256_si512(sc16),
-            );
-            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_packs_epi32(p01, p23), sc));
+        sums_512(&unpack_512(bp), ap)
+    }
+
+    /// [`vec_dot_multi8`] on AVX-512: each super-block unpacked once ([`unpack_512`]) for the
+    /// eight tokens ([`sums_512`]); the same exact sums and float steps, so the same bits.
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_multi8`], and the CPU must support the AVX-512 features `has_avx512()`
+    /// checks.
+    #[target_feature(
+        enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
+    )]
+    unsafe fn vec_dot_multi8_512(w: *const u8, nb: usize, a: &[*const u8; 8]) -> [f32; 8] {
+        let _frame = align_frame();
+        let mut sum = _mm256_setzero_ps();
+        for i in 0..nb {
+            let bp = w.add(i * BLOCK_BYTES);
+            let u = unpack_512(bp);
+            let mut acc = [_mm256_setzero_si256(); 8];
+            let mut da = [0f32; 8];
+            for t in 0..8 {
+                let ap = a[t].add(i * q8_k::BLOCK_BYTES);
+                acc[t] = sums_512(&u, ap);
+                da[t] = (ap as *const f32).read_unaligned();
+            }
+            let isum = _mm256_cvtepi32_ps(totals8(&acc));
+            let da = _mm256_loadu_ps(da.as_ptr());
+            let d = _mm256_set1_ps(f16_load(bp.add(208)));
+            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(da, d), isum));
         }
-        let acc = _mm256_add_epi32(
-            _mm512_castsi512_si256(acc),
-            _mm512_extracti64x4_epi64::<1>(acc),
-        );
-        _mm256_sub_epi32(acc, _mm256_slli_epi32(off, 5))
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        out
     }
 
     /// Unsigned 6-bit products with `maddubs`; the -32 offset is applied once per super-block
