@@ -1521,20 +1521,16 @@ pub(crate) mod x86 {
 
     /// One chunk `c` (64 values: runs 2c and 2c + 1) of a Q4_K/Q5_K super-block against `T`
     /// Q8_K blocks (`aps`): `acc[t] += s0·Σ lo·y + s1·Σ hi·y` in exact i32 lanes, the run
-    /// values (`lo`, `hi`, unsigned) and scales staying in registers while the tokens pass —
-    /// the batched kernels' inner step. Without `VNNI` the scales are `s0`, `s1` (i16
-    /// broadcast; `pair` unused); with it (the AVX-512 features of `has_avx512()`) each run's
-    /// products are summed into i32 lanes by `vpdpbusd` (four products a lane, at most
-    /// 4·31·128 in magnitude, so an i16), the two runs packed into words and scaled by one
-    /// `madd` against `pair` ([`k_scale_pair`]; `s0`, `s1` unused). The same exact sums.
+    /// values (`lo`, `hi`, unsigned) and scales (`s0`, `s1`, i16 broadcast) staying in registers
+    /// while the tokens pass — the AVX2 batched kernels' inner step (AVX-512 CPUs take a pair
+    /// of runs a 512-bit vector: [`k_multi8_512`]).
     ///
     /// # Safety
     ///
-    /// Inlined into a caller with AVX2 (`VNNI` false) or the AVX-512 features (true); each of
-    /// `aps` must point to one readable Q8_K block and `c` must be below 4.
+    /// Inlined into a caller with AVX2; each of `aps` must point to one readable Q8_K block and
+    /// `c` must be below 4.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn k_chunk_tokens<const T: usize, const VNNI: bool>(
+    pub unsafe fn k_chunk_tokens<const T: usize>(
         acc: &mut [__m256i; T],
         aps: &[*const u8; T],
         c: usize,
@@ -1542,39 +1538,15 @@ pub(crate) mod x86 {
         hi: __m256i,
         s0: __m256i,
         s1: __m256i,
-        pair: __m256i,
     ) {
         for (acc_t, ap) in acc.iter_mut().zip(aps) {
             let yp = ap.add(crate::q8_k::QS_OFF + 64 * c);
             let y0 = _mm256_loadu_si256(yp as *const __m256i);
             let y1 = _mm256_loadu_si256(yp.add(32) as *const __m256i);
-            if VNNI {
-                let zero = _mm256_setzero_si256();
-                let p0 = _mm256_dpbusd_epi32(zero, lo, y0);
-                let p1 = _mm256_dpbusd_epi32(zero, hi, y1);
-                let p = _mm256_madd_epi16(_mm256_packs_epi32(p0, p1), pair);
-                *acc_t = _mm256_add_epi32(*acc_t, p);
-            } else {
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
-                *acc_t = _mm256_add_epi32(*acc_t, _mm256_add_epi32(p0, p1));
-            }
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+            *acc_t = _mm256_add_epi32(*acc_t, _mm256_add_epi32(p0, p1));
         }
-    }
-
-    /// The scales of runs 2c and 2c + 1 as words 0..3 and 4..7 of each 128-bit lane (as
-    /// `packs` lays two runs' i32 lanes out), from `scl` (the eight scale words in both lanes,
-    /// as [`k_scales_mins`]'s low half broadcast): one `vpshufb`.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support AVX2 (callers check `has_avx2()` first); registers only.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn k_scale_pair(scl: __m256i, c: usize) -> __m256i {
-        let idx: [u8; 16] = std::array::from_fn(|k| (2 * (2 * c + k / 8) + k % 2) as u8);
-        let m = _mm_loadu_si128(idx.as_ptr() as *const __m128i);
-        _mm256_shuffle_epi8(scl, _mm256_broadcastsi128_si256(m))
     }
 
     /// One Q4_K/Q5_K row against eight Q8_K activations (batched prefill), lane t for token
@@ -1617,8 +1589,7 @@ pub(crate) mod x86 {
                     )
                 };
                 let (s0, s1) = (bc(2 * c), bc(2 * c + 1));
-                let z = _mm256_setzero_si256();
-                k_chunk_tokens::<8, false>(&mut acc, &aps, c, lo, hi, s0, s1, z);
+                k_chunk_tokens::<8>(&mut acc, &aps, c, lo, hi, s0, s1);
             }
             let mv: [__m256i; 8] =
                 std::array::from_fn(|t| _mm256_madd_epi16(sm, k_bsum_pairs(aps[t])));

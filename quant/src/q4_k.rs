@@ -478,24 +478,16 @@ mod avx2 {
     ///
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); each of
     /// `aps` must point to one readable Q8_K block, `bs2[t]` being its [`k_bsum_pairs`].
-    ///
-    /// `VNNI`: see [`k_chunk_tokens`] (inlined into a caller with the features it needs).
     #[inline(always)]
-    unsafe fn int_sums_multi<const T: usize, const VNNI: bool>(
+    unsafe fn int_sums_multi<const T: usize>(
         u: &Unpacked,
         aps: &[*const u8; T],
         bs2: &[__m256i; T],
     ) -> ([__m256i; T], [__m256i; T]) {
         let mut acc = [_mm256_setzero_si256(); T];
-        let scl = _mm256_permute2x128_si256(u.sm, u.sm, 0x00);
         for c in 0..4 {
             let (s0, s1) = (u.sc[2 * c], u.sc[2 * c + 1]);
-            let pair = if VNNI {
-                k_scale_pair(scl, c)
-            } else {
-                _mm256_setzero_si256()
-            };
-            k_chunk_tokens::<T, VNNI>(&mut acc, aps, c, u.lo[c], u.hi[c], s0, s1, pair);
+            k_chunk_tokens::<T>(&mut acc, aps, c, u.lo[c], u.hi[c], s0, s1);
         }
         (
             acc,
@@ -680,11 +672,13 @@ mod avx2 {
         if has_avx512() {
             return vec_dot_8rows_multi_512::<T>(w, nb, a, out);
         }
-        rows_multi_body::<T, false>(w, nb, a, out)
+        rows_multi_body::<T>(w, nb, a, out)
     }
 
-    /// [`vec_dot_8rows_multi`] on AVX-512 ([`k_chunk_tokens`] with `vpdpbusd`; the same exact
-    /// sums, so the same results).
+    /// [`vec_dot_8rows_multi`] on AVX-512: each row's block as four 512-bit pair vectors
+    /// ([`pair_512`]) and two scale vectors ([`k_scale_words_512`]) held while the `T` tokens
+    /// pass, one `vpdpbusd` a pair and token, two pairs one `packs` and one `madd`; the same
+    /// exact sums and [`k_step8`]'s float steps, so the same bits.
     ///
     /// # Safety
     ///
@@ -699,16 +693,76 @@ mod avx2 {
         a: [*const u8; T],
         out: &mut [[f32; 8]; T],
     ) {
-        rows_multi_body::<T, true>(w, nb, a, out)
+        let zero = _mm512_setzero_si512();
+        let mut acc = [_mm256_setzero_ps(); T];
+        for i in 0..nb {
+            let aps: [*const u8; T] = std::array::from_fn(|t| a[t].add(i * q8_k::BLOCK_BYTES));
+            let mut bs2 = [_mm256_setzero_si256(); T];
+            for t in 0..T {
+                bs2[t] = k_bsum_pairs(aps[t]);
+            }
+            let mut dh = [0u16; 8];
+            let mut dmh = [0u16; 8];
+            // Left uninitialised, then every entry written (as in `rows_multi_body`).
+            let mut iv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
+            let mut mv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
+            for r in 0..8 {
+                // Block i of row r, the column two on hinted (the next in the stream).
+                let bp = w.add((8 * i + r) * BLOCK_BYTES);
+                prefetch(bp, 16 * BLOCK_BYTES);
+                prefetch(bp, 16 * BLOCK_BYTES + 64);
+                prefetch(bp, 16 * BLOCK_BYTES + 128);
+                let sm = k_scales_mins(bp.add(4));
+                let v = [
+                    pair_512(bp, 0),
+                    pair_512(bp, 1),
+                    pair_512(bp, 2),
+                    pair_512(bp, 3),
+                ];
+                let (s0, s2) = (k_scale_words_512(sm, 0), k_scale_words_512(sm, 2));
+                for t in 0..T {
+                    let yp = aps[t].add(q8_k::QS_OFF);
+                    let mut p = [zero; 4];
+                    for (c, pc) in p.iter_mut().enumerate() {
+                        let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
+                        *pc = _mm512_dpbusd_epi32(zero, v[c], y);
+                    }
+                    let s = _mm512_add_epi32(
+                        _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s0),
+                        _mm512_madd_epi16(_mm512_packs_epi32(p[2], p[3]), s2),
+                    );
+                    iv[t][r].write(_mm256_add_epi32(
+                        _mm512_castsi512_si256(s),
+                        _mm512_extracti64x4_epi64::<1>(s),
+                    ));
+                    mv[t][r].write(_mm256_madd_epi16(sm, bs2[t]));
+                }
+                dh[r] = (bp as *const u16).read_unaligned();
+                dmh[r] = (bp.add(2) as *const u16).read_unaligned();
+            }
+            for t in 0..T {
+                // SAFETY: the loop above wrote all eight entries of iv[t] and mv[t];
+                // MaybeUninit<__m256i> has __m256i's layout.
+                let (iv, mv) = (
+                    &*(iv[t].as_ptr() as *const [__m256i; 8]),
+                    &*(mv[t].as_ptr() as *const [__m256i; 8]),
+                );
+                let da = _mm256_set1_ps((aps[t] as *const f32).read_unaligned());
+                acc[t] = _mm256_add_ps(acc[t], k_step8(iv, mv, &dh, &dmh, da));
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr(), a);
+        }
     }
 
-    /// The body of [`vec_dot_8rows_multi`] (`VNNI` false) and [`vec_dot_8rows_multi_512`].
+    /// The body of [`vec_dot_8rows_multi`] on AVX2.
     ///
     /// # Safety
     ///
-    /// As [`vec_dot_8rows_multi`]; inlined into a caller with the features `VNNI` needs.
+    /// As [`vec_dot_8rows_multi`].
     #[inline(always)]
-    unsafe fn rows_multi_body<const T: usize, const VNNI: bool>(
+    unsafe fn rows_multi_body<const T: usize>(
         w: *const u8,
         nb: usize,
         a: [*const u8; T],
@@ -728,8 +782,7 @@ mod avx2 {
                 // Block i of row r; hinted ahead: two columns (packed, the next in the stream)
                 // or two blocks of the row (row-major).
                 let bp = w.add((8 * i + r) * BLOCK_BYTES);
-                let (ivs, mvs) =
-                    int_sums_multi::<T, VNNI>(&unpack(bp, 16 * BLOCK_BYTES), &aps, &bs2);
+                let (ivs, mvs) = int_sums_multi::<T>(&unpack(bp, 16 * BLOCK_BYTES), &aps, &bs2);
                 for t in 0..T {
                     iv[t][r].write(ivs[t]);
                     mv[t][r].write(mvs[t]);
