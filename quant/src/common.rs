@@ -1523,7 +1523,7 @@ pub(crate) mod x86 {
     /// Q8_K blocks (`aps`): `acc[t] += s0·Σ lo·y + s1·Σ hi·y` in exact i32 lanes, the run
     /// values (`lo`, `hi`, unsigned) and scales (`s0`, `s1`, i16 broadcast) staying in registers
     /// while the tokens pass — the AVX2 batched kernels' inner step (AVX-512 CPUs take a pair
-    /// of runs a 512-bit vector: [`k_multi8_512`]).
+    /// of runs a 512-bit vector: [`k_multi8_512!`]).
     ///
     /// # Safety
     ///
@@ -1562,7 +1562,7 @@ pub(crate) mod x86 {
     /// The CPU must support AVX2, FMA and F16C (callers check `has_avx2()` first); `w` must be
     /// readable for `nb` blocks of `block_bytes`, each of `a` for `nb` Q8_K blocks, and `runs`
     /// must be safe to call on any of the blocks with `c` below 4. (AVX-512 CPUs take
-    /// [`k_multi8_512`].)
+    /// [`k_multi8_512!`].)
     #[inline(always)]
     pub unsafe fn k_multi8(
         w: *const u8,

@@ -821,7 +821,7 @@ mod avx2 {
         k_multi8(w, nb, BLOCK_BYTES, a, |bp, c| multi8_runs(bp, c))
     }
 
-    /// [`vec_dot_multi8`] on AVX-512 ([`k_multi8_512`] over [`pair_512`]).
+    /// [`vec_dot_multi8`] on AVX-512 ([`k_multi8_512!`] over [`pair_512`]).
     ///
     /// # Safety
     ///

@@ -360,7 +360,7 @@ mod avx2 {
         })
     }
 
-    /// [`vec_dot_multi8`] on AVX-512 ([`k_multi8_512`] over [`pair_512`]).
+    /// [`vec_dot_multi8`] on AVX-512 ([`k_multi8_512!`] over [`pair_512`]).
     ///
     /// # Safety
     ///
