@@ -1620,12 +1620,68 @@ pub(crate) mod x86 {
         _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sm))
     }
 
+    /// The exact integer sums of a 256-value super-block held as four 512-bit vectors of
+    /// unsigned values (`v[c]`: values `64c..64c + 64`) against one Q8_K block at `ap`, in
+    /// eight i32 lanes: one `vpdpbusd` a vector against its 64 activation bytes (each i32 lane
+    /// four products, at most 4·63·128 in magnitude, so an i16), two vectors' results packed
+    /// into words and scaled by one `madd` against `s[0]` (vectors 0 and 1) or `s[1]` (2 and
+    /// 3), the scale words laid out as `_mm512_packs_epi32` lays the words out
+    /// ([`k_scale_words_512`] for Q4_K/Q5_K). The step every AVX-512 K-quant kernel takes per
+    /// block and token.
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `ap` must point
+    /// to one readable Q8_K block.
+    #[inline(always)]
+    pub unsafe fn k_pairs_dot_512(v: &[__m512i; 4], s: &[__m512i; 2], ap: *const u8) -> __m256i {
+        let yp = ap.add(crate::q8_k::QS_OFF);
+        let zero = _mm512_setzero_si512();
+        let mut p = [zero; 4];
+        for (c, pc) in p.iter_mut().enumerate() {
+            let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
+            *pc = _mm512_dpbusd_epi32(zero, v[c], y);
+        }
+        let acc = _mm512_add_epi32(
+            _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s[0]),
+            _mm512_madd_epi16(_mm512_packs_epi32(p[2], p[3]), s[1]),
+        );
+        _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        )
+    }
+
+    /// A Q4_K/Q5_K super-block's exact integer sums on AVX-512 (the AVX2 kernels' `int_sums`),
+    /// its four pairs of sub-blocks given as vectors `v` (the type's `pair_512`): the weights
+    /// `ahead` bytes past the block at `bp` hinted into L1, then [`k_pairs_dot_512`] with the
+    /// scales ([`k_scale_words_512`]) and `Σ m·bsum` from the mins and `bs2`
+    /// ([`k_bsum_pairs`]) in one `madd`.
+    ///
+    /// # Safety
+    ///
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `bp` must point
+    /// to one readable Q4_K/Q5_K block and `ap` to one readable Q8_K block.
+    #[inline(always)]
+    pub unsafe fn k_int_sums_512(
+        bp: *const u8,
+        ahead: usize,
+        ap: *const u8,
+        bs2: __m256i,
+        v: [__m512i; 4],
+    ) -> (__m256i, __m256i) {
+        prefetch(bp, ahead);
+        prefetch(bp, ahead + 64);
+        prefetch(bp, ahead + 128);
+        let sm = k_scales_mins(bp.add(4));
+        let s = [k_scale_words_512(sm, 0), k_scale_words_512(sm, 2)];
+        (k_pairs_dot_512(&v, &s, ap), _mm256_madd_epi16(sm, bs2))
+    }
+
     /// [`k_multi8`] on AVX-512, `k_multi8_512!(w, nb, block_bytes, a, pair)`: per super-block
     /// each pair of sub-blocks' 64 unsigned values as one 512-bit vector (`pair(block, c)`, an
     /// `#[inline(always)]` function) and two scale vectors ([`k_scale_words_512`]) stay in
-    /// registers while the eight tokens pass; a token's pair takes one `vpdpbusd` against its
-    /// 64 activation bytes, two pairs one `packs` and one `madd` (each i32 lane four products,
-    /// at most 4·31·128, so an i16). The same exact sums and [`k_step8`]'s float steps, so lane
+    /// registers while the eight tokens pass ([`k_pairs_dot_512`] a token). The same exact sums and [`k_step8`]'s float steps, so lane
     /// t is bit-identical to [`k_multi8`]'s. A macro, not a function taking a closure: a
     /// closure is a function of its own without the caller's target features, and LLVM left
     /// this one out of line (every intrinsic in it a call: twelve times slower).
@@ -1640,7 +1696,6 @@ pub(crate) mod x86 {
             let (w, nb, block_bytes, a): (*const u8, usize, usize, &[*const u8; 8]) =
                 ($w, $nb, $block_bytes, $a);
             let mut sum = _mm256_setzero_ps();
-            let zero = _mm512_setzero_si512();
             for i in 0..nb {
                 let bp = w.add(i * block_bytes);
                 let mut aps = [std::ptr::null::<u8>(); 8];
@@ -1649,25 +1704,12 @@ pub(crate) mod x86 {
                 }
                 let sm = k_scales_mins(bp.add(4));
                 let v = [$pair(bp, 0), $pair(bp, 1), $pair(bp, 2), $pair(bp, 3)];
-                let (s0, s2) = (k_scale_words_512(sm, 0), k_scale_words_512(sm, 2));
+                let s = [k_scale_words_512(sm, 0), k_scale_words_512(sm, 2)];
                 let mut acc = [_mm256_setzero_si256(); 8];
                 let mut mv = [_mm256_setzero_si256(); 8];
                 let mut da = [0f32; 8];
                 for t in 0..8 {
-                    let yp = aps[t].add(crate::q8_k::QS_OFF);
-                    let mut p = [zero; 4];
-                    for c in 0..4 {
-                        let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
-                        p[c] = _mm512_dpbusd_epi32(zero, v[c], y);
-                    }
-                    let s = _mm512_add_epi32(
-                        _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s0),
-                        _mm512_madd_epi16(_mm512_packs_epi32(p[2], p[3]), s2),
-                    );
-                    acc[t] = _mm256_add_epi32(
-                        _mm512_castsi512_si256(s),
-                        _mm512_extracti64x4_epi64::<1>(s),
-                    );
+                    acc[t] = k_pairs_dot_512(&v, &s, aps[t]);
                     mv[t] = _mm256_madd_epi16(sm, k_bsum_pairs(aps[t]));
                     da[t] = (aps[t] as *const f32).read_unaligned();
                 }

@@ -604,11 +604,9 @@ mod avx2 {
         _mm512_gf2p8affine_epi64_epi8::<0>(q, nib)
     }
 
-    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: each pair of
-    /// sub-blocks one vector ([`pair_512`]) and one `vpdpbusd` against its 64 activation bytes;
-    /// each i32 lane holds four products, at most 4·15·128 in magnitude, so two pairs pack
-    /// into words and one `madd` applies their four scales ([`k_scale_words_512`]). The lane
-    /// totals are the same exact `Σ sc·q·y` and `Σ m·bsum`.
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: its four pairs
+    /// of sub-blocks as vectors ([`pair_512`]) through [`k_int_sums_512`]; the lane totals are
+    /// the same exact `Σ sc·q·y` and `Σ m·bsum`.
     ///
     /// # Safety
     ///
@@ -621,33 +619,13 @@ mod avx2 {
         ap: *const u8,
         bs2: __m256i,
     ) -> (__m256i, __m256i) {
-        prefetch(bp, ahead);
-        prefetch(bp, ahead + 64);
-        prefetch(bp, ahead + 128);
-        let sm = k_scales_mins(bp.add(4));
-        let summ_v = _mm256_madd_epi16(sm, bs2);
-        let yp = ap.add(q8_k::QS_OFF);
-        let zero = _mm512_setzero_si512();
-        // (A macro, not a closure: a closure is a function of its own without the caller's
-        // target features, and LLVM may leave it out of line.)
-        macro_rules! p {
-            ($c:expr) => {
-                _mm512_dpbusd_epi32(
-                    zero,
-                    pair_512(bp, $c),
-                    _mm512_loadu_si512(yp.add(64 * $c) as *const _),
-                )
-            };
-        }
-        let acc = _mm512_add_epi32(
-            _mm512_madd_epi16(_mm512_packs_epi32(p!(0), p!(1)), k_scale_words_512(sm, 0)),
-            _mm512_madd_epi16(_mm512_packs_epi32(p!(2), p!(3)), k_scale_words_512(sm, 2)),
-        );
-        let acc = _mm256_add_epi32(
-            _mm512_castsi512_si256(acc),
-            _mm512_extracti64x4_epi64::<1>(acc),
-        );
-        (acc, summ_v)
+        let v = [
+            pair_512(bp, 0),
+            pair_512(bp, 1),
+            pair_512(bp, 2),
+            pair_512(bp, 3),
+        ];
+        k_int_sums_512(bp, ahead, ap, bs2, v)
     }
 
     /// One packed group of eight rows ([`crate::Layout::Interleaved8`]: column i holds block i
@@ -672,7 +650,7 @@ mod avx2 {
         if has_avx512() {
             return vec_dot_8rows_multi_512::<T>(w, nb, a, out);
         }
-        rows_multi_body::<T>(w, nb, a, out)
+        rows_multi_body::<T, false>(w, nb, a, out)
     }
 
     /// [`vec_dot_8rows_multi`] on AVX-512: each row's block as four 512-bit pair vectors
@@ -693,76 +671,53 @@ mod avx2 {
         a: [*const u8; T],
         out: &mut [[f32; 8]; T],
     ) {
-        let zero = _mm512_setzero_si512();
-        let mut acc = [_mm256_setzero_ps(); T];
-        for i in 0..nb {
-            let aps: [*const u8; T] = std::array::from_fn(|t| a[t].add(i * q8_k::BLOCK_BYTES));
-            let mut bs2 = [_mm256_setzero_si256(); T];
-            for t in 0..T {
-                bs2[t] = k_bsum_pairs(aps[t]);
-            }
-            let mut dh = [0u16; 8];
-            let mut dmh = [0u16; 8];
-            // Left uninitialised, then every entry written (as in `rows_multi_body`).
-            let mut iv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
-            let mut mv = [[MaybeUninit::<__m256i>::uninit(); 8]; T];
-            for r in 0..8 {
-                // Block i of row r, the column two on hinted (the next in the stream).
-                let bp = w.add((8 * i + r) * BLOCK_BYTES);
-                prefetch(bp, 16 * BLOCK_BYTES);
-                prefetch(bp, 16 * BLOCK_BYTES + 64);
-                prefetch(bp, 16 * BLOCK_BYTES + 128);
-                let sm = k_scales_mins(bp.add(4));
-                let v = [
-                    pair_512(bp, 0),
-                    pair_512(bp, 1),
-                    pair_512(bp, 2),
-                    pair_512(bp, 3),
-                ];
-                let (s0, s2) = (k_scale_words_512(sm, 0), k_scale_words_512(sm, 2));
-                for t in 0..T {
-                    let yp = aps[t].add(q8_k::QS_OFF);
-                    let mut p = [zero; 4];
-                    for (c, pc) in p.iter_mut().enumerate() {
-                        let y = _mm512_loadu_si512(yp.add(64 * c) as *const _);
-                        *pc = _mm512_dpbusd_epi32(zero, v[c], y);
-                    }
-                    let s = _mm512_add_epi32(
-                        _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s0),
-                        _mm512_madd_epi16(_mm512_packs_epi32(p[2], p[3]), s2),
-                    );
-                    iv[t][r].write(_mm256_add_epi32(
-                        _mm512_castsi512_si256(s),
-                        _mm512_extracti64x4_epi64::<1>(s),
-                    ));
-                    mv[t][r].write(_mm256_madd_epi16(sm, bs2[t]));
-                }
-                dh[r] = (bp as *const u16).read_unaligned();
-                dmh[r] = (bp.add(2) as *const u16).read_unaligned();
-            }
-            for t in 0..T {
-                // SAFETY: the loop above wrote all eight entries of iv[t] and mv[t];
-                // MaybeUninit<__m256i> has __m256i's layout.
-                let (iv, mv) = (
-                    &*(iv[t].as_ptr() as *const [__m256i; 8]),
-                    &*(mv[t].as_ptr() as *const [__m256i; 8]),
-                );
-                let da = _mm256_set1_ps((aps[t] as *const f32).read_unaligned());
-                acc[t] = _mm256_add_ps(acc[t], k_step8(iv, mv, &dh, &dmh, da));
-            }
-        }
-        for (o, a) in out.iter_mut().zip(acc) {
-            _mm256_storeu_ps(o.as_mut_ptr(), a);
-        }
+        rows_multi_body::<T, true>(w, nb, a, out)
     }
 
-    /// The body of [`vec_dot_8rows_multi`] on AVX2.
+    /// [`int_sums_multi`] on AVX-512 for the block at `bp` (hinting `ahead` bytes on): its four
+    /// pair vectors ([`pair_512`]) and scale vectors held while every token's activation passes
+    /// ([`k_pairs_dot_512`] a token); the same exact sums.
     ///
     /// # Safety
     ///
-    /// As [`vec_dot_8rows_multi`].
+    /// Inlined into a caller with the AVX-512 features `has_avx512()` checks; `bp` must point
+    /// to one readable Q4_K block and each of `aps` to one readable Q8_K block, `bs2[t]` being
+    /// its [`k_bsum_pairs`].
     #[inline(always)]
-    unsafe fn rows_multi_body<const T: usize>(
+    unsafe fn int_sums_multi_512<const T: usize>(
+        bp: *const u8,
+        ahead: usize,
+        aps: &[*const u8; T],
+        bs2: &[__m256i; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        prefetch(bp, ahead);
+        prefetch(bp, ahead + 64);
+        prefetch(bp, ahead + 128);
+        let sm = k_scales_mins(bp.add(4));
+        let v = [
+            pair_512(bp, 0),
+            pair_512(bp, 1),
+            pair_512(bp, 2),
+            pair_512(bp, 3),
+        ];
+        let s = [k_scale_words_512(sm, 0), k_scale_words_512(sm, 2)];
+        let mut iv = [_mm256_setzero_si256(); T];
+        let mut mv = [_mm256_setzero_si256(); T];
+        for t in 0..T {
+            iv[t] = k_pairs_dot_512(&v, &s, aps[t]);
+            mv[t] = _mm256_madd_epi16(sm, bs2[t]);
+        }
+        (iv, mv)
+    }
+
+    /// The body of [`vec_dot_8rows_multi`] (`WIDE` false: [`int_sums_multi`]) and
+    /// [`vec_dot_8rows_multi_512`] (`WIDE`: [`int_sums_multi_512`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`vec_dot_8rows_multi`]; inlined into a caller with the features `WIDE` needs.
+    #[inline(always)]
+    unsafe fn rows_multi_body<const T: usize, const WIDE: bool>(
         w: *const u8,
         nb: usize,
         a: [*const u8; T],
@@ -782,7 +737,11 @@ mod avx2 {
                 // Block i of row r; hinted ahead: two columns (packed, the next in the stream)
                 // or two blocks of the row (row-major).
                 let bp = w.add((8 * i + r) * BLOCK_BYTES);
-                let (ivs, mvs) = int_sums_multi::<T>(&unpack(bp, 16 * BLOCK_BYTES), &aps, &bs2);
+                let (ivs, mvs) = if WIDE {
+                    int_sums_multi_512::<T>(bp, 16 * BLOCK_BYTES, &aps, &bs2)
+                } else {
+                    int_sums_multi::<T>(&unpack(bp, 16 * BLOCK_BYTES), &aps, &bs2)
+                };
                 for t in 0..T {
                     iv[t][r].write(ivs[t]);
                     mv[t][r].write(mvs[t]);

@@ -299,11 +299,9 @@ mod avx2 {
         )
     }
 
-    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: each pair of
-    /// sub-blocks one vector ([`pair_512`]) and one `vpdpbusd` against its 64 activation bytes;
-    /// each i32 lane holds four products, at most 4·31·128 in magnitude, so two pairs pack
-    /// into words and one `madd` applies their four scales ([`k_scale_words_512`]). The lane
-    /// totals are the same exact `Σ sc·q·y` and `Σ m·bsum` as [`int_sums`].
+    /// [`int_sums`] of the block at `bp` (hinting `ahead` bytes on) on AVX-512: its four pairs
+    /// of sub-blocks as vectors ([`pair_512`]) through [`k_int_sums_512`]; the lane totals are
+    /// the same exact `Σ sc·q·y` and `Σ m·bsum`.
     ///
     /// # Safety
     ///
@@ -316,31 +314,13 @@ mod avx2 {
         ap: *const u8,
         bs2: __m256i,
     ) -> (__m256i, __m256i) {
-        prefetch(bp, ahead);
-        prefetch(bp, ahead + 64);
-        prefetch(bp, ahead + 128);
-        let sm = k_scales_mins(bp.add(4));
-        let summ_v = _mm256_madd_epi16(sm, bs2);
-        let yp = ap.add(q8_k::QS_OFF);
-        let zero = _mm512_setzero_si512();
-        macro_rules! p {
-            ($c:expr) => {
-                _mm512_dpbusd_epi32(
-                    zero,
-                    pair_512(bp, $c),
-                    _mm512_loadu_si512(yp.add(64 * $c) as *const _),
-                )
-            };
-        }
-        let acc = _mm512_add_epi32(
-            _mm512_madd_epi16(_mm512_packs_epi32(p!(0), p!(1)), k_scale_words_512(sm, 0)),
-            _mm512_madd_epi16(_mm512_packs_epi32(p!(2), p!(3)), k_scale_words_512(sm, 2)),
-        );
-        let acc = _mm256_add_epi32(
-            _mm512_castsi512_si256(acc),
-            _mm512_extracti64x4_epi64::<1>(acc),
-        );
-        (acc, summ_v)
+        let v = [
+            pair_512(bp, 0),
+            pair_512(bp, 1),
+            pair_512(bp, 2),
+            pair_512(bp, 3),
+        ];
+        k_int_sums_512(bp, ahead, ap, bs2, v)
     }
 
     /// One row against eight activations ([`k_multi8`] over the 5-bit values).

@@ -517,10 +517,10 @@ mod avx2 {
     }
 
     /// The exact integer sum `Σ sc·(q − 32)·y` of an unpacked block ([`unpack_512`]) against
-    /// one Q8_K block, in eight lanes: one `vpdpbusd` a pair of runs against its 64 activation
-    /// bytes (each i32 lane four products of the unsigned values, at most 4·63·128 in
-    /// magnitude, and each 128-bit lane one 16-value group), a half's two results packed into
-    /// words and scaled by one `madd`; the −32 offset as in [`int_sums`].
+    /// one Q8_K block, in eight lanes: [`k_pairs_dot_512`] (one `vpdpbusd` a pair of runs; each
+    /// i32 lane four products of the unsigned values, at most 4·63·128 in magnitude, and each
+    /// 128-bit lane one 16-value group, so a half's two results pack into words for one
+    /// `madd`), then the −32 offset as in [`int_sums`].
     ///
     /// # Safety
     ///
@@ -528,21 +528,7 @@ mod avx2 {
     /// to one readable Q8_K block.
     #[inline(always)]
     unsafe fn sums_512(u: &Unpacked512, ap: *const u8) -> __m256i {
-        let yp = ap.add(q8_k::QS_OFF);
-        let zero = _mm512_setzero_si512();
-        let mut p = [zero; 4];
-        for (k, pk) in p.iter_mut().enumerate() {
-            let y = _mm512_loadu_si512(yp.add(64 * k) as *const _);
-            *pk = _mm512_dpbusd_epi32(zero, u.v[k], y);
-        }
-        let acc = _mm512_add_epi32(
-            _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), u.sc[0]),
-            _mm512_madd_epi16(_mm512_packs_epi32(p[2], p[3]), u.sc[1]),
-        );
-        let acc = _mm256_add_epi32(
-            _mm512_castsi512_si256(acc),
-            _mm512_extracti64x4_epi64::<1>(acc),
-        );
+        let acc = k_pairs_dot_512(&u.v, &u.sc, ap);
         let bs = _mm256_loadu_si256(ap.add(q8_k::BSUMS_OFF) as *const __m256i);
         _mm256_sub_epi32(acc, _mm256_slli_epi32(_mm256_madd_epi16(bs, u.sc16), 5))
     }
