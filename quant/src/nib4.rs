@@ -150,7 +150,9 @@ impl Lanes {
         name: &str,
         make: impl FnOnce() -> Lanes,
     ) -> Option<&'a Lanes> {
-        if il || !Self::wanted() {
+        // Rows so long that a half's block offsets (Q5_0's gather, `rows8`) leave an i32 go to
+        // the eight-row kernels (at 22 bytes a block: rows of more than 24 million blocks).
+        if il || !Self::wanted() || nb > i32::MAX as usize / (4 * crate::q5_0::BLOCK_BYTES) {
             return None;
         }
         let lanes: &Lanes = match given {
@@ -272,32 +274,52 @@ mod x86 {
         _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd))
     }
 
-    /// `out[r] = w_r · a` for four rows `rb` bytes apart, `nb` blocks each, of type `KIND`, against
-    /// the activation `a` (Q8_0 blocks for Q4_0 and Q5_0, Q8_1 for Q4_1) and its [`Lanes`]:
-    /// bit-identical to that row's lane of the type's eight-row kernel (see the module
-    /// documentation).
+    /// How far ahead of each row's current group (bytes) [`rows8`] hints that row into L1: four
+    /// groups of Q5_0, as far as the Q5_K eight-row kernel hints (two super-blocks). Between
+    /// 264 and 528 bytes measured alike (paired passes from memory, Q5_0, 2026-11-24).
+    const AHEAD: usize = 352;
+
+    /// `out[r] = w_r · a` for eight rows `rb` bytes apart, `nb` blocks each, of type `KIND`,
+    /// against the activation `a` (Q8_0 blocks for Q4_0 and Q5_0, Q8_1 for Q4_1) and its
+    /// [`Lanes`]: bit-identical to that row's lane of the type's eight-row kernel (see the module
+    /// documentation). The eight rows go a group at a time, as two halves of four rows
+    /// (`reduce_rows` makes a half's sixteen lanes); each row is hinted [`AHEAD`] bytes ahead
+    /// into L1.
     ///
     /// # Safety
     ///
     /// The CPU must support the AVX-512 features `has_avx512()` checks (and AVX2, FMA, F16C);
-    /// `w` must be readable for four rows of `nb` blocks `rb` bytes apart; `a` must hold `nb`
+    /// `w` must be readable for eight rows of `nb` blocks `rb` bytes apart; `a` must hold `nb`
     /// blocks and `lanes` be made from it, with `nb / 4` groups.
     #[target_feature(
         enable = "avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
     )]
-    unsafe fn rows4<const KIND: u8>(
+    pub(crate) unsafe fn rows8<const KIND: u8>(
         w: *const u8,
         rb: usize,
         nb: usize,
         a: &[u8],
         lanes: &Lanes,
-        out: &mut [f32; 4],
+        out: &mut [f32; 8],
     ) {
         let bb = block_bytes(KIND);
         let gbytes = 4 * bb;
         let idx = indices(KIND);
         let idx_n = _mm512_loadu_si512(idx[0].as_ptr() as *const _);
+        // Q4_0's and Q4_1's scales are permuted into place row by row (`idx_d`); Q5_0's, which
+        // lie in both of a row's loads, are gathered, a half's sixteen at once: lane `4j + r` of
+        // `vidx` is where row `r`'s block `j` starts (from the half's first row, at most
+        // `3·rb + 3·bb`, inside an i32: `Lanes::pick`), and `idx_dw` takes the low word (`d`)
+        // of each gathered dword into word lanes 0..15.
         let idx_d = _mm512_loadu_si512(idx[1].as_ptr() as *const _);
+        let mut starts = [0i32; 16];
+        let mut low_words = [0u16; 32];
+        for l in 0..16 {
+            starts[l] = ((l % 4) * rb + (l / 4) * bb) as i32;
+            low_words[l] = 2 * l as u16;
+        }
+        let vidx = _mm512_loadu_si512(starts.as_ptr() as *const _);
+        let idx_dw = _mm512_loadu_si512(low_words.as_ptr() as *const _);
         // Q5_0: the word lanes whose nibbles come from `z1`.
         let k_z1: __mmask32 = !0 << (8 * Q5_0_FROM_Z0);
         let m4 = _mm512_set1_epi8(0x0F);
@@ -310,127 +332,162 @@ mod x86 {
         let zero = _mm512_setzero_si512();
         let groups = nb / 4;
         debug_assert!(lanes.groups() >= groups);
-        let mut acc = _mm_setzero_ps();
-        let mut accm = _mm_setzero_ps();
+        // Each half's sums: `d_w·d_a` and the integer sums (Q4_1: and `m_w`) FMA'd in.
+        let mut acc = [_mm_setzero_ps(); 2];
+        let mut accm = [_mm_setzero_ps(); 2];
         // Each group's `d_w·d_a` and integer sums (Q4_1: and `m_w`) go through a ring of four
-        // slots and into the rows' sums `LAG` groups later: the FMAs then read each block's four
-        // rows with a plain load from memory the stores have long reached, where taking lanes
-        // out of registers cost two shuffles a block (kernel bench, rows of 8192, five
-        // alternating rounds: Q4_1 0.86 -> 0.93 of the triad, Q4_0 0.87 -> 0.90).
+        // slots (a half each) and into the rows' sums `LAG` groups later: the FMAs then read
+        // each block's four rows with a plain load from memory the stores have long reached,
+        // where taking lanes out of registers cost two shuffles a block (kernel bench, rows of
+        // 8192, five alternating rounds: Q4_1 0.86 -> 0.93 of the triad, Q4_0 0.87 -> 0.90).
         const LAG: usize = 2;
         #[repr(align(64))]
-        struct Ring([[f32; 48]; 4]);
-        let mut ring = Ring([[0.0; 48]; 4]);
+        struct Ring([[[f32; 48]; 2]; 4]);
+        let mut ring = Ring([[[0.0; 48]; 2]; 4]);
         let rp = ring.0.as_mut_ptr() as *mut f32;
-        // Group `e`'s four blocks into each row's sum(s), in block order: the eight-row kernels'
-        // FMAs. Volatile reads, or LLVM forwards the stored vectors and takes the lanes out with
-        // shuffles again. (A macro, not a closure: see Q5_0's `fifth!`.)
-        macro_rules! add_group {
-            ($e:expr) => {{
-                let e: usize = $e;
-                let slot = rp.add(48 * (e % 4)) as *const f32;
-                for j in 0..4 {
-                    let dj = std::ptr::read_volatile(slot.add(4 * j) as *const __m128);
-                    let fj = std::ptr::read_volatile(slot.add(16 + 4 * j) as *const __m128);
-                    acc = _mm_fmadd_ps(dj, fj, acc);
-                    if KIND == Q4_1 {
-                        let mj = std::ptr::read_volatile(slot.add(32 + 4 * j) as *const __m128);
-                        let sj = _mm_loadu_ps(lanes.s.as_ptr().add(16 * e + 4 * j));
-                        accm = _mm_fmadd_ps(mj, sj, accm);
-                    }
+        // Runs `$body` for half 0, then half 1, with `$h` a constant (a loop left LLVM an
+        // indexed array of accumulators in memory).
+        macro_rules! each_half {
+            ($h:ident, $body:block) => {{
+                {
+                    let $h: usize = 0;
+                    $body
+                }
+                {
+                    let $h: usize = 1;
+                    $body
                 }
             }};
         }
+        // Group `e`'s four blocks into each row's sum(s), in block order: the eight-row kernels'
+        // FMAs. Volatile reads, or LLVM forwards the stored vectors and takes the lanes out with
+        // shuffles again. (A macro, not a closure: a closure is a function of its own, without
+        // the target features, and may be left out of line.)
+        macro_rules! add_group {
+            ($e:expr) => {{
+                let e: usize = $e;
+                each_half!(h, {
+                    let slot = rp.add(96 * (e % 4) + 48 * h) as *const f32;
+                    for j in 0..4 {
+                        let dj = std::ptr::read_volatile(slot.add(4 * j) as *const __m128);
+                        let fj = std::ptr::read_volatile(slot.add(16 + 4 * j) as *const __m128);
+                        acc[h] = _mm_fmadd_ps(dj, fj, acc[h]);
+                        if KIND == Q4_1 {
+                            let mj =
+                                std::ptr::read_volatile(slot.add(32 + 4 * j) as *const __m128);
+                            let sj = _mm_loadu_ps(lanes.s.as_ptr().add(16 * e + 4 * j));
+                            accm[h] = _mm_fmadd_ps(mj, sj, accm[h]);
+                        }
+                    }
+                });
+            }};
+        }
         for e in 0..groups {
-            // The next group of eight rows (8·rb contiguous bytes; these four rows are the first or
-            // the last four of the current one), this step's share of it, into L2.
-            let ahead = w.wrapping_add(8 * rb + e * 4 * gbytes);
-            let mut k = 0;
-            while k < 4 * gbytes {
-                _mm_prefetch(ahead.wrapping_add(k) as *const i8, _MM_HINT_T1);
-                k += 64;
+            // Each row's stream `AHEAD` bytes ahead into L1 (two lines: a group spans at most
+            // two); from `AHEAD` bytes before a row's end, the start of the row eight on (the
+            // next call's, where the rows past these are read next; past the matrix a hint never
+            // faults, and its address is formed with `wrapping_add`).
+            let at = e * gbytes + AHEAD;
+            let at = if at >= nb * bb {
+                8 * rb + (at - nb * bb)
+            } else {
+                at
+            };
+            for r in 0..8 {
+                let p = w.wrapping_add(r * rb + at);
+                _mm_prefetch(p as *const i8, _MM_HINT_T0);
+                _mm_prefetch(p.wrapping_add(64) as *const i8, _MM_HINT_T0);
             }
             let q = lanes.halves.as_ptr().add(128 * e);
             let alo = _mm512_loadu_si512(q as *const _);
             let ahi = _mm512_loadu_si512(q.add(64) as *const _);
-            let mut g = [zero; 4];
-            let mut sd = idx_d;
-            for (r, gr) in g.iter_mut().enumerate() {
-                let gb = w.add(r * rb + e * gbytes);
-                let z0 = _mm512_loadu_si512(gb as *const _);
-                let (z1, v) = if KIND == Q5_0 {
-                    let z1 = _mm512_loadu_si512(gb.add(z1_at(KIND)) as *const _);
-                    let v = _mm512_mask_permutexvar_epi16(
-                        _mm512_permutexvar_epi16(idx_n, z0),
-                        k_z1,
-                        idx_n,
-                        z1,
+            each_half!(h, {
+                let mut g = [zero; 4];
+                let mut sd = idx_d;
+                for (r, gr) in g.iter_mut().enumerate() {
+                    let gb = w.add((4 * h + r) * rb + e * gbytes);
+                    let z0 = _mm512_loadu_si512(gb as *const _);
+                    let v = if KIND == Q5_0 {
+                        let z1 = _mm512_loadu_si512(gb.add(z1_at(KIND)) as *const _);
+                        _mm512_mask_permutexvar_epi16(
+                            _mm512_permutexvar_epi16(idx_n, z0),
+                            k_z1,
+                            idx_n,
+                            z1,
+                        )
+                    } else {
+                        let z1 = _mm512_castsi256_si512(_mm256_loadu_si256(
+                            gb.add(z1_at(KIND)) as *const _
+                        ));
+                        _mm512_permutex2var_epi16(z0, idx_n, z1)
+                    };
+                    let hi = _mm512_gf2p8affine_epi64_epi8::<0>(v, high);
+                    let (lo, hi) = if KIND == Q5_0 {
+                        // The fifth bits as byte masks: bit `16j + i` of `klo` is bit `i` of
+                        // block `j`'s `qh` (its values 0..15, lane `j` of `lo`), of `khi` bit
+                        // `16 + i`. `x01` holds blocks 0 and 1's `qh` (block `j`'s at byte
+                        // `bb·j + 2` of the group; the 8-byte read four bytes before block 1's
+                        // has it in its upper half), `x23` blocks 2 and 3's; `pext` takes their
+                        // low or high halves (on port 1, which 512-bit code leaves idle: from
+                        // memory 2-4 % faster than eight reads, `and`s and `or`s).
+                        let at = |o: usize| std::ptr::read_unaligned(gb.add(o) as *const u64);
+                        let at32 =
+                            |o: usize| std::ptr::read_unaligned(gb.add(o) as *const u32) as u64;
+                        let qh = |j: usize| bb * j + 2;
+                        const HI: u64 = 0xFFFF_FFFF_0000_0000;
+                        const LO16: u64 = 0x0000_FFFF_0000_FFFF;
+                        let x01 = at32(qh(0)) | (at(qh(1) - 4) & HI);
+                        let x23 = at32(qh(2)) | (at(qh(3) - 4) & HI);
+                        let klo: __mmask64 = _pext_u64(x01, LO16) | (_pext_u64(x23, LO16) << 32);
+                        let khi: __mmask64 = _pext_u64(x01, !LO16) | (_pext_u64(x23, !LO16) << 32);
+                        let lo = _mm512_gf2p8affine_epi64_epi8::<0>(v, low);
+                        (
+                            _mm512_mask_add_epi8(lo, klo, lo, x10),
+                            _mm512_mask_add_epi8(hi, khi, hi, x10),
+                        )
+                    } else {
+                        (_mm512_and_si512(v, m4), hi)
+                    };
+                    *gr = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, alo), hi, ahi);
+                    // Q4_0's and Q4_1's scales into their lanes by a masked single-source
+                    // `vpermw` (all lie in `z0`; lanes outside the mask keep what `sd` holds —
+                    // the indices of the rows still to come, or earlier rows' scales).
+                    if KIND != Q5_0 {
+                        sd = _mm512_mask_permutexvar_epi16(sd, 0x1111_1111 << r, idx_d, z0);
+                    }
+                }
+                let t = reduce_rows(g);
+                if KIND == Q5_0 {
+                    sd = _mm512_permutexvar_epi16(
+                        idx_dw,
+                        _mm512_i32gather_epi32::<1>(
+                            vidx,
+                            w.add(4 * h * rb + e * gbytes) as *const _,
+                        ),
                     );
-                    (z1, v)
+                }
+                let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sd));
+                let d = _mm512_mul_ps(dw, _mm512_loadu_ps(lanes.d.as_ptr().add(16 * e)));
+                let slot = rp.add(96 * (e % 4) + 48 * h);
+                _mm512_store_ps(slot, d);
+                let f = if KIND == Q4_1 {
+                    _mm512_store_ps(
+                        slot.add(32),
+                        _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(sd)),
+                    );
+                    _mm512_cvtepi32_ps(t)
                 } else {
-                    let z1 =
-                        _mm512_castsi256_si512(_mm256_loadu_si256(gb.add(z1_at(KIND)) as *const _));
-                    (z1, _mm512_permutex2var_epi16(z0, idx_n, z1))
+                    let sum = _mm512_loadu_si512(lanes.sum.as_ptr().add(16 * e) as *const _);
+                    // The weights' offset: 16 (Q5_0) or 8 (Q4_0) times the activation's sum.
+                    let off = if KIND == Q5_0 {
+                        _mm512_slli_epi32::<4>(sum)
+                    } else {
+                        _mm512_slli_epi32::<3>(sum)
+                    };
+                    _mm512_cvtepi32_ps(_mm512_sub_epi32(t, off))
                 };
-                let hi = _mm512_gf2p8affine_epi64_epi8::<0>(v, high);
-                let (lo, hi) = if KIND == Q5_0 {
-                    // The fifth bits as byte masks: bit `16j + i` of `klo` is bit `i` of block
-                    // `j`'s `qh` (its values 0..15, lane `j` of `lo`), of `khi` bit `16 + i`.
-                    // `x01` holds blocks 0 and 1's `qh` (block `j`'s at byte `bb·j + 2` of the
-                    // group; the 8-byte read four bytes before block 1's has it in its upper
-                    // half), `x23` blocks 2 and 3's; `pext` takes their low or high halves (on
-                    // port 1, which 512-bit code leaves idle: from memory 2-4 % faster than
-                    // eight reads, `and`s and `or`s).
-                    let at = |o: usize| std::ptr::read_unaligned(gb.add(o) as *const u64);
-                    let at32 = |o: usize| std::ptr::read_unaligned(gb.add(o) as *const u32) as u64;
-                    let qh = |j: usize| bb * j + 2;
-                    const HI: u64 = 0xFFFF_FFFF_0000_0000;
-                    const LO16: u64 = 0x0000_FFFF_0000_FFFF;
-                    let x01 = at32(qh(0)) | (at(qh(1) - 4) & HI);
-                    let x23 = at32(qh(2)) | (at(qh(3) - 4) & HI);
-                    let klo: __mmask64 = _pext_u64(x01, LO16) | (_pext_u64(x23, LO16) << 32);
-                    let khi: __mmask64 = _pext_u64(x01, !LO16) | (_pext_u64(x23, !LO16) << 32);
-                    let lo = _mm512_gf2p8affine_epi64_epi8::<0>(v, low);
-                    (
-                        _mm512_mask_add_epi8(lo, klo, lo, x10),
-                        _mm512_mask_add_epi8(hi, khi, hi, x10),
-                    )
-                } else {
-                    (_mm512_and_si512(v, m4), hi)
-                };
-                *gr = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, alo), hi, ahi);
-                // The scales into their lanes (masked permutes: lanes outside the mask keep what
-                // `sd` holds — the indices of the rows still to come, or earlier rows' scales).
-                // Q4_0's and Q4_1's scales all lie in `z0`: a single-source `vpermw` (one
-                // micro-op where `vpermi2w` takes three; in cache 1.09x for Q4_0, 1.10x for Q4_1).
-                sd = if KIND == Q5_0 {
-                    _mm512_mask2_permutex2var_epi16(z0, sd, 0x1111_1111 << r, z1)
-                } else {
-                    _mm512_mask_permutexvar_epi16(sd, 0x1111_1111 << r, idx_d, z0)
-                };
-            }
-            let t = reduce_rows(g);
-            let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(sd));
-            let d = _mm512_mul_ps(dw, _mm512_loadu_ps(lanes.d.as_ptr().add(16 * e)));
-            let slot = rp.add(48 * (e % 4));
-            _mm512_store_ps(slot, d);
-            let f = if KIND == Q4_1 {
-                _mm512_store_ps(
-                    slot.add(32),
-                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(sd)),
-                );
-                _mm512_cvtepi32_ps(t)
-            } else {
-                let sum = _mm512_loadu_si512(lanes.sum.as_ptr().add(16 * e) as *const _);
-                // The weights' offset: 16 (Q5_0) or 8 (Q4_0) times the activation's sum.
-                let off = if KIND == Q5_0 {
-                    _mm512_slli_epi32::<4>(sum)
-                } else {
-                    _mm512_slli_epi32::<3>(sum)
-                };
-                _mm512_cvtepi32_ps(_mm512_sub_epi32(t, off))
-            };
-            _mm512_store_ps(slot.add(16), f);
+                _mm512_store_ps(slot.add(16), f);
+            });
             if e >= LAG {
                 add_group!(e - LAG);
             }
@@ -438,10 +495,12 @@ mod x86 {
         for e in groups.saturating_sub(LAG)..groups {
             add_group!(e);
         }
-        let mut sums = [0f32; 4];
-        let mut sums_m = [0f32; 4];
-        _mm_storeu_ps(sums.as_mut_ptr(), acc);
-        _mm_storeu_ps(sums_m.as_mut_ptr(), accm);
+        let mut sums = [0f32; 8];
+        let mut sums_m = [0f32; 8];
+        for h in 0..2 {
+            _mm_storeu_ps(sums.as_mut_ptr().add(4 * h), acc[h]);
+            _mm_storeu_ps(sums_m.as_mut_ptr().add(4 * h), accm[h]);
+        }
         for (r, o) in out.iter_mut().enumerate() {
             let row = std::slice::from_raw_parts(w.add(r * rb), nb * bb);
             for b in 4 * groups..nb {
@@ -492,29 +551,6 @@ mod x86 {
             let off = if KIND == Q5_0 { 16 } else { 8 } * sum;
             let d = f16_at(wb, 0) * f16_at(ab, 0);
             *acc = d.mul_add((t - off) as f32, *acc);
-        }
-    }
-
-    /// [`rows4`] for a group of eight rows: the first four, then the last four.
-    ///
-    /// # Safety
-    ///
-    /// As [`rows4`], for eight rows.
-    #[target_feature(
-        enable = "avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,gfni"
-    )]
-    pub(crate) unsafe fn rows8<const KIND: u8>(
-        w: *const u8,
-        rb: usize,
-        nb: usize,
-        a: &[u8],
-        lanes: &Lanes,
-        out: &mut [f32; 8],
-    ) {
-        let mut half = [0f32; 4];
-        for (h, o) in out.chunks_exact_mut(4).enumerate() {
-            rows4::<KIND>(w.add(4 * h * rb), rb, nb, a, lanes, &mut half);
-            o.copy_from_slice(&half);
         }
     }
 }
