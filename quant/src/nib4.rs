@@ -397,12 +397,7 @@ mod x86 {
             // two); from `AHEAD` bytes before a row's end, the start of the row eight on (the
             // next call's, where the rows past these are read next; past the matrix a hint never
             // faults, and its address is formed with `wrapping_add`).
-            let at = e * gbytes + AHEAD;
-            let at = if at >= nb * bb {
-                8 * rb + (at - nb * bb)
-            } else {
-                at
-            };
+            let at = crate::common::x86::hint_at(e * gbytes, AHEAD, nb * bb, rb);
             for r in 0..8 {
                 let p = w.wrapping_add(r * rb + at);
                 _mm_prefetch(p as *const i8, _MM_HINT_T0);

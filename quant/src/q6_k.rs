@@ -433,12 +433,14 @@ mod avx2 {
             }
             let ap = a.add(i * q8_k::BLOCK_BYTES);
             let mut iv = [_mm256_setzero_si256(); 8];
+            // Two blocks of the row ahead (from a row's last two, the row eight on: `hint_at`).
+            let row_ahead = hint_at(i * BLOCK_BYTES, 2 * BLOCK_BYTES, rb, rb) - i * BLOCK_BYTES;
             let mut dh = [0u16; 8];
             for r in 0..8 {
                 let (bp, ahead) = if PACKED {
                     (w.add((8 * i + r) * BLOCK_BYTES), 16 * BLOCK_BYTES)
                 } else {
-                    (w.add(r * rb + i * BLOCK_BYTES), 2 * BLOCK_BYTES)
+                    (w.add(r * rb + i * BLOCK_BYTES), row_ahead)
                 };
                 iv[r] = sums(bp, ahead, ap);
                 dh[r] = (bp.add(208) as *const u16).read_unaligned();
