@@ -88,7 +88,7 @@ pub(crate) fn has_avx512() -> bool {
             && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("avx512bitalg")
             && is_x86_feature_detected!("gfni")
-            // `pext` in Q5_0's four-row kernel (every AVX-512 CPU so far has BMI2).
+            // `pext` in Q5_0's `nib4` kernel (every AVX-512 CPU so far has BMI2).
             && is_x86_feature_detected!("bmi2")
     })
 }

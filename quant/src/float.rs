@@ -115,7 +115,7 @@ pub fn vec_dot(kind: Kind, n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// up to float summation order.
 ///
 /// `il`: the whole eight-row groups are interleaved (see `q4_0::vec_dot_rows`; rows a multiple
-/// of [`PACK_BYTES`] long), only with the AVX2 kernel.
+/// of `PACK_BYTES` long), only with the AVX2 kernel.
 pub fn vec_dot_rows(kind: Kind, n: usize, w: &[u8], il: bool, a: &[u8], out: &mut [f32]) {
     let es = if kind == Kind::F32 { 4 } else { 2 };
     let rb = n * es;

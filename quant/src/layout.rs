@@ -69,6 +69,12 @@ pub fn can_interleave_rows(ty: GgmlType, n: usize) -> bool {
 /// 0.88, 3840 0.72 → 0.88, 6144 0.81 → 0.89, 8192 0.87 → 0.84, 32768 1.04 → 0.85; Q4_K at 8192
 /// 0.91 → 0.89, 16384 0.96 → 0.89, 32768 1.00 → 0.87). Elsewhere the packed layout measured
 /// better at every length (the nibble types, and Q4_K on the Zen 3 of the earlier sessions).
+/// Since the row-major kernels' hints run on into the next group (`hint_at`, 2026-11-24) the
+/// rows read as well as or better than packed below 8192 values too (two runs, `med`, rows /
+/// packed: at 6144 Q4_K 0.92-0.98 / 0.92-0.93, Q5_K 0.99-1.00 / 0.88-0.93, Q6_K 1.08-1.11 /
+/// 0.97; at 2048 alike), but batched prefill still runs about 1.2-1.3x faster packed
+/// (`q4_k×8` 0.25-0.27 of the triad against `q4_k×8 il` 0.31-0.34 at 2048 and 6144), so the
+/// boundary stays at 8192.
 pub fn interleave_pays(ty: GgmlType, n: usize) -> bool {
     if !packed_kernels() || !can_interleave_rows(ty, n) {
         return false;

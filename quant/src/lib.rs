@@ -391,12 +391,12 @@ pub fn vec_dot_f32(weight_ty: GgmlType, n: usize, w: &[u8], x: &[f32]) -> Result
 /// with every row of several matrices; each call gets a chunk of rows). Holds what the weight
 /// type's multi-row kernel wants beyond the activation bytes (for Q4_0: the Q8_0 blocks
 /// unpacked, f32 scales, block sums; Q5_0 the same; and for Q4_0, Q4_1 and Q5_0, made on the
-/// first row-major decode call where they run, the four-row kernels' [`nib4::Lanes`]); nothing
+/// first row-major decode call where they run, the `nib4` kernels' [`nib4::Lanes`]); nothing
 /// for the other types.
 pub struct ActPrep {
     weight_ty: GgmlType,
     unpacked: Option<q8_0::PreparedQ8>,
-    /// Q4_0's, Q4_1's and Q5_0's four-row layout ([`nib4::Lanes`]), made on first use by a
+    /// Q4_0's, Q4_1's and Q5_0's `nib4` layout ([`nib4::Lanes`]), made on first use by a
     /// row-major group where those kernels run (decode; batched prefill never asks).
     lanes: std::sync::OnceLock<Option<nib4::Lanes>>,
 }
@@ -415,7 +415,7 @@ impl ActPrep {
         }
     }
 
-    /// The four-row kernels' layout of `act` (the activation this was made from), where they
+    /// The `nib4` kernels' layout of `act` (the activation this was made from), where they
     /// run and the weight type has them.
     fn lanes(&self, act: &[u8]) -> Option<&nib4::Lanes> {
         if !nib4::Lanes::wanted() {

@@ -1,37 +1,44 @@
-//! Row-major decode kernels for the 32-value nibble types (Q4_0, Q4_1, Q5_0) on AVX-512: four
-//! rows at a time, each row read as groups of four whole blocks.
+//! Row-major decode kernels for the 32-value nibble types (Q4_0, Q4_1, Q5_0) on AVX-512: eight
+//! rows a step, each row read as groups of four whole blocks.
 //!
 //! The eight-row kernels of these types read eight rows side by side, one 18-22-byte block of
 //! each per step, and transpose the eight rows' bytes and gather their scales every step; over
 //! row-major memory (the `mmap` expert cache's and `--no-repack`'s layout) that read 0.78-0.87
 //! of the memory bandwidth on the Xeon of 2026-11-23, against 0.9-1.0 for the same kernels over
 //! the packed layout (quant/README.md). Here each step reads one 72-88-byte group of four
-//! blocks from each of four rows, puts a block in each 16-byte lane with one word permute,
-//! sums every block's products with `vpdpbusd` against the activation laid out the same way,
-//! and reduces the four rows' partial sums together so that lane `4j + r` holds row `r`'s block
-//! `j`. The float steps are then the eight-row kernels', per row and in block order: `d_w·d_a`
-//! rounded, one FMA of it and the block's integer sum into the row's sum (Q4_1: and one FMA of
-//! `m_w·s_a` into a second sum, the two added at the end), so every row has the same bits as in
-//! the eight-row kernels — and as in the packed layout and in prefill (`tests/rows.rs`,
-//! `tests/interleaved.rs`). The next group of eight rows is hinted into L2 as one sequential
-//! stream, as the eight-row kernels do.
+//! blocks from each of eight rows, as two halves of four: per row one word permute puts a block
+//! in each 16-byte lane and `vpdpbusd` sums every block's products against the activation laid
+//! out the same way; a half's four rows' partial sums are reduced together so that lane
+//! `4j + r` holds row `r`'s block `j`. The float steps are then the eight-row kernels', per row
+//! and in block order: `d_w·d_a` rounded, one FMA of it and the block's integer sum into the
+//! row's sum (Q4_1: and one FMA of `m_w·s_a` into a second sum, the two added at the end), so
+//! every row has the same bits as in the eight-row kernels — and as in the packed layout and in
+//! prefill (`tests/rows.rs`, `tests/interleaved.rs`).
+//!
+//! Hints: each row `AHEAD` (352) bytes ahead into L1, and from that far before a row's end the
+//! row eight on (the next group of eight rows, which the thread reads next); rows under 3 KiB
+//! also hint the next group of eight rows into L2 as one stream. Until 2026-11-24 the kernel
+//! took four rows a step and hinted only that stream, and read 0.81-0.93 of the triad; the
+//! access pattern, not the arithmetic, was what held it there (quant/README.md, "eight rows a
+//! step, hinted per row"). Kernel bench, rows of 8192, all threads ÷ the STREAM triad, ten
+//! alternating runs against the four-row kernel: Q5_0 0.93-1.04 (median 1.01) against
+//! 0.84-0.92 (0.895), Q4_0 0.95-1.01 (0.99) against 0.82-0.98 (0.92), Q4_1 1.03-1.08 (1.055)
+//! against 0.86-1.01 (0.97).
+//!
+//! Q5_0 takes its nibbles from its group's first and last 64 bytes with two single-source word
+//! permutes (which LLVM merges into one `vpermt2w`), its fifth bits straight into two 64-bit byte
+//! masks built in general registers from four reads and four `pext` (no `qh` permute, no bit
+//! shuffles; in cache 1.28x the vector form, quant/README.md "Q5_0's fifth bits as masks"), and
+//! its scales, which lie in both of a row's loads, by one `vpgatherdd` a half (with eight rows a
+//! step, the masked permute a row that Q4_0 and Q4_1 keep left LLVM short of mask registers:
+//! in cache 0.88 of the four-row kernel's speed with them, 0.95 with the gather).
 //!
 //! Only whole groups of four blocks go through the vector steps; a row's last `nb mod 4`
-//! blocks are summed by scalar code with the same float steps. Kernel bench, rows of 8192, all
-//! threads ÷ the STREAM triad (three full runs, quant/README.md "four rows at a time"): Q4_0
-//! 0.88-0.93 and Q4_1 0.88-0.94, where the eight-row kernels read 0.77-0.87; Q5_0, which
-//! computes the most, 0.81-0.86.
-//!
-//! Q5_0 (2026-11-24) takes its nibbles from its group's first and last 64 bytes with two
-//! single-source word permutes, and its fifth bits straight into two 64-bit byte masks built in
-//! general registers from four reads and four `pext` (no `qh` permute, no bit shuffles): the vector
-//! ports, the limit in cache, do about a fifth less a row. In cache, one thread, alternating
-//! samples on a quiet core: 1.28x (10.8 -> 8.4 TSC ticks a row and group); from memory (paired
-//! passes, each between two triads) 4-6 % faster (quant/README.md "Q5_0's fifth bits as masks").
+//! blocks are summed by scalar code with the same float steps.
 
 use crate::common::f16_at;
 
-/// An activation laid out for the four-row kernels (`rows4`), once per activation (decode dots
+/// An activation laid out for the row-major kernels here (`rows8`), once per activation (decode dots
 /// it with every row of several matrices): its whole groups of four blocks with each block's values 0..15 in 16-byte
 /// lane `j` of one 64-byte vector and its values 16..31 in lane `j` of the next, and the
 /// per-block numbers each four times (lanes `4j..4j+3`, one per row): `d` as f32, and the

@@ -158,7 +158,7 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 /// activation `a`. Eight rows at a time go through a kernel that loads each activation block
 /// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
 /// row by row. Equal to [`vec_dot`] per row up to float summation order. On AVX-512, groups of
-/// row-major rows go four rows at a time instead ([`crate::nib4`]; the same bits).
+/// row-major rows go through [`crate::nib4`]'s kernel instead (the same bits).
 ///
 /// `prep` is `a` unpacked by [`crate::q8_0::PreparedQ8::new`] (pass it when the same activation
 /// meets many row groups, as in decode; `None` unpacks it here). It must describe `a`; so must
@@ -211,7 +211,7 @@ pub fn vec_dot_rows(
             // SAFETY: AVX2/FMA/F16C detected at run time; rows r..r+8 (in either layout, the
             // same bytes) lie inside `w` (asserted: w holds out.len() rows) and `prep`
             // describes nb activation blocks.
-            // With `lanes` (AVX-512, row-major), the four-row kernel: `a` holds nb blocks and
+            // With `lanes` (AVX-512, row-major), the `nib4` kernel: `a` holds nb blocks and
             // `lanes` nb / 4 groups (asserted).
             unsafe {
                 if let Some(l) = lanes {

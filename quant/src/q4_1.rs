@@ -140,7 +140,7 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 /// activation `a`. Eight rows at a time go through a kernel that loads each activation block
 /// once for all eight and keeps the eight rows' sums in the lanes of one vector; the rest go
 /// row by row. Equal to [`vec_dot`] per row up to float summation order. On AVX-512, groups
-/// of row-major rows go four rows at a time instead ([`crate::nib4`]; the same bits), with
+/// of row-major rows go through [`crate::nib4`]'s kernel instead (the same bits), with
 /// `lanes` made from `a` by [`crate::nib4::Lanes::from_q8_1`] (made here where wanted and
 /// `None`). `il`: whole eight-row groups block-interleaved (see `q4_0::vec_dot_rows`).
 pub fn vec_dot_rows(

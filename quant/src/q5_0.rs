@@ -158,7 +158,7 @@ pub fn vec_dot(w: &[u8], a: &[u8]) -> f32 {
 /// `out[r] = w_r · a` for consecutive rows of `row_bytes` bytes against one Q8_0 activation:
 /// eight rows at a time through a kernel that transposes the rows' nibbles and fifth bits so
 /// each row sums in its own lane (see `q4_0::vec_dot_rows`), the rest row by row; on AVX-512
-/// groups of row-major rows four rows at a time ([`crate::nib4`]; the same bits). `prep`, when
+/// groups of row-major rows through [`crate::nib4`]'s kernel (the same bits). `prep`, when
 /// given, is `a` unpacked by [`crate::q8_0::PreparedQ8::new`], `lanes` made from it by
 /// [`crate::nib4::Lanes::from_q8_0`]. `il`: whole eight-row groups block-interleaved (see
 /// `q4_0::vec_dot_rows`).

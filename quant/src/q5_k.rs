@@ -1,4 +1,4 @@
-//! Q5_K: like Q4_K with a fifth bit per value in 32 bytes `qh` (bit j of qh[k] belongs to
+//! Q5_K: like Q4_K with a fifth bit per value in 32 bytes `qh` (bit j of `qh[k]` belongs to
 //! sub-block j, position k). f16 d, f16 dmin, 12 scale bytes, 32 qh, 128 qs.
 //! value = d*sc*q - dmin*m. Dots against Q8_K activations.
 

@@ -258,7 +258,7 @@ pub fn softmax_in_place(x: &mut [f32]) {
 }
 
 /// GELU, tanh approximation: `0.5·x·(1 + tanh(z))` with `z = √(2/π)·(x + 0.044715·x³)`,
-/// computed as the equal `x / (1 + e^(−2z))` with [`exp_f32`]: branch-free, so the loop in
+/// computed as the equal `x / (1 + e^(−2z))` with `exp_f32`: branch-free, so the loop in
 /// [`gelu_mul`] vectorizes (glibc's `tanhf` was 5–7 % of a decode step). Within 2e-7 of the
 /// f64 formula, relative to `max(|x|, 1)` (tested).
 #[inline]
@@ -301,7 +301,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
-/// `cap · tanh(x / cap)`, with [`tanh_f32`] (glibc's `tanhf` was ~3 % of a 512-token
+/// `cap · tanh(x / cap)`, with `tanh_f32` (glibc's `tanhf` was ~3 % of a 512-token
 /// prefill: one call per attention score).
 #[inline]
 pub fn softcap(x: f32, cap: f32) -> f32 {

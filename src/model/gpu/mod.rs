@@ -5,7 +5,7 @@
 //! `(gelu_tanh(x·gate) ⊙ (x·up))·down` per chosen expert.
 //!
 //! Experts are either all resident (the default) or, under `--vram-budget`, held in a fixed
-//! pool of device slots managed by the VRAM tier ([`experts`]): the dense part is uploaded
+//! pool of device slots managed by the VRAM tier (`experts`): the dense part is uploaded
 //! first and reported separately, and the experts a batch routes to are uploaded on demand
 //! from the RAM tier (or the mmap).
 //!
