@@ -108,8 +108,10 @@ pub(crate) fn has_avx512() -> bool {
 /// triad, group → per row: Q8_0 rows 0.87-0.88 → 1.01-1.03; Q8_0 × f32 0.84-0.85 →
 /// 0.94-0.97; group → none: Q4_K 0.77-0.80 → 0.87-0.92, Q5_K 0.76-0.80 → 0.83-0.89, Q6_K
 /// 0.83-0.86 → 0.90-0.96). The nibble types' kernels (Q4_0, Q4_1, Q5_0; 18-22 byte blocks)
-/// keep the group stream everywhere: per row, Q4_0 read 0.73-0.76 there against 0.82-0.86 per
-/// group (four alternating pairs of bench binaries), Q4_1 and Q5_0 within the noise.
+/// kept the group stream everywhere (per row, Q4_0 read 0.73-0.76 against 0.82-0.86 per group,
+/// four alternating pairs of bench binaries, 2026-11-23) until the per-row hints ran on into
+/// the next group ([`x86::hint_at`], 2026-11-24): now rows of [`x86::ROW_HINTS_FROM`] bytes or
+/// more hint per row on Intel too ([`x86::row_hints`]), shorter ones keep the group stream.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn intel_cpu() -> bool {
     use std::sync::OnceLock;
@@ -1360,6 +1362,26 @@ pub(crate) mod x86 {
         } else {
             at
         }
+    }
+
+    /// Rows of at least this many bytes are long enough for per-row hints (each row its own
+    /// stream into L1, [`hint_at`]) to read faster than the next-group stream into L2
+    /// ([`prefetch_next_group`]) on Intel; shorter rows keep the group stream.
+    pub const ROW_HINTS_FROM: usize = 3072;
+
+    /// Whether row-major groups of rows `rb` bytes long hint each row on its own: on Intel
+    /// ([`crate::common::intel_cpu`]) from [`ROW_HINTS_FROM`] bytes a row. The 32-value nibble
+    /// types' eight-row kernels (Q4_0/Q4_1/Q5_0) use it for the AVX2 tier's decode (not for
+    /// several tokens, which read slower so). Kernel bench with `QUANT_NO_AVX512=1` on the
+    /// Xeon (2026-11-24, `med`, eight to twelve alternating rounds a length, group stream →
+    /// per row): rows of 8192 Q4_0 0.81-0.87 → 0.91-1.05, Q4_1 0.76-0.90 → 0.77-1.02, Q5_0
+    /// 0.68-0.84 → 0.72-0.89; 6144 Q4_0 0.77-0.85 → 0.82-0.97, Q5_0 0.70-0.84 → 0.60-0.84
+    /// (medians 0.76 → 0.785); 32768 (four rounds) Q4_0 0.76-0.82 → 0.86-1.02, Q5_0
+    /// 0.69-0.76 → 0.85-0.91. Rows of 2048 (1152-1408 bytes) read 0.75-0.83 with the group
+    /// stream and 0.69-0.74 per row, hence the boundary (`nib4`'s kernels measured alike).
+    #[inline]
+    pub fn row_hints(rb: usize) -> bool {
+        rb >= ROW_HINTS_FROM && crate::common::intel_cpu()
     }
 
     /// How far ahead (bytes) of each row's block [`prefetch_group`] hints, per row.

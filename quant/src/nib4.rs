@@ -38,11 +38,12 @@
 
 use crate::common::f16_at;
 
-/// An activation laid out for the row-major kernels here (`rows8`), once per activation (decode dots
-/// it with every row of several matrices): its whole groups of four blocks with each block's values 0..15 in 16-byte
-/// lane `j` of one 64-byte vector and its values 16..31 in lane `j` of the next, and the
-/// per-block numbers each four times (lanes `4j..4j+3`, one per row): `d` as f32, and the
-/// block sums Σq (Q8_0, for Q4_0's and Q5_0's offsets) or `s` as f32 (Q8_1, for Q4_1's).
+/// An activation laid out for the row-major kernels here (`rows8`), once per activation
+/// (decode dots it with every row of several matrices): its whole groups of four blocks with
+/// each block's values 0..15 in 16-byte lane `j` of one 64-byte vector and its values 16..31 in
+/// lane `j` of the next, and the per-block numbers each four times (lanes `4j..4j+3`, one per
+/// row of a half): `d` as f32, and the block sums Σq (Q8_0, for Q4_0's and Q5_0's offsets) or
+/// `s` as f32 (Q8_1, for Q4_1's).
 // Read only by the x86-64 kernels (elsewhere `wanted` is false and none is made).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct Lanes {
@@ -286,15 +287,6 @@ mod x86 {
     /// 264 and 528 bytes measured alike (paired passes from memory, Q5_0, 2026-11-24).
     const AHEAD: usize = 352;
 
-    /// Rows shorter than this (bytes) are also hinted as [`rows8`]'s next group of eight rows,
-    /// one sequential stream into L2 (what the kernel did for every row length before
-    /// 2026-11-24). Kernel bench, all threads ÷ triad, two alternating rounds a length (Q4_0 /
-    /// Q4_1 / Q5_0): rows of 1024 and 2048 values (at most 1408 bytes) read 0.68-0.88 with the
-    /// per-row hints alone against 0.86-0.97 with both; 4096 (2304-2816 bytes) about alike,
-    /// both a little ahead; 6144 (3456-4224 bytes) and up the per-row hints alone ahead
-    /// (rows of 8192: 0.98-1.06 against 0.86-0.98; 32768: 1.04-1.08 against 0.88-0.98).
-    const GROUP_STREAM_BELOW: usize = 3072;
-
     /// `out[r] = w_r · a` for eight rows `rb` bytes apart, `nb` blocks each, of type `KIND`,
     /// against the activation `a` (Q8_0 blocks for Q4_0 and Q5_0, Q8_1 for Q4_1) and its
     /// [`Lanes`]: bit-identical to that row's lane of the type's eight-row kernel (see the module
@@ -348,7 +340,7 @@ mod x86 {
         let zero = _mm512_setzero_si512();
         let groups = nb / 4;
         debug_assert!(lanes.groups() >= groups);
-        let group_stream = nb * bb < GROUP_STREAM_BELOW;
+        let group_stream = nb * bb < crate::common::x86::ROW_HINTS_FROM;
         // Each half's sums: `d_w·d_a` and the integer sums (Q4_1: and `m_w`) FMA'd in.
         let mut acc = [_mm_setzero_ps(); 2];
         let mut accm = [_mm_setzero_ps(); 2];
@@ -410,8 +402,14 @@ mod x86 {
                 _mm_prefetch(p as *const i8, _MM_HINT_T0);
                 _mm_prefetch(p.wrapping_add(64) as *const i8, _MM_HINT_T0);
             }
-            // Short rows: also the next group of eight rows, this step's share of it, into L2
-            // as one sequential stream.
+            // Rows under `ROW_HINTS_FROM` bytes: also the next group of eight rows, this step's
+            // share of it, into L2 as one sequential stream (what the kernel did for every row
+            // length before 2026-11-24). Kernel bench, all threads ÷ triad, two alternating
+            // rounds a length (Q4_0 / Q4_1 / Q5_0): rows of 1024 and 2048 values (at most 1408
+            // bytes) read 0.68-0.88 with the per-row hints alone against 0.86-0.97 with both;
+            // 4096 (2304-2816 bytes) about alike; 6144 (3456-4224 bytes) and up the per-row hints
+            // alone ahead (8192: 0.98-1.06 against 0.86-0.98; 32768: 1.04-1.08 against
+            // 0.88-0.98).
             if group_stream {
                 let next = w.wrapping_add(8 * rb + e * 8 * gbytes);
                 let mut k = 0;
