@@ -1371,8 +1371,10 @@ pub(crate) mod x86 {
 
     /// Whether row-major groups of rows `rb` bytes long hint each row on its own: on Intel
     /// ([`crate::common::intel_cpu`]) from [`ROW_HINTS_FROM`] bytes a row. The 32-value nibble
-    /// types' eight-row kernels (Q4_0/Q4_1/Q5_0) use it for the AVX2 tier's decode (not for
-    /// several tokens, which read slower so). Kernel bench with `QUANT_NO_AVX512=1` on the
+    /// types' eight-row kernels (Q4_0/Q4_1/Q5_0) use it for the AVX2 tier's decode, not for
+    /// several tokens: the four-token kernels read 0.40-0.54 of the triad so against 0.50-0.63
+    /// with the group stream (`q4_0×4` / `q4_1×4` / `q5_0×4`, rows of 6144 and 8192, three
+    /// alternating rounds). Kernel bench with `QUANT_NO_AVX512=1` on the
     /// Xeon (2026-11-24, `med`, eight to twelve alternating rounds a length, group stream →
     /// per row): rows of 8192 Q4_0 0.81-0.87 → 0.91-1.05, Q4_1 0.76-0.90 → 0.77-1.02, Q5_0
     /// 0.68-0.84 → 0.72-0.89; 6144 Q4_0 0.77-0.85 → 0.82-0.97, Q5_0 0.70-0.84 → 0.60-0.84

@@ -326,10 +326,8 @@ mod avx2 {
     ) {
         let m4 = _mm256_set1_epi8(0x0F);
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
-        // Decode over row-major groups of long rows on Intel: each row hinted on its own
-        // (`row_hints`). Not for several tokens: the four-token kernels read 0.40-0.54 of the
-        // triad so against 0.50-0.63 with the group stream (kernel bench, `q4_0×4` / `q4_1×4` /
-        // `q5_0×4`, rows of 6144 and 8192, three alternating rounds).
+        // Decode (one token) over row-major groups of long rows on Intel: each row hinted on
+        // its own (`row_hints` says why, and why not for several tokens).
         let per_row = !PACKED && T == 1 && row_hints(rb);
         let mut acc = [_mm256_setzero_ps(); T];
         let mut accm = [_mm256_setzero_ps(); T];

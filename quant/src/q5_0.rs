@@ -337,10 +337,8 @@ mod avx2 {
         let x10 = _mm256_set1_epi8(0x10);
         let mut acc = [_mm256_setzero_ps(); T];
         let rows: [*const u8; 8] = std::array::from_fn(|r| w.wrapping_add(r * rb));
-        // Decode over row-major groups of long rows on Intel: each row hinted on its own
-        // (`row_hints`). Not for several tokens: the four-token kernels read 0.40-0.54 of the
-        // triad so against 0.50-0.63 with the group stream (kernel bench, `q4_0×4` / `q4_1×4` /
-        // `q5_0×4`, rows of 6144 and 8192, three alternating rounds).
+        // Decode (one token) over row-major groups of long rows on Intel: each row hinted on
+        // its own (`row_hints` says why, and why not for several tokens).
         let per_row = !PACKED && T == 1 && row_hints(rb);
         // AVX2, row-major: for a step over values v..v+3 (v = 4k, or 16 + 4k for the high
         // nibbles) the fifth bits are bits v..v+3 of qh: byte v/8 replicated over the lane's 4
