@@ -411,12 +411,7 @@ mod x86 {
             // alone ahead (8192: 0.98-1.06 against 0.86-0.98; 32768: 1.04-1.08 against
             // 0.88-0.98).
             if group_stream {
-                let next = w.wrapping_add(8 * rb + e * 8 * gbytes);
-                let mut k = 0;
-                while k < 8 * gbytes {
-                    _mm_prefetch(next.wrapping_add(k) as *const i8, _MM_HINT_T1);
-                    k += 64;
-                }
+                crate::common::x86::prefetch_next_group(w, rb, 8 * gbytes, e);
             }
             let q = lanes.halves.as_ptr().add(128 * e);
             let alo = _mm512_loadu_si512(q as *const _);
